@@ -1,0 +1,623 @@
+//! The timed queue: an indexed binary min-heap of deadlines with cancellable handles.
+//!
+//! Events live in a fixed slot table and never move; the heap holds small `(deadline, seq,
+//! slot)` entries and each slot remembers its heap position. That makes `cancel` and
+//! `reschedule` O(log n) and frees the slot at once (no tombstones taking capacity), and it
+//! keeps the heap's sift loops moving 24-byte entries whatever the size of the event.
+//!
+//! A [`TimerHandle`] names a slot and the slot's generation. Freeing a slot bumps its
+//! generation, so a handle kept after its timer fired or was cancelled is *stale*: every use of
+//! it returns [`TimerError::Stale`] and never touches the timer that reuses the slot.
+//!
+//! Deadlines here are points on the `u64` [`Timeline`](crate::time::Timeline), so ordering is a
+//! plain comparison. Equal deadlines leave in the order they were scheduled (`seq`).
+
+use core::fmt;
+
+use heapless::Vec;
+
+/// Names one scheduled timer. Cheap to copy; stale once the timer is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TimerHandle {
+    slot: u16,
+    generation: u32,
+}
+
+/// What went wrong with a handle-based timer operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum TimerError {
+    /// The timer already fired (one-shot), was cancelled, or the handle is from another queue.
+    Stale,
+    /// The new deadline lies further ahead than half the clock's wrap period.
+    BeyondHorizon,
+}
+
+impl fmt::Display for TimerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stale => f.write_str("stale timer handle: the timer fired or was cancelled"),
+            Self::BeyondHorizon => {
+                f.write_str("deadline beyond the clock's horizon (half its wrap period)")
+            }
+        }
+    }
+}
+
+impl core::error::Error for TimerError {}
+
+/// Marks a slot that is not in the heap.
+const NOT_QUEUED: u16 = u16::MAX;
+/// Ends the free list.
+const NO_SLOT: u16 = u16::MAX;
+
+/// How a periodic timer re-arms itself: the period and how to copy the event for each firing.
+///
+/// Storing `E::clone` as a function pointer keeps the `Clone` bound on `insert_periodic` alone.
+struct Periodic<E> {
+    period: u64,
+    copy: fn(&E) -> E,
+}
+
+impl<E> Clone for Periodic<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for Periodic<E> {}
+
+struct Slot<E> {
+    generation: u32,
+    /// Index into the heap, or `NOT_QUEUED` when the slot is free.
+    heap_pos: u16,
+    /// Next free slot while this one is on the free list.
+    next_free: u16,
+    periodic: Option<Periodic<E>>,
+    event: Option<E>,
+}
+
+impl<E> Slot<E> {
+    const VACANT: Self = Self {
+        generation: 0,
+        heap_pos: NOT_QUEUED,
+        next_free: NO_SLOT,
+        periodic: None,
+        event: None,
+    };
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    deadline: u64,
+    seq: u64,
+    slot: u16,
+}
+
+impl Entry {
+    #[inline]
+    fn before(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) < (other.deadline, other.seq)
+    }
+}
+
+/// A timer that left the queue because its deadline came.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fired<E> {
+    /// The event (a copy of it, for a periodic timer).
+    pub event: E,
+    /// The timer's handle. Still valid for a periodic timer, stale for a one-shot one.
+    pub handle: TimerHandle,
+    /// The deadline it was due at.
+    pub deadline: u64,
+    /// Whole periods a periodic timer skipped because it fired this late (see
+    /// [`TimerQueue::pop_due`]). Always 0 for a one-shot timer.
+    pub missed: u64,
+}
+
+/// Fixed-capacity timed queue of `N` timers.
+pub struct TimerQueue<E, const N: usize> {
+    heap: Vec<Entry, N>,
+    slots: [Slot<E>; N],
+    free_head: u16,
+    /// Slots never used yet start after the free list (lazy initialisation keeps `new` const).
+    fresh: u16,
+    next_seq: u64,
+}
+
+impl<E, const N: usize> Default for TimerQueue<E, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E, const N: usize> fmt::Debug for TimerQueue<E, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerQueue")
+            .field("len", &self.heap.len())
+            .field("capacity", &N)
+            .field("next_deadline", &self.peek_deadline())
+            .finish()
+    }
+}
+
+impl<E, const N: usize> TimerQueue<E, N> {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        const {
+            assert!(N > 0, "a timer queue needs a capacity of at least 1");
+            assert!(
+                N < NOT_QUEUED as usize,
+                "a timer queue holds at most 65534 timers"
+            );
+        }
+        Self {
+            heap: Vec::new(),
+            slots: [const { Slot::VACANT }; N],
+            free_head: NO_SLOT,
+            fresh: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Number of pending timers.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// True when every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.heap.len() == N
+    }
+
+    /// The capacity `N`.
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// The sequence number the next scheduled (or rescheduled, or re-armed) timer will get.
+    /// Sequence numbers order equal deadlines, and the combined queue uses them for fairness.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The earliest deadline.
+    pub fn peek_deadline(&self) -> Option<u64> {
+        self.heap.first().map(|e| e.deadline)
+    }
+
+    /// The earliest `(deadline, seq)`.
+    pub fn peek(&self) -> Option<(u64, u64)> {
+        self.heap.first().map(|e| (e.deadline, e.seq))
+    }
+
+    /// Schedules a one-shot timer. A full queue hands the event back.
+    pub fn insert(&mut self, deadline: u64, event: E) -> Result<TimerHandle, E> {
+        self.insert_with(deadline, None, event)
+    }
+
+    /// Schedules a periodic timer: each firing yields a copy, and the timer re-arms itself
+    /// at `deadline + period` (drift-free). `period` must not be zero (checked by the caller).
+    pub fn insert_periodic(
+        &mut self,
+        deadline: u64,
+        period: u64,
+        event: E,
+    ) -> Result<TimerHandle, E>
+    where
+        E: Clone,
+    {
+        debug_assert!(period > 0);
+        let periodic = Periodic {
+            period,
+            copy: E::clone,
+        };
+        self.insert_with(deadline, Some(periodic), event)
+    }
+
+    fn insert_with(
+        &mut self,
+        deadline: u64,
+        periodic: Option<Periodic<E>>,
+        event: E,
+    ) -> Result<TimerHandle, E> {
+        let Some(slot) = self.alloc_slot() else {
+            return Err(event);
+        };
+        let pos = self.heap.len();
+        let entry = Entry {
+            deadline,
+            seq: self.take_seq(),
+            slot,
+        };
+        // Cannot fail: a free slot means the heap has room.
+        let _ = self.heap.push(entry);
+        let s = &mut self.slots[usize::from(slot)];
+        s.event = Some(event);
+        s.periodic = periodic;
+        s.heap_pos = pos as u16;
+        let generation = s.generation;
+        self.sift_up(pos);
+        Ok(TimerHandle { slot, generation })
+    }
+
+    /// The event of a pending timer.
+    pub fn get(&self, handle: TimerHandle) -> Result<&E, TimerError> {
+        let slot = self.live_slot(handle)?;
+        self.slots[slot].event.as_ref().ok_or(TimerError::Stale)
+    }
+
+    /// The deadline of a pending timer.
+    pub fn deadline(&self, handle: TimerHandle) -> Result<u64, TimerError> {
+        let slot = self.live_slot(handle)?;
+        Ok(self.heap[usize::from(self.slots[slot].heap_pos)].deadline)
+    }
+
+    /// Removes a pending timer (periodic or not) and hands its event back. O(log n).
+    pub fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError> {
+        let slot = self.live_slot(handle)?;
+        let pos = usize::from(self.slots[slot].heap_pos);
+        self.remove_at(pos);
+        Ok(self.free_slot(slot))
+    }
+
+    /// Moves a pending timer to a new deadline. O(log n). Among equal deadlines it now counts as
+    /// scheduled last.
+    pub fn reschedule(&mut self, handle: TimerHandle, deadline: u64) -> Result<(), TimerError> {
+        let slot = self.live_slot(handle)?;
+        let pos = usize::from(self.slots[slot].heap_pos);
+        let seq = self.take_seq();
+        let entry = &mut self.heap[pos];
+        entry.deadline = deadline;
+        entry.seq = seq;
+        // The new key may be earlier or later: one of the two sifts does nothing.
+        let pos = self.sift_up(pos);
+        self.sift_down(pos);
+        Ok(())
+    }
+
+    /// Takes the earliest timer if its deadline is at or before `now`.
+    ///
+    /// # Missed periods
+    ///
+    /// A periodic timer re-arms at `deadline + period`. If that is still not after `now` (the
+    /// host was busy or asleep for more than a period), the missed firings are **skipped, not
+    /// replayed**: the timer moves to the first point of its original grid
+    /// (`deadline + k·period`) that lies after `now`, and [`Fired::missed`] says how many
+    /// were skipped. A burst of catch-up events after a stall would only make the stall worse.
+    pub fn pop_due(&mut self, now: u64) -> Option<Fired<E>> {
+        let top = *self.heap.first()?;
+        if top.deadline > now {
+            return None;
+        }
+        Some(self.pop_top(top, now))
+    }
+
+    fn pop_top(&mut self, top: Entry, now: u64) -> Fired<E> {
+        let slot = usize::from(top.slot);
+        let handle = TimerHandle {
+            slot: top.slot,
+            generation: self.slots[slot].generation,
+        };
+        match self.slots[slot].periodic {
+            Some(Periodic { period, copy }) => {
+                let late = now.saturating_sub(top.deadline);
+                let missed = late / period;
+                let next = top.deadline + (missed + 1) * period;
+                let seq = self.take_seq();
+                self.heap[0].deadline = next;
+                self.heap[0].seq = seq;
+                self.sift_down(0);
+                let event = match &self.slots[slot].event {
+                    Some(e) => copy(e),
+                    None => unreachable!("a queued slot holds its event"),
+                };
+                Fired {
+                    event,
+                    handle,
+                    deadline: top.deadline,
+                    missed,
+                }
+            }
+            None => {
+                self.remove_at(0);
+                Fired {
+                    event: self.free_slot(slot),
+                    handle,
+                    deadline: top.deadline,
+                    missed: 0,
+                }
+            }
+        }
+    }
+
+    /// Removes every timer.
+    pub fn clear(&mut self) {
+        while let Some(top) = self.heap.first().copied() {
+            self.remove_at(0);
+            let _ = self.free_slot(usize::from(top.slot));
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn live_slot(&self, handle: TimerHandle) -> Result<usize, TimerError> {
+        let slot = usize::from(handle.slot);
+        match self.slots.get(slot) {
+            Some(s) if s.generation == handle.generation && s.heap_pos != NOT_QUEUED => Ok(slot),
+            _ => Err(TimerError::Stale),
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Option<u16> {
+        if self.free_head != NO_SLOT {
+            let slot = self.free_head;
+            self.free_head = self.slots[usize::from(slot)].next_free;
+            Some(slot)
+        } else if usize::from(self.fresh) < N {
+            let slot = self.fresh;
+            self.fresh += 1;
+            Some(slot)
+        } else {
+            None
+        }
+    }
+
+    fn free_slot(&mut self, slot: usize) -> E {
+        let s = &mut self.slots[slot];
+        s.generation = s.generation.wrapping_add(1);
+        s.heap_pos = NOT_QUEUED;
+        s.periodic = None;
+        s.next_free = self.free_head;
+        self.free_head = slot as u16;
+        match s.event.take() {
+            Some(e) => e,
+            None => unreachable!("a queued slot holds its event"),
+        }
+    }
+
+    /// Removes the heap entry at `pos` (the slot itself is freed by the caller).
+    fn remove_at(&mut self, pos: usize) {
+        let last = self.heap.len() - 1;
+        if pos == last {
+            self.heap.pop();
+            return;
+        }
+        self.heap.swap(pos, last);
+        self.heap.pop();
+        self.set_pos(pos);
+        let pos = self.sift_up(pos);
+        self.sift_down(pos);
+    }
+
+    #[inline]
+    fn set_pos(&mut self, pos: usize) {
+        let slot = usize::from(self.heap[pos].slot);
+        self.slots[slot].heap_pos = pos as u16;
+    }
+
+    /// Moves the entry at `pos` up to its place; returns where it ended.
+    fn sift_up(&mut self, mut pos: usize) -> usize {
+        let moving = self.heap[pos];
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if !moving.before(&self.heap[parent]) {
+                break;
+            }
+            self.heap[pos] = self.heap[parent];
+            self.set_pos(pos);
+            pos = parent;
+        }
+        self.heap[pos] = moving;
+        self.set_pos(pos);
+        pos
+    }
+
+    /// Moves the entry at `pos` down to its place.
+    fn sift_down(&mut self, mut pos: usize) {
+        let len = self.heap.len();
+        let moving = self.heap[pos];
+        loop {
+            let left = 2 * pos + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < len && self.heap[right].before(&self.heap[left]) {
+                right
+            } else {
+                left
+            };
+            if !self.heap[child].before(&moving) {
+                break;
+            }
+            self.heap[pos] = self.heap[child];
+            self.set_pos(pos);
+            pos = child;
+        }
+        self.heap[pos] = moving;
+        self.set_pos(pos);
+    }
+
+    /// Checks the heap property and the slot back-links (tests and fuzzing).
+    #[cfg(any(test, feature = "invariants"))]
+    pub fn check_invariants(&self) {
+        for (i, e) in self.heap.iter().enumerate() {
+            if i > 0 {
+                let parent = &self.heap[(i - 1) / 2];
+                assert!(!e.before(parent), "heap order broken at {i}");
+            }
+            assert_eq!(usize::from(self.slots[usize::from(e.slot)].heap_pos), i);
+            assert!(self.slots[usize::from(e.slot)].event.is_some());
+        }
+        let queued = self
+            .slots
+            .iter()
+            .filter(|s| s.heap_pos != NOT_QUEUED)
+            .count();
+        assert_eq!(queued, self.heap.len(), "slots and heap disagree");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut TimerQueue<u32, 16>, now: u64) -> std::vec::Vec<u32> {
+        let mut out = std::vec::Vec::new();
+        while let Some(f) = q.pop_due(now) {
+            out.push(f.event);
+            q.check_invariants();
+        }
+        out
+    }
+
+    #[test]
+    fn earliest_first_and_ties_in_scheduling_order() {
+        let mut q = TimerQueue::<u32, 16>::new();
+        for (deadline, ev) in [(30, 1), (10, 2), (20, 3), (10, 4), (10, 5)] {
+            q.insert(deadline, ev).unwrap();
+        }
+        q.check_invariants();
+        assert_eq!(q.pop_due(9), None);
+        assert_eq!(drain(&mut q, 100), [2, 4, 5, 3, 1]);
+    }
+
+    #[test]
+    fn full_queue_hands_the_event_back() {
+        let mut q = TimerQueue::<u32, 2>::new();
+        q.insert(1, 1).unwrap();
+        q.insert(2, 2).unwrap();
+        assert_eq!(q.insert(3, 3), Err(3));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn cancel_frees_the_slot_and_leaves_others_alone() {
+        let mut q = TimerQueue::<u32, 2>::new();
+        let a = q.insert(10, 1).unwrap();
+        let b = q.insert(20, 2).unwrap();
+        assert_eq!(q.cancel(a), Ok(1));
+        q.check_invariants();
+        // The slot is free again: a third timer fits.
+        let c = q.insert(5, 3).unwrap();
+        // The old handle names the reused slot but an older generation.
+        assert_eq!(q.cancel(a), Err(TimerError::Stale));
+        assert_eq!(q.reschedule(a, 1), Err(TimerError::Stale));
+        assert_eq!(q.get(c), Ok(&3));
+        assert_eq!(q.get(b), Ok(&2));
+        assert_eq!(drain_n(&mut q), [3, 2]);
+    }
+
+    fn drain_n<const N: usize>(q: &mut TimerQueue<u32, N>) -> std::vec::Vec<u32> {
+        core::iter::from_fn(|| q.pop_due(u64::MAX).map(|f| f.event)).collect()
+    }
+
+    #[test]
+    fn fired_one_shot_handle_is_stale() {
+        let mut q = TimerQueue::<u32, 4>::new();
+        let a = q.insert(1, 7).unwrap();
+        let fired = q.pop_due(1).unwrap();
+        assert_eq!(fired.handle, a);
+        assert_eq!(q.cancel(a), Err(TimerError::Stale));
+    }
+
+    #[test]
+    fn foreign_handle_is_stale() {
+        let mut q = TimerQueue::<u32, 4>::new();
+        let mut other = TimerQueue::<u32, 64>::new();
+        for i in 0..40 {
+            other.insert(i, 0).unwrap();
+        }
+        let foreign = other.insert(100, 0).unwrap();
+        q.insert(1, 1).unwrap();
+        assert_eq!(q.cancel(foreign), Err(TimerError::Stale));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn reschedule_moves_both_ways() {
+        let mut q = TimerQueue::<u32, 16>::new();
+        let handles: std::vec::Vec<_> = (0..10)
+            .map(|i| q.insert(i * 10, i as u32).unwrap())
+            .collect();
+        q.reschedule(handles[9], 0).unwrap(); // earlier; ties with 0 but scheduled later
+        q.reschedule(handles[0], 55).unwrap(); // later
+        q.check_invariants();
+        assert_eq!(q.deadline(handles[0]), Ok(55));
+        assert_eq!(drain(&mut q, 1000), [9, 1, 2, 3, 4, 5, 0, 6, 7, 8]);
+    }
+
+    #[test]
+    fn periodic_is_drift_free_and_skips_missed_periods() {
+        let mut q = TimerQueue::<u32, 4>::new();
+        let h = q.insert_periodic(100, 100, 9).unwrap();
+        // Fired 30 late: the next deadline stays on the grid (200), not 130 + 100.
+        let f = q.pop_due(130).unwrap();
+        assert_eq!((f.event, f.deadline, f.missed, f.handle), (9, 100, 0, h));
+        assert_eq!(q.deadline(h), Ok(200));
+        // Fired 250 late: 300 and 400 are skipped, next is 500.
+        let f = q.pop_due(450).unwrap();
+        assert_eq!((f.deadline, f.missed), (200, 2));
+        assert_eq!(q.deadline(h), Ok(500));
+        assert_eq!(q.cancel(h), Ok(9));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn clear_frees_everything() {
+        let mut q = TimerQueue::<u32, 3>::new();
+        let a = q.insert(1, 1).unwrap();
+        q.insert(2, 2).unwrap();
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!(q.get(a), Err(TimerError::Stale));
+        for i in 0..3 {
+            q.insert(i, 0).unwrap();
+        }
+        q.check_invariants();
+    }
+
+    #[test]
+    fn random_operations_keep_the_heap_valid() {
+        // A small deterministic LCG so the test needs no dependency.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let mut q = TimerQueue::<u32, 64>::new();
+        let mut live = std::vec::Vec::new();
+        for _ in 0..5000 {
+            match rnd() % 4 {
+                0 | 1 => {
+                    if let Ok(h) = q.insert(rnd() % 1000, 0) {
+                        live.push(h);
+                    }
+                }
+                2 if !live.is_empty() => {
+                    let h = live.swap_remove(rnd() as usize % live.len());
+                    q.cancel(h).unwrap();
+                }
+                _ if !live.is_empty() => {
+                    let h = live[rnd() as usize % live.len()];
+                    q.reschedule(h, rnd() % 1000).unwrap();
+                }
+                _ => {}
+            }
+            q.check_invariants();
+        }
+    }
+}
