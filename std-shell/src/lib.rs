@@ -1,2 +1,8 @@
-//! The std shell of zendaemon (work in progress): re-exports the core.
+//! zendaemon: the std shell that turns the `zendaemon-core` kernel into a Unix daemon.
+#![warn(missing_docs, missing_debug_implementations)]
+
 pub use zendaemon_core as core;
+
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,146 @@
+//! The shell's one error type, and the exit code each failure ends a command with.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Exit codes, from BSD's sysexits where one fits, and LSB's for status queries.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A generic failure (the daemon stopped on an error).
+    pub const FAILURE: i32 = 1;
+    /// Bad command line (sysexits `EX_USAGE` is 64; we follow the common `2` of argparse/getopt).
+    pub const USAGE: i32 = 2;
+    /// Another instance holds the pidfile lock.
+    pub const ALREADY_RUNNING: i32 = 75;
+    /// Operating-system error (sysexits `EX_OSERR`).
+    pub const OS: i32 = 71;
+    /// Cannot create or write a file (sysexits `EX_CANTCREAT`).
+    pub const CANT_CREATE: i32 = 73;
+    /// Permission denied (sysexits `EX_NOPERM`).
+    pub const NO_PERMISSION: i32 = 77;
+    /// Bad configuration (sysexits `EX_CONFIG`).
+    pub const CONFIG: i32 = 78;
+    /// LSB status: running.
+    pub const LSB_RUNNING: i32 = 0;
+    /// LSB status: dead, but the pidfile is left.
+    pub const LSB_DEAD_PIDFILE: i32 = 1;
+    /// LSB status: not running.
+    pub const LSB_NOT_RUNNING: i32 = 3;
+    /// LSB status: unknown (for example no permission to tell).
+    pub const LSB_UNKNOWN: i32 = 4;
+}
+
+/// Everything that can go wrong in the shell. Each variant names what was wrong.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A bad command line: flag or value.
+    Usage(String),
+    /// A bad configuration file, directory, key or value.
+    Config {
+        /// Where the bad configuration came from (a file, or "command line").
+        source_name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An OS call on a path failed.
+    Io {
+        /// What we were doing ("open pidfile", "write runlog"...).
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// An OS call not tied to a path failed.
+    Os {
+        /// What we were doing ("fork", "setsid"...).
+        action: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another instance already runs and holds the pidfile.
+    AlreadyRunning {
+        /// The pidfile.
+        path: PathBuf,
+        /// The PID written in it.
+        pid: Option<i32>,
+    },
+    /// The daemon failed after forking; the message came back over the readiness pipe.
+    Daemon(String),
+}
+
+/// Shorthand for results of the shell.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code this error ends a command with.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => exit::USAGE,
+            Self::Config { .. } => exit::CONFIG,
+            Self::Io { source, .. } | Self::Os { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => exit::NO_PERMISSION,
+                _ => exit::CANT_CREATE,
+            },
+            Self::AlreadyRunning { .. } => exit::ALREADY_RUNNING,
+            Self::Daemon(_) => exit::FAILURE,
+        }
+    }
+
+    /// A configuration error.
+    pub fn config(source_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An OS error while doing `action`.
+    pub fn os(action: &'static str, source: io::Error) -> Self {
+        Self::Os { action, source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Usage(msg) => write!(f, "usage: {msg}"),
+            Self::Config {
+                source_name,
+                message,
+            } => write!(f, "configuration error in {source_name}: {message}"),
+            Self::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "cannot {action} '{}': {source}", path.display()),
+            Self::Os { action, source } => write!(f, "{action} failed: {source}"),
+            Self::AlreadyRunning { path, pid } => match pid {
+                Some(pid) => write!(f, "already running (pid {pid}), pidfile '{}'", path.display()),
+                None => write!(f, "already running, pidfile '{}' is locked", path.display()),
+            },
+            Self::Daemon(msg) => write!(f, "daemon failed to start: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } | Self::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
