@@ -14,6 +14,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Another instance holds the pidfile lock.
     pub const ALREADY_RUNNING: i32 = 75;
+    /// A user or group named in the configuration does not exist (sysexits `EX_NOUSER`).
+    pub const NO_USER: i32 = 67;
     /// Operating-system error (sysexits `EX_OSERR`).
     pub const OS: i32 = 71;
     /// Cannot create or write a file (sysexits `EX_CANTCREAT`).
@@ -70,6 +72,13 @@ pub enum Error {
     },
     /// The daemon failed after forking; the message came back over the readiness pipe.
     Daemon(String),
+    /// A user or group name (or number) that the account database does not know.
+    UnknownAccount {
+        /// `"user"` or `"group"`.
+        kind: &'static str,
+        /// The name or number as given.
+        name: String,
+    },
 }
 
 /// Shorthand for results of the shell.
@@ -87,6 +96,7 @@ impl Error {
             },
             Self::AlreadyRunning { .. } => exit::ALREADY_RUNNING,
             Self::Daemon(_) => exit::FAILURE,
+            Self::UnknownAccount { .. } => exit::NO_USER,
         }
     }
 
@@ -128,10 +138,15 @@ impl fmt::Display for Error {
             } => write!(f, "cannot {action} '{}': {source}", path.display()),
             Self::Os { action, source } => write!(f, "{action} failed: {source}"),
             Self::AlreadyRunning { path, pid } => match pid {
-                Some(pid) => write!(f, "already running (pid {pid}), pidfile '{}'", path.display()),
+                Some(pid) => write!(
+                    f,
+                    "already running (pid {pid}), pidfile '{}'",
+                    path.display()
+                ),
                 None => write!(f, "already running, pidfile '{}' is locked", path.display()),
             },
             Self::Daemon(msg) => write!(f, "daemon failed to start: {msg}"),
+            Self::UnknownAccount { kind, name } => write!(f, "unknown {kind} '{name}'"),
         }
     }
 }

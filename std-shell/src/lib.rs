@@ -3,6 +3,7 @@
 
 pub use zendaemon_core as core;
 
+pub mod atomic;
 pub mod error;
 
 pub use error::{Error, Result};
