@@ -5,5 +5,6 @@ pub use zendaemon_core as core;
 
 pub mod atomic;
 pub mod error;
+pub mod pidfile;
 
 pub use error::{Error, Result};
