@@ -6,5 +6,6 @@ pub use zendaemon_core as core;
 pub mod atomic;
 pub mod error;
 pub mod pidfile;
+pub mod signals;
 
 pub use error::{Error, Result};
