@@ -5,7 +5,9 @@ pub use zendaemon_core as core;
 
 pub mod atomic;
 pub mod error;
+pub mod notify;
 pub mod pidfile;
 pub mod signals;
+pub mod watchdog;
 
 pub use error::{Error, Result};
