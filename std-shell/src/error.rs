@@ -16,6 +16,8 @@ pub mod exit {
     pub const ALREADY_RUNNING: i32 = 75;
     /// A user or group named in the configuration does not exist (sysexits `EX_NOUSER`).
     pub const NO_USER: i32 = 67;
+    /// A file read back (runlog, pidfile...) has malformed content (sysexits `EX_DATAERR`).
+    pub const DATA: i32 = 65;
     /// Operating-system error (sysexits `EX_OSERR`).
     pub const OS: i32 = 71;
     /// Cannot create or write a file (sysexits `EX_CANTCREAT`).
@@ -72,6 +74,15 @@ pub enum Error {
     },
     /// The daemon failed after forking; the message came back over the readiness pipe.
     Daemon(String),
+    /// A file read back (a runlog, a pidfile...) has malformed content.
+    Data {
+        /// What the file is ("runlog"...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A user or group name (or number) that the account database does not know.
     UnknownAccount {
         /// `"user"` or `"group"`.
@@ -96,6 +107,7 @@ impl Error {
             },
             Self::AlreadyRunning { .. } => exit::ALREADY_RUNNING,
             Self::Daemon(_) => exit::FAILURE,
+            Self::Data { .. } => exit::DATA,
             Self::UnknownAccount { .. } => exit::NO_USER,
         }
     }
@@ -114,6 +126,15 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+
+    /// Malformed content in the `what` file at `path`.
+    pub fn data(what: &'static str, path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Data {
+            what,
+            path: path.into(),
+            message: message.into(),
         }
     }
 
@@ -146,6 +167,11 @@ impl fmt::Display for Error {
                 None => write!(f, "already running, pidfile '{}' is locked", path.display()),
             },
             Self::Daemon(msg) => write!(f, "daemon failed to start: {msg}"),
+            Self::Data {
+                what,
+                path,
+                message,
+            } => write!(f, "malformed {what} '{}': {message}", path.display()),
             Self::UnknownAccount { kind, name } => write!(f, "unknown {kind} '{name}'"),
         }
     }

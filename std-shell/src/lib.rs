@@ -4,9 +4,14 @@
 pub use zendaemon_core as core;
 
 pub mod atomic;
+mod civil;
+pub mod cli;
 pub mod error;
+pub mod logging;
 pub mod notify;
+pub mod paths;
 pub mod pidfile;
+pub mod runlog;
 pub mod signals;
 pub mod watchdog;
 
