@@ -6,6 +6,7 @@ pub use zendaemon_core as core;
 pub mod atomic;
 mod civil;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod logging;
 pub mod notify;
