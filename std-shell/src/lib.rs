@@ -7,6 +7,7 @@ pub mod atomic;
 mod civil;
 pub mod cli;
 pub mod config;
+pub mod daemonize;
 pub mod error;
 pub mod logging;
 pub mod notify;

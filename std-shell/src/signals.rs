@@ -15,7 +15,8 @@
 //!
 //! # Limitations
 //!
-//! * Register after daemonizing: `daemonize` resets every handler.
+//! * Register after daemonizing: [`daemonize`](crate::daemonize::daemonize) resets every
+//!   handler.
 //! * After [`Signals::deregister`] (or drop) the six signals stay caught and do nothing:
 //!   `signal-hook` does not restore the default disposition.
 

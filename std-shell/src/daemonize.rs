@@ -1,0 +1,642 @@
+//! Daemonization the way systemd's `daemon(7)` describes it, and the foreground variant.
+//!
+//! [`daemonize`] turns the calling process into a background daemon and keeps the launching
+//! process waiting on a *readiness pipe* until the daemon says how its start went: the
+//! launcher exits 0 only after [`Readiness::ready`], and otherwise prints the daemon's own
+//! error and exits non-zero (pyzenkit's launcher exited 0 as soon as it had forked, whatever
+//! happened next). Open and check everything that can fail (configuration, log file,
+//! [pidfile](crate::pidfile)) *before* calling it, while errors still reach the terminal.
+//!
+//! # Steps
+//!
+//! In the launcher: refuse when more than one thread runs (`fork` copies only the calling
+//! thread, so locks held by the others would stay locked for ever in the child); create the
+//! readiness pipe (close-on-exec); fork; wait on the pipe.
+//!
+//! In the first child: `setsid`; fork again and let this intermediate process exit, so the
+//! daemon is not a session leader and can never acquire a controlling terminal.
+//!
+//! In the daemon: every signal disposition back to its default and an empty signal mask
+//! (`SIGPIPE` stays ignored, as the Rust runtime sets it); descriptors cleaned up (below);
+//! stdin, stdout and stderr on `/dev/null`; the umask; the optional chroot (then `chdir("/")`);
+//! `chdir` to the working directory (inside the chroot, if any, and `/` by default); the
+//! optional privilege drop: `setgroups`, `setgid`, `setuid`, in that order, then a check that
+//! root cannot be regained. A failing step sends its error over the pipe and ends the daemon.
+//!
+//! Descriptors: [`DaemonOptions::keep_fds`] and the readiness pipe stay as they are.
+//! Descriptors without close-on-exec, which this process inherited from whoever started it,
+//! are closed. Descriptors with close-on-exec were opened by this program (Rust opens every
+//! file that way) and may be owned by a live value (a `File`, a socket): they are pointed at
+//! `/dev/null` instead of closed, so that value can never close a reused descriptor number
+//! later; whatever they referred to is released all the same.
+//!
+//! # Limitations
+//!
+//! Linux: the thread count comes from `/proc/self/status`. Supplementary groups become just
+//! the target group (`initgroups` would need the account database, which a chroot may lack).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::waitpid;
+use nix::unistd::{self, fork, ForkResult, Gid, Group, Pid, Uid, User};
+
+use crate::error::{exit, Error, Result};
+
+/// What [`daemonize`] and [`foreground`] change in the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonOptions {
+    /// Change the root directory to this one (needs root). Relative paths resolve against the
+    /// current directory. [`DaemonOptions::work_dir`] is then taken inside the new root.
+    pub chroot_dir: Option<PathBuf>,
+    /// The working directory. `None`: `/` for a daemon (so it never keeps a file system
+    /// busy), unchanged in the foreground.
+    pub work_dir: Option<PathBuf>,
+    /// The file mode creation mask (at most `0o777`); `None` keeps the inherited one.
+    pub umask: Option<u32>,
+    /// Switch to this user ID, for example from [`resolve_user`].
+    pub user: Option<u32>,
+    /// Switch to this group ID, which also becomes the only supplementary group. With a
+    /// `user` and no `group`, the user's primary group from the account database.
+    pub group: Option<u32>,
+    /// Descriptors that the daemon keeps besides 0, 1 and 2: the pidfile's, the log file's.
+    pub keep_fds: Vec<RawFd>,
+}
+
+/// The daemon's end of the readiness pipe. Report exactly once: [`Readiness::ready`] once the
+/// daemon runs, or [`Readiness::fail`] with the reason it cannot. Dropping it unreported
+/// makes the launcher exit 1 with "daemon exited before it was ready".
+#[derive(Debug)]
+pub struct Readiness {
+    pipe: Option<OwnedFd>,
+}
+
+/// First byte on the pipe: the daemon is ready.
+const READY: u8 = b'R';
+/// First byte on the pipe: the daemon failed; an exit code and a message follow.
+const FAILED: u8 = b'F';
+/// Longest failure message the launcher reads.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+impl Readiness {
+    /// A handle with nobody to report to, for a foreground run: both reports do nothing.
+    pub fn detached() -> Readiness {
+        Readiness { pipe: None }
+    }
+
+    /// Tells the launcher that the daemon is ready; it exits 0.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the launcher is gone (killed) or the write fails.
+    pub fn ready(mut self) -> Result<()> {
+        self.send(&[READY])
+    }
+
+    /// Tells the launcher that the daemon cannot run, and why; it prints
+    /// `daemon failed to start: <message>` and exits 1. The daemon should exit next.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readiness::ready`].
+    pub fn fail(self, message: &str) -> Result<()> {
+        self.fail_with_code(exit::FAILURE, message)
+    }
+
+    /// Like [`Readiness::fail`], with the launcher's exit code (an [`Error::exit_code`], so a
+    /// configuration error ends the launcher with the same code in daemon mode as in the
+    /// foreground). Codes outside 1..=255 become 1.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readiness::ready`].
+    pub fn fail_with_code(mut self, code: i32, message: &str) -> Result<()> {
+        let message = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
+        let mut frame = Vec::with_capacity(9 + message.len());
+        frame.push(FAILED);
+        frame.extend_from_slice(&code.to_be_bytes());
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        self.send(&frame)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.pipe.take() {
+            None => Ok(()),
+            Some(fd) => File::from(fd)
+                .write_all(bytes)
+                .map_err(|e| Error::os("report to the launching process", e)),
+        }
+    }
+}
+
+/// Daemonizes the process (see the [module documentation](self) for the steps).
+///
+/// Returns only in the daemon, with the handle to report readiness through. The launching
+/// process never returns: it exits with the daemon's report.
+///
+/// # Errors
+///
+/// In the launcher, before anything forked: [`Error::Daemon`] when more than one thread runs,
+/// [`Error::UnknownAccount`] when a user has no primary group to switch to, [`Error::Os`]
+/// when the pipe or the fork fails, [`Error::Config`] for a umask above `0o777`. Errors in
+/// the daemon's own steps do not return: they end the daemon and reach the launcher.
+pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
+    let threads = thread_count()?;
+    if threads > 1 {
+        return Err(Error::Daemon(format!(
+            "cannot daemonize while {threads} threads run (fork copies only the calling \
+             thread); daemonize before starting any thread"
+        )));
+    }
+    let plan = Plan::new(opts, Some(Path::new("/")))?;
+    // Anything buffered would otherwise be written twice, by the launcher and the daemon.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    let (read, write) = unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os("create the readiness pipe", e.into()))?;
+
+    // SAFETY: this process has exactly one thread (checked above), so the child starts in a
+    // consistent state and may allocate, take locks and run any code.
+    match unsafe { fork() }.map_err(|e| Error::os("fork", e.into()))? {
+        ForkResult::Parent { child } => {
+            drop(write);
+            launcher(read, child)
+        }
+        ForkResult::Child => {
+            drop(read);
+            match first_child(&plan, &write) {
+                Ok(()) => Ok(Readiness { pipe: Some(write) }),
+                Err(e) => die(write, &e),
+            }
+        }
+    }
+}
+
+/// The foreground variant: the umask, chroot, working directory and privilege drop of
+/// [`daemonize`], in the same order, without forking. `keep_fds` does not apply.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the directory that cannot be entered, [`Error::Os`] when the
+/// privilege drop fails (a permission error when not root), [`Error::Daemon`] if root could
+/// be regained, and the planning errors of [`daemonize`].
+pub fn foreground(opts: &DaemonOptions) -> Result<()> {
+    Plan::new(opts, None)?.apply()
+}
+
+/// Resolves a user name, or a number, to a user ID. A name that the account database knows
+/// wins over reading it as a number.
+///
+/// # Errors
+///
+/// [`Error::UnknownAccount`] when neither works, [`Error::Os`] when the lookup itself fails.
+pub fn resolve_user(spec: &str) -> Result<u32> {
+    let spec = spec.trim();
+    if !spec.is_empty() {
+        let found = User::from_name(spec).map_err(|e| Error::os("look up a user", e.into()))?;
+        if let Some(user) = found {
+            return Ok(user.uid.as_raw());
+        }
+        if let Ok(uid) = spec.parse::<u32>() {
+            return Ok(uid);
+        }
+    }
+    Err(Error::UnknownAccount {
+        kind: "user",
+        name: spec.to_string(),
+    })
+}
+
+/// Resolves a group name, or a number, to a group ID, as [`resolve_user`] does for users.
+///
+/// # Errors
+///
+/// [`Error::UnknownAccount`] when neither works, [`Error::Os`] when the lookup itself fails.
+pub fn resolve_group(spec: &str) -> Result<u32> {
+    let spec = spec.trim();
+    if !spec.is_empty() {
+        let found = Group::from_name(spec).map_err(|e| Error::os("look up a group", e.into()))?;
+        if let Some(group) = found {
+            return Ok(group.gid.as_raw());
+        }
+        if let Ok(gid) = spec.parse::<u32>() {
+            return Ok(gid);
+        }
+    }
+    Err(Error::UnknownAccount {
+        kind: "group",
+        name: spec.to_string(),
+    })
+}
+
+/// The options checked and completed before forking (the account database may not exist
+/// inside the chroot).
+#[derive(Debug)]
+struct Plan {
+    chroot_dir: Option<PathBuf>,
+    work_dir: Option<PathBuf>,
+    umask: Option<Mode>,
+    user: Option<Uid>,
+    group: Option<Gid>,
+    keep_fds: Vec<RawFd>,
+}
+
+impl Plan {
+    fn new(opts: &DaemonOptions, default_work_dir: Option<&Path>) -> Result<Plan> {
+        let umask = match opts.umask {
+            None => None,
+            Some(mask) if mask <= 0o777 => Some(Mode::from_bits_truncate(mask as libc::mode_t)),
+            Some(mask) => {
+                return Err(Error::config(
+                    "umask",
+                    format!("{mask:#o} is not a file mode mask (at most 0o777)"),
+                ))
+            }
+        };
+        let user = opts.user.map(Uid::from_raw);
+        let group = match (opts.group, user) {
+            (Some(gid), _) => Some(Gid::from_raw(gid)),
+            (None, Some(uid)) => {
+                let entry =
+                    User::from_uid(uid).map_err(|e| Error::os("look up a user", e.into()))?;
+                match entry {
+                    Some(entry) => Some(entry.gid),
+                    None => {
+                        return Err(Error::UnknownAccount {
+                            kind: "user",
+                            name: format!("{uid} (no primary group to switch to; set a group)"),
+                        })
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        Ok(Plan {
+            chroot_dir: opts.chroot_dir.clone(),
+            work_dir: opts
+                .work_dir
+                .clone()
+                .or_else(|| default_work_dir.map(Path::to_path_buf)),
+            umask,
+            user,
+            group,
+            keep_fds: opts.keep_fds.clone(),
+        })
+    }
+
+    /// The steps shared with the foreground: umask, chroot, working directory, privileges.
+    fn apply(&self) -> Result<()> {
+        if let Some(mask) = self.umask {
+            umask(mask);
+        }
+        if let Some(dir) = &self.chroot_dir {
+            unistd::chroot(dir)
+                .map_err(|e| Error::io("change the root directory to", dir, e.into()))?;
+            unistd::chdir("/").map_err(|e| Error::io("change directory to", "/", e.into()))?;
+        }
+        if let Some(dir) = &self.work_dir {
+            unistd::chdir(dir).map_err(|e| Error::io("change directory to", dir, e.into()))?;
+        }
+        drop_privileges(self.user, self.group)
+    }
+}
+
+/// Sets the group (and the supplementary groups, when allowed), then the user, then checks
+/// that root cannot be regained.
+fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> Result<()> {
+    let failed = |what: String, e: Errno| {
+        let e = io::Error::from(e);
+        Error::os(
+            "drop privileges",
+            io::Error::new(e.kind(), format!("{what}: {e}")),
+        )
+    };
+    if let Some(gid) = group {
+        if unistd::geteuid().is_root() {
+            unistd::setgroups(&[gid])
+                .map_err(|e| failed(format!("cannot set the supplementary groups to {gid}"), e))?;
+        }
+        unistd::setgid(gid).map_err(|e| failed(format!("cannot switch to group {gid}"), e))?;
+    }
+    if let Some(uid) = user {
+        unistd::setuid(uid).map_err(|e| failed(format!("cannot switch to user {uid}"), e))?;
+        if !uid.is_root() && unistd::setuid(Uid::from_raw(0)).is_ok() {
+            return Err(Error::Daemon(format!(
+                "root could be regained after switching to user {uid}"
+            )));
+        }
+    }
+    if let Some(gid) = group {
+        let root_user = user.is_none_or(|u| u.is_root());
+        if gid.as_raw() != 0 && !root_user && unistd::setgid(Gid::from_raw(0)).is_ok() {
+            return Err(Error::Daemon(format!(
+                "group 0 could be regained after switching to group {gid}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The number of threads in this process.
+fn thread_count() -> Result<usize> {
+    let path = "/proc/self/status";
+    let status = fs::read_to_string(path).map_err(|e| Error::io("count threads in", path, e))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| {
+            let e = io::Error::new(io::ErrorKind::InvalidData, "no 'Threads:' line");
+            Error::io("count threads in", path, e)
+        })
+}
+
+/// The launching process: waits for the daemon's report and exits with it.
+fn launcher(read: OwnedFd, child: Pid) -> ! {
+    let report = read_report(File::from(read));
+    // The intermediate process exits right after its fork: reap it.
+    let _ = waitpid(child, None);
+    let program = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(OsStr::to_os_string))
+        .unwrap_or_else(|| OsString::from("daemon"));
+    let program = program.to_string_lossy();
+    match report {
+        Report::Ready => std::process::exit(exit::OK),
+        Report::Failed { code, message } => {
+            eprintln!("{program}: {}", Error::Daemon(message));
+            std::process::exit(if (1..=255).contains(&code) {
+                code
+            } else {
+                exit::FAILURE
+            })
+        }
+        Report::Gone => {
+            eprintln!("{program}: daemon exited before it was ready");
+            std::process::exit(exit::FAILURE)
+        }
+    }
+}
+
+/// What the launcher read from the pipe.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    Ready,
+    Failed { code: i32, message: String },
+    Gone,
+}
+
+fn read_report(mut pipe: impl Read) -> Report {
+    let mut kind = [0u8; 1];
+    if pipe.read_exact(&mut kind).is_err() {
+        return Report::Gone;
+    }
+    match kind[0] {
+        READY => Report::Ready,
+        FAILED => {
+            let mut header = [0u8; 8];
+            if pipe.read_exact(&mut header).is_err() {
+                return Report::Gone;
+            }
+            let code = i32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+            let len = u32::from_be_bytes(header[4..].try_into().expect("4 bytes")) as usize;
+            let mut message = Vec::new();
+            let _ = pipe
+                .take(len.min(MAX_MESSAGE) as u64)
+                .read_to_end(&mut message);
+            Report::Failed {
+                code,
+                message: String::from_utf8_lossy(&message).into_owned(),
+            }
+        }
+        other => Report::Failed {
+            code: exit::FAILURE,
+            message: format!("unexpected byte {other:#04x} on the readiness pipe"),
+        },
+    }
+}
+
+/// The first child: new session, second fork, then the daemon's own steps.
+fn first_child(plan: &Plan, pipe: &OwnedFd) -> Result<()> {
+    unistd::setsid().map_err(|e| Error::os("setsid", e.into()))?;
+    // SAFETY: still a single-threaded process (a fork of one).
+    match unsafe { fork() }.map_err(|e| Error::os("fork", e.into()))? {
+        ForkResult::Parent { .. } => {
+            // SAFETY: the intermediate process ends at once, running no exit handlers and
+            // no destructors (the daemon owns the shared resources now).
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {}
+    }
+    reset_signals()?;
+    let mut keep = plan.keep_fds.clone();
+    keep.push(pipe.as_raw_fd());
+    clean_descriptors(&keep)?;
+    plan.apply()
+}
+
+/// Every disposition to its default, `SIGPIPE` ignored (the Rust runtime's choice, so a
+/// write to a closed pipe or socket is an error rather than death), an empty mask.
+fn reset_signals() -> Result<()> {
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        let handler = if signal == libc::SIGPIPE {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: a zeroed sigaction is valid (empty mask, no flags); installing SIG_DFL or
+        // SIG_IGN runs no code of ours. Signals the C library reserves fail with EINVAL,
+        // which is ignored on purpose.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler;
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| Error::os("clear the signal mask", e.into()))
+}
+
+/// Closes inherited descriptors, points this program's own unkept ones at `/dev/null`
+/// (see the module documentation), and puts 0, 1 and 2 on `/dev/null`.
+fn clean_descriptors(keep: &[RawFd]) -> Result<()> {
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open", "/dev/null", e))?;
+    let null_fd = null.as_raw_fd();
+
+    let open: Vec<RawFd> = match fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => {
+            let (soft, _) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map_err(|e| Error::os("read the descriptor limit", e.into()))?;
+            (0..soft.min(1 << 16) as RawFd).collect()
+        }
+    };
+    for fd in open {
+        if fd <= 2 || fd == null_fd || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: F_GETFD only reads flags; a descriptor that is not open (like the
+        // directory stream read above, closed by now) gives -1 and is skipped.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags == -1 {
+            continue;
+        }
+        if flags & libc::FD_CLOEXEC != 0 {
+            // SAFETY: dup3 atomically replaces `fd` with /dev/null (close-on-exec, like the
+            // original), so a value that owns `fd` still owns a valid descriptor.
+            unsafe { libc::dup3(null_fd, fd, libc::O_CLOEXEC) };
+        } else {
+            // SAFETY: not close-on-exec, so not opened by this program's Rust code: it came
+            // from the process that started us and nothing here owns it.
+            unsafe { libc::close(fd) };
+        }
+    }
+    for stdio in 0..=2 {
+        // SAFETY: dup2 replaces the standard descriptors with /dev/null; std's handles refer
+        // to these numbers and stay valid.
+        if unsafe { libc::dup2(null_fd, stdio) } == -1 {
+            return Err(Error::os(
+                "redirect standard descriptors to /dev/null",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reports `error` over the pipe and ends this (child) process.
+fn die(pipe: OwnedFd, error: &Error) -> ! {
+    let message = match error {
+        Error::Daemon(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let code = error.exit_code();
+    let _ = Readiness { pipe: Some(pipe) }.fail_with_code(code, &message);
+    // SAFETY: ends the forked child without running the launcher's exit handlers or
+    // flushing buffers that the launcher owns too.
+    unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        assert_eq!(resolve_user("root").unwrap(), 0);
+        assert_eq!(resolve_user("0").unwrap(), 0);
+        assert_eq!(resolve_user(" 4321 ").unwrap(), 4321);
+        assert_eq!(resolve_group("0").unwrap(), 0);
+        let root_group = Group::from_gid(Gid::from_raw(0)).unwrap().unwrap().name;
+        assert_eq!(resolve_group(&root_group).unwrap(), 0);
+    }
+
+    #[test]
+    fn unknown_accounts_are_clear_errors() {
+        let err = resolve_user("no-such-user-zd").unwrap_err();
+        assert_eq!(err.to_string(), "unknown user 'no-such-user-zd'");
+        assert_eq!(err.exit_code(), exit::NO_USER);
+        let err = resolve_group("no-such-group-zd").unwrap_err();
+        assert_eq!(err.to_string(), "unknown group 'no-such-group-zd'");
+        assert!(resolve_user("").is_err());
+        assert!(resolve_group("-5").is_err());
+    }
+
+    #[test]
+    fn plan_takes_the_primary_group_and_checks_the_umask() {
+        let opts = DaemonOptions {
+            user: Some(0),
+            ..Default::default()
+        };
+        let plan = Plan::new(&opts, Some(Path::new("/"))).unwrap();
+        assert_eq!(plan.group, Some(Gid::from_raw(0)));
+        assert_eq!(plan.work_dir.as_deref(), Some(Path::new("/")));
+        assert_eq!(Plan::new(&opts, None).unwrap().work_dir, None);
+
+        let opts = DaemonOptions {
+            user: Some(3_999_999_999),
+            ..Default::default()
+        };
+        let err = Plan::new(&opts, None).unwrap_err();
+        assert!(err.to_string().contains("set a group"), "{err}");
+
+        let opts = DaemonOptions {
+            umask: Some(0o1777),
+            ..Default::default()
+        };
+        let err = Plan::new(&opts, None).unwrap_err();
+        assert_eq!(err.exit_code(), exit::CONFIG);
+        assert!(err.to_string().contains("0o1777"), "{err}");
+    }
+
+    #[test]
+    fn daemonize_refuses_a_threaded_process() {
+        // The test harness runs this test on a thread of its own.
+        let err = daemonize(&DaemonOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("threads run"), "{err}");
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        fn sent(send: impl FnOnce(Readiness) -> Result<()>) -> Report {
+            let (read, write) = unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+            send(Readiness { pipe: Some(write) }).unwrap();
+            read_report(File::from(read))
+        }
+        assert_eq!(sent(|r| r.ready()), Report::Ready);
+        assert_eq!(
+            sent(|r| r.fail("disk full")),
+            Report::Failed {
+                code: 1,
+                message: "disk full".into()
+            }
+        );
+        assert_eq!(
+            sent(|r| r.fail_with_code(78, "bad config")),
+            Report::Failed {
+                code: 78,
+                message: "bad config".into()
+            }
+        );
+        assert_eq!(
+            sent(|r| {
+                drop(r);
+                Ok(())
+            }),
+            Report::Gone
+        );
+        assert_eq!(
+            read_report(&b"F\0\0\0"[..]),
+            Report::Gone,
+            "a torn header counts as gone"
+        );
+        // A detached handle reports to nobody.
+        Readiness::detached().ready().unwrap();
+        Readiness::detached().fail("x").unwrap();
+    }
+
+    #[test]
+    fn thread_count_reads_proc() {
+        assert!(thread_count().unwrap() >= 1);
+    }
+}
