@@ -3,11 +3,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod component;
+pub mod event;
+pub mod kernel;
+pub mod pending;
 pub mod queue;
+pub mod stats;
 pub mod time;
 pub mod timer;
 
+pub use component::{Component, Context, Flow, RouteError, Routes, StateValue, StateVisitor};
 pub use embedded_time;
+pub use event::{Event, Kind, UserEvent};
+pub use kernel::{EndReason, Idle, Kernel, Settings, StartError, Step, StepError};
+pub use pending::{Inbox, Mailbox, Request, Requests};
 pub use queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
+pub use stats::{CounterId, CounterSet, Counters, KernelStats, Lateness, Rate};
 pub use time::{ManualClock, TickInt, Timeline};
 pub use timer::{Fired, TimerError, TimerHandle, TimerQueue};

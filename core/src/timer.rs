@@ -1,9 +1,17 @@
-//! The timed queue: an indexed binary min-heap of deadlines with cancellable handles.
+//! The timed queue: an indexed 4-ary min-heap of deadlines with cancellable handles.
 //!
 //! Events live in a fixed slot table and never move; the heap holds small `(deadline, seq,
-//! slot)` entries and each slot remembers its heap position. That makes `cancel` and
-//! `reschedule` O(log n) and frees the slot at once (no tombstones taking capacity), and it
-//! keeps the heap's sift loops moving 24-byte entries whatever the size of the event.
+//! slot)` entries and a position table remembers where each slot's entry sits in the heap.
+//! That makes `cancel` and `reschedule` O(log n) and frees the slot at once (no tombstones
+//! taking capacity), and it keeps the heap's sift loops moving 24-byte entries whatever the
+//! size of the event.
+//!
+//! Why 4-ary: each node has four children, so the heap is half as deep as a binary heap.
+//! Popping the earliest timer moves half as many entries and updates half as many positions;
+//! picking the earliest of four children costs three comparisons that do not depend on each
+//! other, and the four children sit in one or two cache lines. On the benchmarks (see
+//! `BENCHMARKS.md`) that brings insert + pop close to std's `BinaryHeap`, which has no
+//! positions to keep.
 //!
 //! A [`TimerHandle`] names a slot and the slot's generation. Freeing a slot bumps its
 //! generation, so a handle kept after its timer fired or was cancelled is *stale*: every use of
@@ -70,8 +78,6 @@ impl<E> Copy for Periodic<E> {}
 
 struct Slot<E> {
     generation: u32,
-    /// Index into the heap, or `NOT_QUEUED` when the slot is free.
-    heap_pos: u16,
     /// Next free slot while this one is on the free list.
     next_free: u16,
     periodic: Option<Periodic<E>>,
@@ -81,7 +87,6 @@ struct Slot<E> {
 impl<E> Slot<E> {
     const VACANT: Self = Self {
         generation: 0,
-        heap_pos: NOT_QUEUED,
         next_free: NO_SLOT,
         periodic: None,
         event: None,
@@ -92,7 +97,9 @@ impl<E> Slot<E> {
 struct Entry {
     deadline: u64,
     seq: u64,
-    slot: u16,
+    /// A `usize` rather than the handle's `u16`: on 64-bit hosts the entry then has no padding
+    /// and the sift loops move it with two plain copies.
+    slot: usize,
 }
 
 impl Entry {
@@ -119,6 +126,9 @@ pub struct Fired<E> {
 /// Fixed-capacity timed queue of `N` timers.
 pub struct TimerQueue<E, const N: usize> {
     heap: Vec<Entry, N>,
+    /// Each slot's index into the heap, or `NOT_QUEUED` when the slot is free. Kept apart
+    /// from the slots so the sift loops, which update it on every move, touch a small array.
+    positions: [u16; N],
     slots: [Slot<E>; N],
     free_head: u16,
     /// Slots never used yet start after the free list (lazy initialisation keeps `new` const).
@@ -154,6 +164,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
         }
         Self {
             heap: Vec::new(),
+            positions: [NOT_QUEUED; N],
             slots: [const { Slot::VACANT }; N],
             free_head: NO_SLOT,
             fresh: 0,
@@ -234,15 +245,15 @@ impl<E, const N: usize> TimerQueue<E, N> {
         let entry = Entry {
             deadline,
             seq: self.take_seq(),
-            slot,
+            slot: usize::from(slot),
         };
         // Cannot fail: a free slot means the heap has room.
         let _ = self.heap.push(entry);
         let s = &mut self.slots[usize::from(slot)];
         s.event = Some(event);
         s.periodic = periodic;
-        s.heap_pos = pos as u16;
         let generation = s.generation;
+        self.positions[usize::from(slot)] = pos as u16;
         self.sift_up(pos);
         Ok(TimerHandle { slot, generation })
     }
@@ -256,13 +267,13 @@ impl<E, const N: usize> TimerQueue<E, N> {
     /// The deadline of a pending timer.
     pub fn deadline(&self, handle: TimerHandle) -> Result<u64, TimerError> {
         let slot = self.live_slot(handle)?;
-        Ok(self.heap[usize::from(self.slots[slot].heap_pos)].deadline)
+        Ok(self.heap[usize::from(self.positions[slot])].deadline)
     }
 
     /// Removes a pending timer (periodic or not) and hands its event back. O(log n).
     pub fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError> {
         let slot = self.live_slot(handle)?;
-        let pos = usize::from(self.slots[slot].heap_pos);
+        let pos = usize::from(self.positions[slot]);
         self.remove_at(pos);
         Ok(self.free_slot(slot))
     }
@@ -271,7 +282,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
     /// scheduled last.
     pub fn reschedule(&mut self, handle: TimerHandle, deadline: u64) -> Result<(), TimerError> {
         let slot = self.live_slot(handle)?;
-        let pos = usize::from(self.slots[slot].heap_pos);
+        let pos = usize::from(self.positions[slot]);
         let seq = self.take_seq();
         let entry = &mut self.heap[pos];
         entry.deadline = deadline;
@@ -300,9 +311,9 @@ impl<E, const N: usize> TimerQueue<E, N> {
     }
 
     fn pop_top(&mut self, top: Entry, now: u64) -> Fired<E> {
-        let slot = usize::from(top.slot);
+        let slot = top.slot;
         let handle = TimerHandle {
-            slot: top.slot,
+            slot: slot as u16,
             generation: self.slots[slot].generation,
         };
         match self.slots[slot].periodic {
@@ -341,7 +352,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
     pub fn clear(&mut self) {
         while let Some(top) = self.heap.first().copied() {
             self.remove_at(0);
-            let _ = self.free_slot(usize::from(top.slot));
+            let _ = self.free_slot(top.slot);
         }
     }
 
@@ -354,7 +365,9 @@ impl<E, const N: usize> TimerQueue<E, N> {
     fn live_slot(&self, handle: TimerHandle) -> Result<usize, TimerError> {
         let slot = usize::from(handle.slot);
         match self.slots.get(slot) {
-            Some(s) if s.generation == handle.generation && s.heap_pos != NOT_QUEUED => Ok(slot),
+            Some(s) if s.generation == handle.generation && self.positions[slot] != NOT_QUEUED => {
+                Ok(slot)
+            }
             _ => Err(TimerError::Stale),
         }
     }
@@ -376,10 +389,10 @@ impl<E, const N: usize> TimerQueue<E, N> {
     fn free_slot(&mut self, slot: usize) -> E {
         let s = &mut self.slots[slot];
         s.generation = s.generation.wrapping_add(1);
-        s.heap_pos = NOT_QUEUED;
         s.periodic = None;
         s.next_free = self.free_head;
         self.free_head = slot as u16;
+        self.positions[slot] = NOT_QUEUED;
         match s.event.take() {
             Some(e) => e,
             None => unreachable!("a queued slot holds its event"),
@@ -388,65 +401,53 @@ impl<E, const N: usize> TimerQueue<E, N> {
 
     /// Removes the heap entry at `pos` (the slot itself is freed by the caller).
     fn remove_at(&mut self, pos: usize) {
-        let last = self.heap.len() - 1;
-        if pos == last {
-            self.heap.pop();
+        let Some(last) = self.heap.pop() else {
             return;
+        };
+        if pos == self.heap.len() {
+            return; // it was the last entry
         }
-        self.heap.swap(pos, last);
-        self.heap.pop();
-        self.set_pos(pos);
-        let pos = self.sift_up(pos);
-        self.sift_down(pos);
-    }
-
-    #[inline]
-    fn set_pos(&mut self, pos: usize) {
-        let slot = usize::from(self.heap[pos].slot);
-        self.slots[slot].heap_pos = pos as u16;
+        self.heap[pos] = last;
+        if pos == 0 {
+            // The last entry is usually among the latest: sink it to the bottom without
+            // comparing it on the way, then let it climb the few levels back.
+            self.sift_down_to_bottom(0);
+        } else {
+            let pos = self.sift_up(pos);
+            self.sift_down(pos);
+        }
     }
 
     /// Moves the entry at `pos` up to its place; returns where it ended.
-    fn sift_up(&mut self, mut pos: usize) -> usize {
-        let moving = self.heap[pos];
-        while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if !moving.before(&self.heap[parent]) {
-                break;
-            }
-            self.heap[pos] = self.heap[parent];
-            self.set_pos(pos);
-            pos = parent;
-        }
-        self.heap[pos] = moving;
-        self.set_pos(pos);
-        pos
+    fn sift_up(&mut self, pos: usize) -> usize {
+        sift_up(&mut self.heap, &mut self.positions, pos, 0)
     }
 
     /// Moves the entry at `pos` down to its place.
-    fn sift_down(&mut self, mut pos: usize) {
-        let len = self.heap.len();
-        let moving = self.heap[pos];
+    fn sift_down(&mut self, pos: usize) {
+        sift_down(&mut self.heap, &mut self.positions, pos);
+    }
+
+    /// Moves the entry at `pos` all the way down along the earliest children, then up to its
+    /// place (Floyd's trick, as std's `BinaryHeap::pop` does): no comparison with the moving
+    /// entry on the way down, which pays for an entry that belongs near the bottom, as one
+    /// taken from the end of the heap does.
+    fn sift_down_to_bottom(&mut self, start: usize) {
+        let heap = self.heap.as_mut_slice();
+        let positions = &mut self.positions;
+        let moving = heap[start];
+        let mut pos = start;
         loop {
-            let left = 2 * pos + 1;
-            if left >= len {
+            let first = ARITY * pos + 1;
+            let Some((child, c)) = earliest_child(heap, first) else {
                 break;
-            }
-            let right = left + 1;
-            let child = if right < len && self.heap[right].before(&self.heap[left]) {
-                right
-            } else {
-                left
             };
-            if !self.heap[child].before(&moving) {
-                break;
-            }
-            self.heap[pos] = self.heap[child];
-            self.set_pos(pos);
+            heap[pos] = c;
+            positions[c.slot] = pos as u16;
             pos = child;
         }
-        self.heap[pos] = moving;
-        self.set_pos(pos);
+        heap[pos] = moving;
+        sift_up(heap, positions, pos, start);
     }
 
     /// Checks the heap property and the slot back-links (tests and fuzzing).
@@ -454,19 +455,84 @@ impl<E, const N: usize> TimerQueue<E, N> {
     pub fn check_invariants(&self) {
         for (i, e) in self.heap.iter().enumerate() {
             if i > 0 {
-                let parent = &self.heap[(i - 1) / 2];
+                let parent = &self.heap[parent_of(i)];
                 assert!(!e.before(parent), "heap order broken at {i}");
             }
-            assert_eq!(usize::from(self.slots[usize::from(e.slot)].heap_pos), i);
-            assert!(self.slots[usize::from(e.slot)].event.is_some());
+            assert_eq!(usize::from(self.positions[e.slot]), i);
+            assert!(self.slots[e.slot].event.is_some());
         }
-        let queued = self
-            .slots
-            .iter()
-            .filter(|s| s.heap_pos != NOT_QUEUED)
-            .count();
+        let queued = self.positions.iter().filter(|&&p| p != NOT_QUEUED).count();
         assert_eq!(queued, self.heap.len(), "slots and heap disagree");
     }
+}
+
+/// Children per node. A 4-ary heap is half as deep as a binary one: half the moves (and
+/// `positions` updates) per sift, and the four children share one or two cache lines.
+const ARITY: usize = 4;
+
+/// The parent of `pos` (which is not the root).
+#[inline]
+fn parent_of(pos: usize) -> usize {
+    (pos - 1) / ARITY
+}
+
+/// The earliest of the children that start at `first` (its index and a copy), if there are
+/// any.
+#[inline(always)]
+fn earliest_child(heap: &[Entry], first: usize) -> Option<(usize, Entry)> {
+    if let Some(kids) = heap.get(first..first + ARITY) {
+        // All four children exist (the common case): a small tournament without branches.
+        let a = usize::from(kids[1].before(&kids[0]));
+        let b = 2 + usize::from(kids[3].before(&kids[2]));
+        let m = if kids[b].before(&kids[a]) { b } else { a };
+        return Some((first + m, kids[m]));
+    }
+    let kids = heap.get(first..)?;
+    let mut best = *kids.first()?;
+    let mut at = 0;
+    for (i, kid) in kids.iter().enumerate().skip(1) {
+        if kid.before(&best) {
+            best = *kid;
+            at = i;
+        }
+    }
+    Some((first + at, best))
+}
+
+/// Moves the entry at `pos` up towards `top` until its parent is earlier; keeps `positions`
+/// in step and returns where the entry ended.
+#[inline(always)]
+fn sift_up(heap: &mut [Entry], positions: &mut [u16], mut pos: usize, top: usize) -> usize {
+    let moving = heap[pos];
+    while pos > top {
+        let parent = parent_of(pos);
+        let p = heap[parent];
+        if !moving.before(&p) {
+            break;
+        }
+        heap[pos] = p;
+        positions[p.slot] = pos as u16;
+        pos = parent;
+    }
+    heap[pos] = moving;
+    positions[moving.slot] = pos as u16;
+    pos
+}
+
+/// Moves the entry at `pos` down until no child is earlier; keeps `positions` in step.
+#[inline]
+fn sift_down(heap: &mut [Entry], positions: &mut [u16], mut pos: usize) {
+    let moving = heap[pos];
+    while let Some((child, c)) = earliest_child(heap, ARITY * pos + 1) {
+        if !c.before(&moving) {
+            break;
+        }
+        heap[pos] = c;
+        positions[c.slot] = pos as u16;
+        pos = child;
+    }
+    heap[pos] = moving;
+    positions[moving.slot] = pos as u16;
 }
 
 #[cfg(test)]

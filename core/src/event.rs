@@ -1,0 +1,190 @@
+//! Events: the user's own type beside the kernel's typed lifecycle events, routed by kind.
+//!
+//! pyzenkit routed events by name string and gave them loosely typed `args`. Here the user's
+//! events are an ordinary Rust type that says which *kind* each value is (a small index), and
+//! the kernel's own events are variants of [`Event`], so a handler matches on types, not
+//! strings, and the routing table is an array indexed by kind.
+
+use core::fmt;
+
+/// The user's event type.
+///
+/// # Contract
+///
+/// * `KINDS` MUST be the number of distinct kinds, and `kind()` MUST return a value below it.
+/// * `kind_name(k)` names kind `k` for logs, statistics and state dumps.
+///
+/// ```
+/// use zendaemon_core::UserEvent;
+///
+/// #[derive(Debug, Clone)]
+/// enum Job { Work(u32), Flush }
+///
+/// impl UserEvent for Job {
+///     const KINDS: usize = 2;
+///     fn kind(&self) -> usize {
+///         match self { Job::Work(_) => 0, Job::Flush => 1 }
+///     }
+///     fn kind_name(kind: usize) -> &'static str {
+///         ["work", "flush"].get(kind).copied().unwrap_or("?")
+///     }
+/// }
+/// ```
+pub trait UserEvent {
+    /// How many kinds there are.
+    const KINDS: usize;
+    /// The kind of this value, below `KINDS`.
+    fn kind(&self) -> usize;
+    /// A name for a kind.
+    fn kind_name(kind: usize) -> &'static str;
+}
+
+/// No user events: a kernel that only runs the lifecycle.
+impl UserEvent for () {
+    const KINDS: usize = 0;
+    fn kind(&self) -> usize {
+        0
+    }
+    fn kind_name(_: usize) -> &'static str {
+        "?"
+    }
+}
+
+/// An event as the kernel sees it: one of its lifecycle events, or one of the user's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event<U> {
+    /// The first event of every run.
+    Start,
+    /// A graceful stop begins: components stop scheduling new work.
+    Stop,
+    /// The stop timeout ran out; the loop ends after this event's pipeline.
+    Terminate,
+    /// Re-read the configuration (the shell maps SIGHUP to it).
+    Reload,
+    /// Write a runlog (SIGUSR1, and periodically).
+    SaveRunlog,
+    /// Write a state dump (SIGUSR2).
+    SaveState,
+    /// Log statistics (periodically).
+    LogStatistics,
+    /// One of the user's events.
+    User(U),
+}
+
+/// Number of lifecycle event kinds; user kinds follow them.
+pub const BUILTIN_KINDS: usize = 7;
+
+/// The routing key of an event: an index into the kernel's routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Kind(u16);
+
+impl Kind {
+    /// [`Event::Start`].
+    pub const START: Kind = Kind(0);
+    /// [`Event::Stop`].
+    pub const STOP: Kind = Kind(1);
+    /// [`Event::Terminate`].
+    pub const TERMINATE: Kind = Kind(2);
+    /// [`Event::Reload`].
+    pub const RELOAD: Kind = Kind(3);
+    /// [`Event::SaveRunlog`].
+    pub const SAVE_RUNLOG: Kind = Kind(4);
+    /// [`Event::SaveState`].
+    pub const SAVE_STATE: Kind = Kind(5);
+    /// [`Event::LogStatistics`].
+    pub const LOG_STATISTICS: Kind = Kind(6);
+
+    /// The kind of user event kind `k` (as returned by [`UserEvent::kind`]).
+    pub const fn user(k: usize) -> Kind {
+        Kind((BUILTIN_KINDS + k) as u16)
+    }
+
+    /// The index into the routing table.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// True for the kernel's lifecycle kinds.
+    pub const fn is_builtin(self) -> bool {
+        self.index() < BUILTIN_KINDS
+    }
+
+    /// The kind's name: pyzenkit's event names for the lifecycle kinds.
+    pub fn name<U: UserEvent>(self) -> &'static str {
+        match self.index() {
+            0 => "start",
+            1 => "stop",
+            2 => "terminate",
+            3 => "reload",
+            4 => "save_runlog",
+            5 => "save_state",
+            6 => "log_statistics",
+            k => U::kind_name(k - BUILTIN_KINDS),
+        }
+    }
+}
+
+impl<U: UserEvent> Event<U> {
+    /// This event's routing kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Event::Start => Kind::START,
+            Event::Stop => Kind::STOP,
+            Event::Terminate => Kind::TERMINATE,
+            Event::Reload => Kind::RELOAD,
+            Event::SaveRunlog => Kind::SAVE_RUNLOG,
+            Event::SaveState => Kind::SAVE_STATE,
+            Event::LogStatistics => Kind::LOG_STATISTICS,
+            Event::User(u) => Kind::user(u.kind()),
+        }
+    }
+}
+
+/// A user event becomes [`Event::User`], so handlers can write `ctx.schedule(MyEvent::Work)`.
+impl<U> From<U> for Event<U> {
+    fn from(user: U) -> Self {
+        Event::User(user)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kind {}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        A,
+        B,
+    }
+    impl UserEvent for Ev {
+        const KINDS: usize = 2;
+        fn kind(&self) -> usize {
+            match self {
+                Ev::A => 0,
+                Ev::B => 1,
+            }
+        }
+        fn kind_name(kind: usize) -> &'static str {
+            ["a", "b"][kind]
+        }
+    }
+
+    #[test]
+    fn kinds_and_names() {
+        assert_eq!(Event::<Ev>::Start.kind(), Kind::START);
+        assert_eq!(Event::User(Ev::B).kind(), Kind::user(1));
+        assert_eq!(Kind::user(1).index(), BUILTIN_KINDS + 1);
+        assert_eq!(Kind::user(0).name::<Ev>(), "a");
+        assert_eq!(Kind::SAVE_RUNLOG.name::<Ev>(), "save_runlog");
+        assert!(Kind::LOG_STATISTICS.is_builtin());
+        assert!(!Event::User(Ev::A).kind().is_builtin());
+    }
+}

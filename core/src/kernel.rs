@@ -1,0 +1,1283 @@
+//! The kernel: routing table, pipelines, lifecycle and statistics around the event queue.
+//!
+//! # Lifecycle (pyzenkit's semantics, with its gaps closed)
+//!
+//! * [`start`](Kernel::start) makes `start` the first event and arms the periodic
+//!   `log_statistics` and `save_runlog` events, if configured.
+//! * A stop request ([`request_stop`](Kernel::request_stop), [`Context::request_stop`], or a
+//!   posted [`Request::Stop`]) sets the *done* flag, runs `stop` through its pipeline next and
+//!   arms `terminate` after the stop timeout. Periodic lifecycle events are cancelled.
+//!   The `max_stop_requests`-th request (the third by default) ends the loop at once.
+//! * While done, the loop ends as soon as only future timed events remain (it does not wait for
+//!   them), or the queue is empty. Sequential work that keeps coming is cut off by `terminate`,
+//!   whose pipeline runs before the loop ends.
+//! * An empty queue ends the loop even when no stop was asked for.
+//! * Every end carries an [`EndReason`].
+//!
+//! Lifecycle events are not stored in the user's queues: a stop, a reload or a dump request is
+//! a flag the kernel turns into an event at the start of the next step, ahead of all queued
+//! work. So they never fail for lack of capacity, and a request posted twice before the step
+//! runs is delivered once (stop requests are still counted one by one).
+//!
+//! # Stepping
+//!
+//! The kernel never reads a clock. The host calls [`step`](Kernel::step) with `now`; each call
+//! dispatches at most one event and says what happened. [`next_deadline`](Kernel::next_deadline)
+//! tells the host until when it may sleep. [`run_until_idle`](Kernel::run_until_idle) steps
+//! until nothing is due.
+
+use core::fmt;
+
+use embedded_time::duration::Milliseconds;
+use embedded_time::{Clock, Instant};
+use heapless::Vec;
+
+use crate::component::{
+    Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
+};
+use crate::event::{Event, Kind, UserEvent, BUILTIN_KINDS};
+use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
+use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
+use crate::stats::{KernelStats, Rate};
+use crate::time::{duration_to_ticks, instant_ticks, TickInt};
+use crate::timer::{TimerError, TimerHandle};
+
+/// Lifecycle settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a graceful stop may take before `terminate` (pyzenkit: 30 s).
+    pub stop_timeout: Milliseconds<u32>,
+    /// Period of `log_statistics`, or none.
+    pub stats_interval: Option<Milliseconds<u32>>,
+    /// Period of `save_runlog`, or none.
+    pub runlog_interval: Option<Milliseconds<u32>>,
+    /// The stop request that ends the loop at once (pyzenkit: 3).
+    pub max_stop_requests: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stop_timeout: Milliseconds(30_000),
+            stats_interval: None,
+            runlog_interval: None,
+            max_stop_requests: 3,
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum EndReason {
+    /// A graceful stop finished: nothing but future timed events was left.
+    Stopped,
+    /// A graceful stop ran out of time; `terminate` was dispatched.
+    StopTimeout,
+    /// The last allowed stop request came (the third SIGINT).
+    Forced,
+    /// An immediate stop was requested (SIGTERM).
+    Terminated,
+    /// Nothing was left to do and no stop was asked for.
+    QueueEmpty,
+}
+
+impl EndReason {
+    /// A sentence for logs, as pyzenkit printed them.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Stopped => "graceful stop completed, not waiting for timed events",
+            Self::StopTimeout => "graceful stop timed out, terminated",
+            Self::Forced => "terminated by repeated stop requests",
+            Self::Terminated => "terminated on request",
+            Self::QueueEmpty => "event queue is empty",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// What one [`Kernel::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Step {
+    /// An event of this kind went through its pipeline. The host acts on the lifecycle kinds
+    /// that need it (write a runlog on [`Kind::SAVE_RUNLOG`], …) after the components did.
+    Dispatched {
+        /// The event's kind.
+        kind: Kind,
+        /// Handlers that ran (fewer than registered if one returned [`Flow::Stop`]).
+        handlers: u8,
+    },
+    /// Nothing is due now; [`Kernel::next_deadline`] tells until when the host may sleep.
+    Idle,
+    /// The loop is over.
+    Ended(EndReason),
+}
+
+/// What [`Kernel::run_until_idle`] stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Idle {
+    /// Nothing is due now; [`Kernel::next_deadline`] tells until when.
+    Waiting,
+    /// The loop is over.
+    Ended(EndReason),
+}
+
+/// A step that went wrong. The kernel stays usable: the host decides whether to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum StepError {
+    /// [`Kernel::start`] was not called.
+    NotStarted,
+    /// A user event had no handler (it is consumed and counted).
+    Unhandled(Kind),
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotStarted => f.write_str("the kernel was not started"),
+            Self::Unhandled(k) => write!(f, "no handler for the event of {k}"),
+        }
+    }
+}
+
+impl core::error::Error for StepError {}
+
+/// Why [`Kernel::start`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum StartError {
+    /// Already started.
+    AlreadyStarted,
+    /// A periodic lifecycle event could not be armed (timed queue full, zero or too long a
+    /// period).
+    Schedule(crate::queue::ScheduleErrorKind),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlreadyStarted => f.write_str("the kernel was already started"),
+            Self::Schedule(k) => write!(f, "cannot arm a periodic lifecycle event: {k}"),
+        }
+    }
+}
+
+impl core::error::Error for StartError {}
+
+/// Lifecycle events waiting to be dispatched ahead of the queues, in dispatch order.
+#[derive(Debug, Default, Clone, Copy)]
+struct Due {
+    start: bool,
+    stop: bool,
+    reload: bool,
+    save_runlog: bool,
+    save_state: bool,
+}
+
+impl Due {
+    /// The first waiting lifecycle event, taken.
+    fn take<U>(&mut self) -> Option<Event<U>> {
+        let take = |flag: &mut bool| core::mem::replace(flag, false);
+        if take(&mut self.start) {
+            Some(Event::Start)
+        } else if take(&mut self.stop) {
+            Some(Event::Stop)
+        } else if take(&mut self.reload) {
+            Some(Event::Reload)
+        } else if take(&mut self.save_runlog) {
+            Some(Event::SaveRunlog)
+        } else if take(&mut self.save_state) {
+            Some(Event::SaveState)
+        } else {
+            None
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.start || self.stop || self.reload || self.save_runlog || self.save_state
+    }
+}
+
+/// The routing table: for each of `K` kinds, up to `H` component indices in pipeline order.
+struct Table<const K: usize, const H: usize> {
+    routes: [Vec<u8, H>; K],
+}
+
+impl<const K: usize, const H: usize> RouteTable for Table<K, H> {
+    fn add(&mut self, kind: Kind, component: u8, position: Position) -> Result<(), RouteError> {
+        let route = self
+            .routes
+            .get_mut(kind.index())
+            .ok_or(RouteError::UnknownKind(kind))?;
+        let added = match position {
+            Position::Last => route.push(component),
+            Position::First => route.insert(0, component),
+        };
+        added.map_err(|_| RouteError::TooManyHandlers(kind))
+    }
+}
+
+/// The event kernel.
+///
+/// * `U`: the user's event type; `C`: the clock.
+/// * `M` components, `K` event kinds (at least 7 lifecycle kinds plus `U::KINDS`, checked at
+///   compile time), `H` handlers per kind, `S` sequential and `T` timed events.
+///
+/// Components are borrowed for `'c`, so they can live on the stack or in `static`s.
+pub struct Kernel<
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+> {
+    queue: EventQueue<Event<U>, C, S, T>,
+    components: Vec<&'c mut dyn Component<U, C>, M>,
+    table: Table<K, H>,
+    settings: Settings,
+    requests: Option<&'c Requests>,
+    request_reader: RequestReader,
+    inbox: Option<&'c dyn Mailbox<U>>,
+    due: Due,
+    started: bool,
+    /// Timeline tick of `start`: the baseline of the first statistics interval.
+    started_at: u64,
+    done: bool,
+    terminate_at: Option<u64>,
+    periodic: [Option<TimerHandle>; 2],
+    ended: Option<EndReason>,
+    stats: KernelStats<K>,
+}
+
+impl<
+        U,
+        C: Clock,
+        const M: usize,
+        const K: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    > fmt::Debug for Kernel<'_, U, C, M, K, H, S, T>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernel")
+            .field("components", &self.components.len())
+            .field("queue", &self.queue)
+            .field("done", &self.done)
+            .field("ended", &self.ended)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<'c, U, C, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
+    Kernel<'c, U, C, M, K, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    /// A kernel with no components yet.
+    pub fn new(settings: Settings) -> Self {
+        const {
+            assert!(
+                K >= BUILTIN_KINDS + U::KINDS,
+                "K must cover the 7 lifecycle kinds plus the user's kinds"
+            );
+            assert!(M > 0 && M <= 255, "between 1 and 255 components");
+            assert!(H > 0, "at least one handler per kind");
+        };
+        Self {
+            queue: EventQueue::new(),
+            components: Vec::new(),
+            table: Table {
+                routes: [const { Vec::new() }; K],
+            },
+            settings,
+            requests: None,
+            request_reader: RequestReader::new(),
+            inbox: None,
+            due: Due::default(),
+            started: false,
+            started_at: 0,
+            done: false,
+            terminate_at: None,
+            periodic: [None, None],
+            ended: None,
+            stats: KernelStats::new(),
+        }
+    }
+
+    /// Adds a component and registers its routes (its `setup`). Registration order is
+    /// pipeline order, except for kinds the component prepends.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`] when a capacity is too small; the component is not added, and routes
+    /// it registered before the error are taken back.
+    pub fn add(&mut self, component: &'c mut dyn Component<U, C>) -> Result<(), RouteError> {
+        if self.components.is_full() {
+            return Err(RouteError::TooManyComponents);
+        }
+        let index = self.components.len() as u8;
+        let result = component.setup(&mut Routes::new(&mut self.table, index));
+        if let Err(e) = result {
+            for route in &mut self.table.routes {
+                route.retain(|&c| c != index);
+            }
+            return Err(e);
+        }
+        // Cannot fail: checked above.
+        let _ = self.components.push(component);
+        Ok(())
+    }
+
+    /// Lets interrupt or signal handlers post lifecycle requests (drained every step).
+    pub fn attach_requests(&mut self, requests: &'c Requests) {
+        self.request_reader = RequestReader::new();
+        // Requests posted before attaching are not lost: start counting from zero.
+        self.requests = Some(requests);
+    }
+
+    /// Lets interrupt handlers and threads post user events (drained every step).
+    pub fn attach_inbox(&mut self, inbox: &'c dyn Mailbox<U>) {
+        self.inbox = Some(inbox);
+    }
+
+    /// Starts the run at `now`: `start` goes first, periodic lifecycle events are armed.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] if already started or a periodic event cannot be armed.
+    pub fn start(&mut self, now: Instant<C>) -> Result<(), StartError> {
+        if self.started {
+            return Err(StartError::AlreadyStarted);
+        }
+        self.queue.advance(now);
+        let periodic = [
+            (self.settings.stats_interval, Event::LogStatistics),
+            (self.settings.runlog_interval, Event::SaveRunlog),
+        ];
+        for (slot, (interval, event)) in periodic.into_iter().enumerate() {
+            if let Some(period) = interval {
+                let handle = self
+                    .queue
+                    .schedule_every(period, event)
+                    .map_err(|e| StartError::Schedule(e.kind()))?;
+                self.periodic[slot] = Some(handle);
+            }
+        }
+        self.started = true;
+        self.started_at = self.now_ticks();
+        self.due.start = true;
+        Ok(())
+    }
+
+    /// Asks for a graceful stop (see the module docs).
+    pub fn request_stop(&mut self) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.stats.stop_requests = self.stats.stop_requests.saturating_add(1);
+        if self.stats.stop_requests >= self.settings.max_stop_requests {
+            self.ended = Some(EndReason::Forced);
+            return;
+        }
+        if !self.done {
+            self.done = true;
+            self.due.stop = true;
+            self.due.reload = false;
+            for handle in self.periodic.iter_mut().filter_map(Option::take) {
+                let _ = self.queue.cancel(handle);
+            }
+        }
+    }
+
+    /// Ends the loop at once, as SIGTERM does.
+    pub fn terminate(&mut self) {
+        if self.ended.is_none() {
+            self.ended = Some(EndReason::Terminated);
+        }
+    }
+
+    /// Asks for a `reload` event (ignored while stopping).
+    pub fn request_reload(&mut self) {
+        if !self.done {
+            self.due.reload = true;
+        }
+    }
+
+    /// Asks for a `save_runlog` event.
+    pub fn request_runlog(&mut self) {
+        self.due.save_runlog = true;
+    }
+
+    /// Asks for a `save_state` event.
+    pub fn request_state(&mut self) {
+        self.due.save_state = true;
+    }
+
+    /// True once a stop began.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Why the loop ended, once it did.
+    pub fn ended(&self) -> Option<EndReason> {
+        self.ended
+    }
+
+    /// Dispatches at most one event at `now`. See the module docs for the order.
+    ///
+    /// # Errors
+    ///
+    /// [`StepError::Unhandled`] for a user event without handlers (consumed and counted);
+    /// [`StepError::NotStarted`] before [`start`](Self::start).
+    pub fn step(&mut self, now: Instant<C>) -> Result<Step, StepError> {
+        if !self.started {
+            return Err(StepError::NotStarted);
+        }
+        if let Some(reason) = self.ended {
+            return Ok(Step::Ended(reason));
+        }
+        self.queue.advance(now);
+        self.drain_posts();
+        if let Some(reason) = self.ended {
+            return Ok(Step::Ended(reason));
+        }
+        let now_ticks = self.now_ticks();
+        if self.terminate_at.is_some_and(|t| t <= now_ticks) {
+            self.terminate_at = None;
+            let step = self.dispatch(Event::Terminate, now);
+            self.ended = Some(EndReason::StopTimeout);
+            return step;
+        }
+        if let Some(lifecycle) = self.due.take() {
+            if matches!(lifecycle, Event::Stop) {
+                // The stop timeout runs from the moment `stop` is dispatched.
+                let timeout =
+                    duration_to_ticks::<C, _>(self.settings.stop_timeout).unwrap_or(u64::MAX);
+                self.terminate_at = Some(now_ticks.saturating_add(timeout));
+            }
+            return self.dispatch(lifecycle, now);
+        }
+        match self.queue.next(now) {
+            Next::Timed(fired) => {
+                // `fired.deadline` is in raw clock ticks; lateness is under a wrap period.
+                let late = instant_ticks(now).wrapping_sub(fired.deadline) & C::T::MAX_U64;
+                self.stats.lateness.record(late);
+                self.dispatch(fired.event, now)
+            }
+            Next::Sequential(event) => self.dispatch(event, now),
+            Next::Wait(_) if !self.done => Ok(Step::Idle),
+            Next::Wait(_) | Next::Empty => {
+                let reason = if self.done {
+                    EndReason::Stopped
+                } else {
+                    EndReason::QueueEmpty
+                };
+                self.ended = Some(reason);
+                Ok(Step::Ended(reason))
+            }
+        }
+    }
+
+    /// Steps until nothing is due at `now` or the loop ends. Stops at the first error, which
+    /// it returns (call again to go on).
+    ///
+    /// # Errors
+    ///
+    /// The first [`StepError`].
+    pub fn run_until_idle(&mut self, now: Instant<C>) -> Result<Idle, StepError> {
+        loop {
+            match self.step(now)? {
+                Step::Dispatched { .. } => {}
+                Step::Idle => return Ok(Idle::Waiting),
+                Step::Ended(reason) => return Ok(Idle::Ended(reason)),
+            }
+        }
+    }
+
+    /// Until when the host may sleep: `Some(instant)` of the earliest deadline (the `terminate`
+    /// timeout included), `Some(now)` when work is due at once, `None` when only a post or a
+    /// signal can bring work.
+    pub fn next_deadline(&self) -> Option<Instant<C>> {
+        if self.has_due_work() {
+            return Some(self.queue.now());
+        }
+        let timer = self.queue.next_deadline_ticks();
+        let earliest = match (timer, self.terminate_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        earliest.map(|point| self.queue.instant_at(point))
+    }
+
+    fn has_due_work(&self) -> bool {
+        self.ended.is_some() || self.due.any() || self.queue.sequential_len() > 0
+    }
+
+    /// The kernel's figures.
+    pub fn stats(&self) -> &KernelStats<K> {
+        &self.stats
+    }
+
+    /// The queue's figures (rejections, high-water marks, missed periods).
+    pub fn queue_stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
+    /// The queue, for the host to schedule into (before or between steps).
+    pub fn queue(&mut self) -> &mut EventQueue<Event<U>, C, S, T> {
+        &mut self.queue
+    }
+
+    /// The components, in the order they were added.
+    pub fn components(&self) -> impl Iterator<Item = &(dyn Component<U, C> + 'c)> + '_ {
+        self.components.iter().map(|c| &**c)
+    }
+
+    /// The names of the components handling `kind`, in pipeline order.
+    pub fn route(
+        &self,
+        kind: Kind,
+    ) -> impl Iterator<Item = &'static str> + use<'_, 'c, U, C, M, K, H, S, T> {
+        self.table
+            .routes
+            .get(kind.index())
+            .into_iter()
+            .flatten()
+            .map(|&i| self.components[usize::from(i)].name())
+    }
+
+    /// Calls `f(component, key, rate)` for every counter of every component, with rates since
+    /// the previous [`rotate_statistics`](Self::rotate_statistics) (or since start).
+    pub fn for_each_rate(
+        &self,
+        now: Instant<C>,
+        mut f: impl FnMut(&'static str, &'static str, Rate),
+    ) {
+        let now = self.queue.place(now);
+        let tps = ticks_per_second::<C>();
+        for component in &self.components {
+            let Some(counters) = component.counters() else {
+                continue;
+            };
+            let since = counters.previous_at().unwrap_or(self.started_at);
+            for i in 0..counters.len() {
+                let (key, cur, prev) = counters.entry(i);
+                f(
+                    component.name(),
+                    key,
+                    Rate::compute(cur, prev, now - since.min(now), tps),
+                );
+            }
+        }
+    }
+
+    /// Starts a new statistics interval for every component at `now`.
+    pub fn rotate_statistics(&mut self, now: Instant<C>) {
+        let now = self.queue.place(now);
+        for component in &mut self.components {
+            if let Some(counters) = component.counters_mut() {
+                counters.rotate(now);
+            }
+        }
+    }
+
+    fn now_ticks(&self) -> u64 {
+        self.queue.now_ticks()
+    }
+
+    /// Turns posted requests into lifecycle flags and inbox events into queued events.
+    fn drain_posts(&mut self) {
+        if let Some(requests) = self.requests {
+            for request in Request::ALL {
+                let n = self.request_reader.take(requests, request);
+                if n == 0 {
+                    continue;
+                }
+                match request {
+                    Request::Terminate => self.terminate(),
+                    Request::Stop => (0..n).for_each(|_| self.request_stop()),
+                    Request::Reload => self.request_reload(),
+                    Request::SaveRunlog => self.request_runlog(),
+                    Request::SaveState => self.request_state(),
+                }
+            }
+        }
+        if let Some(inbox) = self.inbox {
+            let queue = &mut self.queue;
+            let mut accept = |u| queue.schedule(Event::User(u)).map_err(unwrap_user);
+            loop {
+                match inbox.take_one(&mut accept) {
+                    Take::Taken => {}
+                    Take::Empty => break,
+                    Take::Refused => {
+                        self.stats.inbox_deferred = self.stats.inbox_deferred.saturating_add(1);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, mut event: Event<U>, now: Instant<C>) -> Result<Step, StepError> {
+        let kind = event.kind();
+        if let Some(n) = self.stats.dispatched.get_mut(kind.index()) {
+            *n = n.saturating_add(1);
+        }
+        let Self {
+            queue,
+            components,
+            table,
+            done,
+            ..
+        } = self;
+        let route: &[u8] = table.routes.get(kind.index()).map_or(&[], |r| r.as_slice());
+        let mut ctx = Context::new(queue, now, *done);
+        let mut ran = 0u8;
+        for &index in route {
+            ran += 1;
+            if components[usize::from(index)].handle(&mut ctx, &mut event) == Flow::Stop {
+                break;
+            }
+        }
+        let stop_requested = ctx.stop_requested();
+        let unhandled = route.is_empty() && !kind.is_builtin();
+        if stop_requested {
+            self.request_stop();
+        }
+        if unhandled {
+            self.stats.unhandled = self.stats.unhandled.saturating_add(1);
+            return Err(StepError::Unhandled(kind));
+        }
+        Ok(Step::Dispatched {
+            kind,
+            handlers: ran,
+        })
+    }
+}
+
+fn unwrap_user<U>(err: ScheduleError<Event<U>>) -> U {
+    match err.into_event() {
+        Event::User(u) => u,
+        _ => unreachable!("only user events come from the inbox"),
+    }
+}
+
+/// Clock ticks per second as a fraction `(num, den)`: the inverse of the scaling factor.
+fn ticks_per_second<C: Clock>() -> (u64, u64) {
+    let f = C::SCALING_FACTOR;
+    (u64::from(*f.denominator()), u64::from(*f.numerator()))
+}
+
+impl<E, C, const S: usize, const T: usize> Scheduler<E, C> for EventQueue<E, C, S, T>
+where
+    E: Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn schedule(&mut self, event: E) -> Result<(), ScheduleError<E>> {
+        EventQueue::schedule(self, event)
+    }
+    fn schedule_next(&mut self, event: E) -> Result<(), ScheduleError<E>> {
+        EventQueue::schedule_next(self, event)
+    }
+    fn schedule_at(&mut self, at: Instant<C>, event: E) -> Result<TimerHandle, ScheduleError<E>> {
+        EventQueue::schedule_at(self, at, event)
+    }
+    fn schedule_after_ticks(
+        &mut self,
+        ticks: Option<u64>,
+        event: E,
+    ) -> Result<TimerHandle, ScheduleError<E>> {
+        EventQueue::schedule_after_ticks(self, ticks.unwrap_or(u64::MAX), event)
+    }
+    fn schedule_every_ticks(
+        &mut self,
+        period: Option<u64>,
+        event: E,
+    ) -> Result<TimerHandle, ScheduleError<E>> {
+        EventQueue::schedule_every_ticks(self, period.unwrap_or(u64::MAX), event)
+    }
+    fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError> {
+        EventQueue::cancel(self, handle)
+    }
+    fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError> {
+        EventQueue::reschedule(self, handle, at)
+    }
+    fn reschedule_after_ticks(
+        &mut self,
+        handle: TimerHandle,
+        ticks: Option<u64>,
+    ) -> Result<(), TimerError> {
+        EventQueue::reschedule_after_ticks(self, handle, ticks.unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pending::Inbox;
+    use crate::stats::{CounterSet, Counters};
+    use crate::time::ManualClock;
+    use core::cell::RefCell;
+    use embedded_time::duration::Milliseconds;
+    use std::vec::Vec as StdVec;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Work(u32),
+        Ping,
+    }
+
+    impl UserEvent for Ev {
+        const KINDS: usize = 2;
+        fn kind(&self) -> usize {
+            match self {
+                Ev::Work(_) => 0,
+                Ev::Ping => 1,
+            }
+        }
+        fn kind_name(kind: usize) -> &'static str {
+            ["work", "ping"][kind]
+        }
+    }
+
+    const WORK: Kind = Kind::user(0);
+    const PING: Kind = Kind::user(1);
+
+    type Log = RefCell<StdVec<(&'static str, Event<Ev>)>>;
+    type Ctx<'a> = Context<'a, Ev, ManualClock>;
+    type TestKernel<'c> = Kernel<'c, Ev, ManualClock, 4, 9, 3, 8, 8>;
+
+    /// A component that records what it sees and does what its fields say.
+    struct Probe<'l> {
+        name: &'static str,
+        log: &'l Log,
+        append: &'static [Kind],
+        prepend: &'static [Kind],
+        flow: Flow,
+        action: fn(&mut Ctx<'_>, &mut Event<Ev>),
+        counters: Counters<2>,
+    }
+
+    impl<'l> Probe<'l> {
+        fn new(name: &'static str, log: &'l Log, append: &'static [Kind]) -> Self {
+            Self {
+                name,
+                log,
+                append,
+                prepend: &[],
+                flow: Flow::Continue,
+                action: |_, _| {},
+                counters: Counters::new(),
+            }
+        }
+    }
+
+    impl Component<Ev, ManualClock> for Probe<'_> {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            for &k in self.append {
+                routes.append(k)?;
+            }
+            for &k in self.prepend {
+                routes.prepend(k)?;
+            }
+            Ok(())
+        }
+        fn handle(&mut self, ctx: &mut Ctx<'_>, event: &mut Event<Ev>) -> Flow {
+            self.log.borrow_mut().push((self.name, event.clone()));
+            self.counters.inc("seen", 1).unwrap();
+            (self.action)(ctx, event);
+            self.flow
+        }
+        fn counters(&self) -> Option<&dyn CounterSet> {
+            Some(&self.counters)
+        }
+        fn counters_mut(&mut self) -> Option<&mut dyn CounterSet> {
+            Some(&mut self.counters)
+        }
+    }
+
+    fn ms(n: u32) -> Milliseconds<u32> {
+        Milliseconds(n)
+    }
+
+    fn names(log: &Log) -> StdVec<&'static str> {
+        log.borrow().iter().map(|(n, _)| *n).collect()
+    }
+
+    fn events(log: &Log) -> StdVec<Event<Ev>> {
+        log.borrow().iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    fn dispatched(kind: Kind, handlers: u8) -> Result<Step, StepError> {
+        Ok(Step::Dispatched { kind, handlers })
+    }
+
+    #[test]
+    fn start_goes_first_then_queued_work() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::START, WORK]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        assert_eq!(k.step(clock.now()), Err(StepError::NotStarted));
+        k.start(clock.now()).unwrap();
+        assert_eq!(k.start(clock.now()), Err(StartError::AlreadyStarted));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 1));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+        assert_eq!(events(&log), [Event::Start, Event::User(Ev::Work(1))]);
+        // Once ended, it stays ended.
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+    }
+
+    #[test]
+    fn pipeline_runs_in_registration_order_with_prepend_first() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK]);
+        let mut b = Probe::new("b", &log, &[WORK]);
+        let mut c = Probe::new("c", &log, &[]);
+        c.prepend = &[WORK];
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.add(&mut b).unwrap();
+        k.add(&mut c).unwrap();
+        assert_eq!(k.route(WORK).collect::<StdVec<_>>(), ["c", "a", "b"]);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 3));
+        assert_eq!(names(&log), ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn stop_ends_the_chain_and_later_handlers_see_changes() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut bump = Probe::new("bump", &log, &[WORK]);
+        bump.action = |_, e| {
+            if let Event::User(Ev::Work(n)) = e {
+                *n += 10;
+            }
+        };
+        let mut gate = Probe::new("gate", &log, &[WORK]);
+        gate.flow = Flow::Stop;
+        let mut never = Probe::new("never", &log, &[WORK]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut bump).unwrap();
+        k.add(&mut gate).unwrap();
+        k.add(&mut never).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        k.step(clock.now()).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 2));
+        assert_eq!(
+            *log.borrow(),
+            [
+                ("bump", Event::User(Ev::Work(1))),
+                ("gate", Event::User(Ev::Work(11)))
+            ]
+        );
+    }
+
+    #[test]
+    fn unhandled_user_event_is_an_error_and_counted() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(2))).unwrap();
+        // Lifecycle events without handlers are fine.
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        assert_eq!(k.step(clock.now()), Err(StepError::Unhandled(PING)));
+        assert_eq!(k.stats().unhandled, 1);
+        // The kernel goes on.
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.stats().dispatched[PING.index()], 1);
+        assert_eq!(k.stats().total_dispatched(), 3);
+    }
+
+    #[test]
+    fn capacities_are_errors_not_panics() {
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK]);
+        let mut b = Probe::new("b", &log, &[WORK]);
+        let mut c = Probe::new("c", &log, &[WORK]);
+        let mut d = Probe::new("d", &log, &[Kind::STOP, WORK]);
+        let mut e = Probe::new("e", &log, &[]);
+        const BEYOND: &[Kind] = &[Kind::user(5)];
+        let mut beyond = Probe::new("beyond", &log, BEYOND);
+        let mut f = Probe::new("f", &log, &[]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.add(&mut b).unwrap();
+        k.add(&mut c).unwrap();
+        // H = 3 handlers per kind: d's WORK route does not fit, and its STOP route is undone.
+        assert_eq!(k.add(&mut d), Err(RouteError::TooManyHandlers(WORK)));
+        assert_eq!(k.route(Kind::STOP).count(), 0);
+        assert_eq!(
+            k.add(&mut beyond),
+            Err(RouteError::UnknownKind(Kind::user(5)))
+        );
+        k.add(&mut e).unwrap();
+        assert_eq!(k.add(&mut f), Err(RouteError::TooManyComponents));
+    }
+
+    /// A component that floods the sequential queue and ignores `is_done`.
+    fn flooding(log: &Log) -> Probe<'_> {
+        let mut p = Probe::new("flood", log, &[WORK, Kind::STOP, Kind::TERMINATE]);
+        p.action = |ctx, e| {
+            if let Event::User(Ev::Work(n)) = e {
+                ctx.schedule(Ev::Work(*n + 1)).unwrap();
+            }
+        };
+        p
+    }
+
+    #[test]
+    fn stop_runs_stop_then_terminate_after_the_timeout() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut flood = flooding(&log);
+        let settings = Settings {
+            stop_timeout: ms(30_000),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.add(&mut flood).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.step(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        clock.advance(ms(1_000));
+        k.request_stop();
+        assert!(k.is_done());
+        // Stop goes ahead of the queued work.
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
+        assert_eq!(
+            k.next_deadline(),
+            Some(clock.now()),
+            "work is queued, no sleeping"
+        );
+        // The flood goes on until the timeout, not a tick longer.
+        clock.advance(ms(29_999));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        clock.advance(ms(1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::TERMINATE, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::StopTimeout)));
+        assert_eq!(k.ended(), Some(EndReason::StopTimeout));
+    }
+
+    #[test]
+    fn third_stop_request_ends_at_once() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut flood = flooding(&log);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut flood).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.step(clock.now()).unwrap();
+        k.request_stop();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
+        k.request_stop();
+        assert_eq!(
+            k.step(clock.now()),
+            dispatched(WORK, 1),
+            "second: still graceful"
+        );
+        k.request_stop();
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Forced)));
+        assert_eq!(k.stats().stop_requests, 3);
+        // Stop ran once, not once per request.
+        let stops = events(&log).iter().filter(|e| **e == Event::Stop).count();
+        assert_eq!(stops, 1);
+    }
+
+    #[test]
+    fn done_with_only_timed_events_left_ends_without_waiting() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::START]);
+        a.action = |ctx, _| {
+            ctx.schedule_after(ms(10_000), Ev::Ping).unwrap();
+            ctx.schedule(Ev::Work(1)).unwrap();
+        };
+        let mut w = Probe::new("w", &log, &[WORK, PING]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.add(&mut w).unwrap();
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        k.request_stop();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
+        // Sequential work queued before the stop still runs.
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+        assert!(!events(&log).contains(&Event::User(Ev::Ping)));
+    }
+
+    #[test]
+    fn not_done_waits_for_timers_and_reports_the_deadline() {
+        let clock = ManualClock::<u32>::starting_at(u32::MAX - 500);
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::START, PING]);
+        a.action = |ctx, e| {
+            if *e == Event::Start {
+                ctx.schedule_after(ms(1_000), Ev::Ping).unwrap();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        assert_eq!(k.step(clock.now()), Ok(Step::Idle));
+        let deadline = k.next_deadline().unwrap();
+        assert_eq!(deadline, Instant::new(499)); // across the wrap
+        clock.advance(ms(999));
+        assert_eq!(k.run_until_idle(clock.now()), Ok(Idle::Waiting));
+        clock.advance(ms(1));
+        assert_eq!(k.step(clock.now()), dispatched(PING, 1));
+        assert_eq!(k.stats().lateness.max_ticks, 0);
+        assert_eq!(
+            k.run_until_idle(clock.now()),
+            Ok(Idle::Ended(EndReason::QueueEmpty))
+        );
+    }
+
+    #[test]
+    fn lateness_is_recorded() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[PING]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue()
+            .schedule_after(ms(10), Event::User(Ev::Ping))
+            .unwrap();
+        k.step(clock.now()).unwrap();
+        clock.advance(ms(17));
+        assert_eq!(k.step(clock.now()), dispatched(PING, 1));
+        let lateness = k.stats().lateness;
+        assert_eq!(lateness.max_ticks, 7);
+        assert_eq!(lateness.buckets[crate::stats::Lateness::bucket(7)], 1);
+    }
+
+    #[test]
+    fn handler_can_request_stop_and_sees_is_done() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::START, Kind::STOP]);
+        a.action = |ctx, e| match e {
+            Event::Start => {
+                assert!(!ctx.is_done());
+                ctx.request_stop();
+            }
+            Event::Stop => assert!(ctx.is_done()),
+            _ => {}
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        assert!(k.is_done());
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+    }
+
+    #[test]
+    fn periodic_lifecycle_events_until_stop() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::LOG_STATISTICS, Kind::SAVE_RUNLOG, WORK]);
+        let settings = Settings {
+            stats_interval: Some(ms(1_000)),
+            runlog_interval: Some(ms(1_500)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        assert_eq!(k.step(clock.now()), Ok(Step::Idle));
+        assert_eq!(k.next_deadline(), Some(Instant::new(1_000)));
+        clock.advance(ms(1_000));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::LOG_STATISTICS, 1));
+        clock.advance(ms(500));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::SAVE_RUNLOG, 1));
+        clock.advance(ms(500));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::LOG_STATISTICS, 1));
+        k.request_stop();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
+        // The periodic timers were cancelled: nothing is left, the loop ends.
+        assert_eq!(k.queue().timed_len(), 0);
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+    }
+
+    #[test]
+    fn statistics_rates_against_hand_computed_values() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut b = Probe::new("b", &log, &[WORK]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut b).unwrap();
+        k.start(clock.now()).unwrap();
+        let work = |k: &mut TestKernel<'_>, n: u32| {
+            for i in 0..n {
+                k.queue().schedule(Event::User(Ev::Work(i))).unwrap();
+            }
+            // Keep the loop from ending on an empty queue.
+            k.queue()
+                .schedule_after(ms(60_000), Event::User(Ev::Work(99)))
+                .unwrap();
+            assert_eq!(k.run_until_idle(clock.now()), Ok(Idle::Waiting));
+        };
+        // 4 events, rates taken 2 s after start: 2/s, all new (100 %).
+        work(&mut k, 4);
+        clock.advance(ms(2_000));
+        let mut rates = StdVec::new();
+        k.for_each_rate(clock.now(), |c, key, r| rates.push((c, key, r)));
+        let expected = Rate {
+            cnt: 4,
+            inc: 4,
+            spd_milli: 2_000,
+            pct_milli: 100_000,
+        };
+        assert_eq!(rates, [("b", "seen", expected)]);
+        k.rotate_statistics(clock.now());
+        // 2 more in the next 4 s: 0.5/s, 2 of 6 new (33.333 %).
+        work(&mut k, 2);
+        clock.advance(ms(4_000));
+        let mut rates = StdVec::new();
+        k.for_each_rate(clock.now(), |_, _, r| rates.push(r));
+        let expected = Rate {
+            cnt: 6,
+            inc: 2,
+            spd_milli: 500,
+            pct_milli: 33_333,
+        };
+        assert_eq!(rates, [expected]);
+    }
+
+    #[test]
+    fn posted_requests_become_lifecycle_events() {
+        static REQUESTS: Requests = Requests::new();
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new(
+            "a",
+            &log,
+            &[Kind::RELOAD, Kind::SAVE_RUNLOG, Kind::SAVE_STATE, PING],
+        );
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.attach_requests(&REQUESTS);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        k.step(clock.now()).unwrap();
+        REQUESTS.post(Request::SaveState);
+        REQUESTS.post(Request::SaveRunlog);
+        REQUESTS.post(Request::Reload);
+        // Ahead of the queued Ping, in the kernel's fixed order.
+        assert_eq!(k.step(clock.now()), dispatched(Kind::RELOAD, 1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::SAVE_RUNLOG, 1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::SAVE_STATE, 1));
+        assert_eq!(k.step(clock.now()), dispatched(PING, 1));
+        // A reload while stopping is ignored.
+        REQUESTS.post(Request::Stop);
+        REQUESTS.post(Request::Reload);
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
+        REQUESTS.post(Request::Terminate);
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Terminated)));
+        assert!(!events(&log)[4..].contains(&Event::Reload));
+    }
+
+    #[test]
+    fn three_posted_stops_in_one_step_force_the_end() {
+        static REQUESTS: Requests = Requests::new();
+        let clock = ManualClock::new();
+        let mut k = TestKernel::new(Settings::default());
+        k.attach_requests(&REQUESTS);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        for _ in 0..3 {
+            REQUESTS.post(Request::Stop);
+        }
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Forced)));
+    }
+
+    #[test]
+    fn inbox_events_from_another_thread_are_all_dispatched_in_order() {
+        static INBOX: Inbox<Ev, 64> = Inbox::new();
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK]);
+        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 4>::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.attach_inbox(&INBOX);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(u32::MAX))).unwrap();
+        // A far timer keeps the loop alive while the inbox is empty.
+        k.queue()
+            .schedule_after(ms(3_600_000), Event::User(Ev::Ping))
+            .unwrap();
+        let poster = std::thread::spawn(|| {
+            for i in 0..1000 {
+                while INBOX.post(Ev::Work(i)).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        let mut seen = StdVec::new();
+        while seen.len() < 1000 {
+            match k.step(clock.now()) {
+                Ok(Step::Dispatched { kind: WORK, .. }) => {
+                    if let Some((_, Event::User(Ev::Work(n)))) = log.borrow().last() {
+                        if *n != u32::MAX {
+                            seen.push(*n);
+                        }
+                    }
+                }
+                Ok(Step::Idle) => std::thread::yield_now(),
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        poster.join().unwrap();
+        assert_eq!(seen, (0..1000).collect::<StdVec<_>>());
+        // A sequential queue of 4 had to defer inbox events at times; none was lost.
+        assert!(k.queue_stats().rejected > 0 || k.stats().inbox_deferred == 0);
+    }
+}
