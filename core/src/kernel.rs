@@ -559,7 +559,7 @@ where
     pub fn route(
         &self,
         kind: Kind,
-    ) -> impl Iterator<Item = &'static str> + use<'_, 'c, U, C, M, K, H, S, T> {
+    ) -> impl Iterator<Item = &'static str> + Clone + use<'_, 'c, U, C, M, K, H, S, T> {
         self.table
             .routes
             .get(kind.index())

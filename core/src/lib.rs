@@ -8,6 +8,8 @@ pub mod event;
 pub mod kernel;
 pub mod pending;
 pub mod queue;
+#[cfg(feature = "serde")]
+pub mod snapshot;
 pub mod stats;
 pub mod time;
 pub mod timer;

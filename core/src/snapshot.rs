@@ -1,0 +1,603 @@
+//! Runlog, statistics and state snapshots that serialize with serde (feature `serde`).
+//!
+//! The snapshots borrow the kernel and serialize straight from it: nothing is copied and
+//! nothing allocated, so a firmware can write them with [`to_json`] into a buffer of its own,
+//! and the std shell can hand the same values to `serde_json`.
+//!
+//! Key names follow pyzenkit's runlog where they mean the same thing: per counter `cnt`,
+//! `inc`, `spd` and `pct`; components keyed by name (not by type, so two components of one
+//! type no longer overwrite each other).
+//!
+//! Shapes:
+//!
+//! * [`Kernel::runlog`]: `{"events", "dispatched": {kind: n}, "unhandled", "rejected",
+//!   "stop_requests", "inbox_deferred", "missed_periods", "high_water": {"sequential",
+//!   "timed"}, "lateness": {"max_ticks", "histogram": [{"from_ticks", "count"}]}, "end",
+//!   "components": {name: {key: count}}}`
+//! * [`Kernel::statistics`]: `{name: {key: {"cnt", "inc", "spd", "pct"}}}`
+//! * [`Kernel::state`]: `{"routes": {kind: [component names]}, "components": {name: {field:
+//!   value}}, "runlog": …}`
+
+use core::fmt;
+
+use embedded_time::{Clock, Instant};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use crate::component::{Component, StateValue, StateVisitor};
+use crate::event::{Kind, UserEvent, BUILTIN_KINDS};
+use crate::kernel::Kernel;
+use crate::stats::{Lateness, Rate, LATENESS_BUCKETS};
+use crate::time::TickInt;
+
+/// A snapshot did not fit into the caller's buffer. Nothing usable was written: a truncated
+/// document is never returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferTooSmall;
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("buffer too small for the JSON document")
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+/// Writes `value` as JSON into `buf` and returns the length written.
+///
+/// # Errors
+///
+/// [`BufferTooSmall`] when the document does not fit; `buf` then holds no valid document.
+pub fn to_json<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    serde_json_core::to_slice(value, buf).map_err(|_| BufferTooSmall)
+}
+
+type K<
+    'k,
+    'c,
+    U,
+    C,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+> = &'k Kernel<'c, U, C, M, KN, H, S, T>;
+
+impl<'c, U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Kernel<'c, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    /// The kernel's figures and each component's raw counters (the runlog's `statistics`).
+    pub fn runlog(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+        RunlogView(self)
+    }
+
+    /// Each component's counters with rates since the previous
+    /// [`rotate_statistics`](Kernel::rotate_statistics), at `now`.
+    pub fn statistics(
+        &self,
+        now: Instant<C>,
+    ) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+        StatisticsView { kernel: self, now }
+    }
+
+    /// Routes, each component's state, and the runlog (pyzenkit's state dump).
+    pub fn state(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+        StateView(self)
+    }
+}
+
+/// Kinds that exist for the user's event type (the table may have spare room beyond them).
+fn kinds<U: UserEvent>() -> impl Iterator<Item = Kind> {
+    (0..BUILTIN_KINDS + U::KINDS).map(|i| {
+        if i < BUILTIN_KINDS {
+            [
+                Kind::START,
+                Kind::STOP,
+                Kind::TERMINATE,
+                Kind::RELOAD,
+                Kind::SAVE_RUNLOG,
+                Kind::SAVE_STATE,
+                Kind::LOG_STATISTICS,
+            ][i]
+        } else {
+            Kind::user(i - BUILTIN_KINDS)
+        }
+    })
+}
+
+struct RunlogView<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(K<'k, 'c, U, C, M, KN, H, S, T>);
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for RunlogView<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        let k = self.0;
+        let stats = k.stats();
+        let queue = k.queue_stats();
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("events", &stats.total_dispatched())?;
+        map.serialize_entry(
+            "dispatched",
+            &Dispatched::<U, KN>(&stats.dispatched, core::marker::PhantomData),
+        )?;
+        map.serialize_entry("unhandled", &stats.unhandled)?;
+        map.serialize_entry("rejected", &queue.rejected)?;
+        map.serialize_entry("stop_requests", &stats.stop_requests)?;
+        map.serialize_entry("inbox_deferred", &stats.inbox_deferred)?;
+        map.serialize_entry("missed_periods", &queue.missed_periods)?;
+        map.serialize_entry(
+            "high_water",
+            &HighWater {
+                sequential: queue.sequential_high_water,
+                timed: queue.timed_high_water,
+            },
+        )?;
+        map.serialize_entry("lateness", &LatenessView(&stats.lateness))?;
+        map.serialize_entry("end", &k.ended())?;
+        map.serialize_entry("components", &ComponentCounts(k))?;
+        map.end()
+    }
+}
+
+struct Dispatched<'a, U, const KN: usize>(&'a [u64; KN], core::marker::PhantomData<U>);
+
+impl<U: UserEvent, const KN: usize> Serialize for Dispatched<'_, U, KN> {
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        let mut map = ser.serialize_map(None)?;
+        for kind in kinds::<U>() {
+            map.serialize_entry(kind.name::<U>(), &self.0[kind.index()])?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct HighWater {
+    sequential: u16,
+    timed: u16,
+}
+
+struct LatenessView<'a>(&'a Lateness);
+
+impl Serialize for LatenessView<'_> {
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        #[derive(Serialize)]
+        struct Bucket {
+            from_ticks: u64,
+            count: u32,
+        }
+        struct Histogram<'a>(&'a [u32; LATENESS_BUCKETS]);
+        impl Serialize for Histogram<'_> {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut seq = ser.serialize_seq(Some(LATENESS_BUCKETS))?;
+                for (b, &count) in self.0.iter().enumerate() {
+                    seq.serialize_element(&Bucket {
+                        from_ticks: Lateness::bucket_floor(b),
+                        count,
+                    })?;
+                }
+                seq.end()
+            }
+        }
+        let mut map = ser.serialize_map(Some(2))?;
+        map.serialize_entry("max_ticks", &self.0.max_ticks)?;
+        map.serialize_entry("histogram", &Histogram(&self.0.buckets))?;
+        map.end()
+    }
+}
+
+struct ComponentCounts<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(K<'k, 'c, U, C, M, KN, H, S, T>);
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for ComponentCounts<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        struct Counts<'a>(&'a dyn crate::stats::CounterSet);
+        impl Serialize for Counts<'_> {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut map = ser.serialize_map(Some(self.0.len()))?;
+                for i in 0..self.0.len() {
+                    let (key, cnt, _) = self.0.entry(i);
+                    map.serialize_entry(key, &cnt)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = ser.serialize_map(None)?;
+        for c in self.0.components() {
+            if let Some(counters) = c.counters() {
+                map.serialize_entry(c.name(), &Counts(counters))?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct StatisticsView<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+> {
+    kernel: K<'k, 'c, U, C, M, KN, H, S, T>,
+    now: Instant<C>,
+}
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for StatisticsView<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        struct RateView(Rate);
+        impl Serialize for RateView {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut map = ser.serialize_map(Some(4))?;
+                map.serialize_entry("cnt", &self.0.cnt)?;
+                map.serialize_entry("inc", &self.0.inc)?;
+                map.serialize_entry("spd", &self.0.spd())?;
+                map.serialize_entry("pct", &self.0.pct())?;
+                map.end()
+            }
+        }
+        struct Rates<
+            'a,
+            'k,
+            'c,
+            U,
+            C: Clock,
+            const M: usize,
+            const KN: usize,
+            const H: usize,
+            const S: usize,
+            const T: usize,
+        > {
+            view: &'a StatisticsView<'k, 'c, U, C, M, KN, H, S, T>,
+            component: &'static str,
+        }
+        impl<
+                U,
+                C,
+                const M: usize,
+                const KN: usize,
+                const H: usize,
+                const S: usize,
+                const T: usize,
+            > Serialize for Rates<'_, '_, '_, U, C, M, KN, H, S, T>
+        where
+            U: UserEvent + Clone,
+            C: Clock,
+            C::T: TickInt,
+        {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut map = ser.serialize_map(None)?;
+                let mut result = Ok(());
+                self.view
+                    .kernel
+                    .for_each_rate(self.view.now, |component, key, rate| {
+                        if component == self.component && result.is_ok() {
+                            result = map.serialize_entry(key, &RateView(rate));
+                        }
+                    });
+                result?;
+                map.end()
+            }
+        }
+        let mut map = ser.serialize_map(None)?;
+        for c in self.kernel.components() {
+            if c.counters().is_some() {
+                map.serialize_entry(
+                    c.name(),
+                    &Rates {
+                        view: self,
+                        component: c.name(),
+                    },
+                )?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct StateView<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(K<'k, 'c, U, C, M, KN, H, S, T>);
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for StateView<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        let k = self.0;
+        let mut map = ser.serialize_map(Some(3))?;
+        map.serialize_entry("routes", &RoutesView(k))?;
+        map.serialize_entry("components", &ComponentStates(k))?;
+        map.serialize_entry("runlog", &RunlogView(k))?;
+        map.end()
+    }
+}
+
+struct RoutesView<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(K<'k, 'c, U, C, M, KN, H, S, T>);
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for RoutesView<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        struct Names<'a, I: Iterator<Item = &'static str> + Clone>(&'a I);
+        impl<I: Iterator<Item = &'static str> + Clone> Serialize for Names<'_, I> {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut seq = ser.serialize_seq(None)?;
+                for name in self.0.clone() {
+                    seq.serialize_element(name)?;
+                }
+                seq.end()
+            }
+        }
+        let mut map = ser.serialize_map(None)?;
+        for kind in kinds::<U>() {
+            let route = self.0.route(kind);
+            map.serialize_entry(kind.name::<U>(), &Names(&route))?;
+        }
+        map.end()
+    }
+}
+
+struct ComponentStates<
+    'k,
+    'c,
+    U,
+    C: Clock,
+    const M: usize,
+    const KN: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(K<'k, 'c, U, C, M, KN, H, S, T>);
+
+impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
+    Serialize for ComponentStates<'_, '_, U, C, M, KN, H, S, T>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        let mut map = ser.serialize_map(None)?;
+        for c in self.0.components() {
+            map.serialize_entry(c.name(), &OneState(c))?;
+        }
+        map.end()
+    }
+}
+
+struct OneState<'a, U, C: Clock>(&'a dyn Component<U, C>);
+
+impl<U, C: Clock> Serialize for OneState<'_, U, C> {
+    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+        /// Forwards each field the component reports into the serializer's map.
+        struct Fields<M: SerializeMap> {
+            map: M,
+            error: Option<M::Error>,
+        }
+        impl<M: SerializeMap> StateVisitor for Fields<M> {
+            fn field(&mut self, key: &str, value: StateValue<'_>) {
+                if self.error.is_some() {
+                    return;
+                }
+                let result = match value {
+                    StateValue::U64(v) => self.map.serialize_entry(key, &v),
+                    StateValue::I64(v) => self.map.serialize_entry(key, &v),
+                    StateValue::Bool(v) => self.map.serialize_entry(key, &v),
+                    StateValue::Str(v) => self.map.serialize_entry(key, v),
+                };
+                self.error = result.err();
+            }
+        }
+        let mut fields = Fields {
+            map: ser.serialize_map(None)?,
+            error: None,
+        };
+        self.0.state(&mut fields);
+        match fields.error {
+            Some(e) => Err(e),
+            None => fields.map.end(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::{Context, Flow, RouteError, Routes};
+    use crate::event::Event;
+    use crate::kernel::Settings;
+    use crate::stats::{CounterSet, Counters};
+    use crate::time::ManualClock;
+    use embedded_time::duration::Milliseconds;
+    use serde_json::{json, Value};
+
+    #[derive(Debug, Clone)]
+    struct Tick;
+    impl UserEvent for Tick {
+        const KINDS: usize = 1;
+        fn kind(&self) -> usize {
+            0
+        }
+        fn kind_name(_: usize) -> &'static str {
+            "tick"
+        }
+    }
+
+    struct Counter {
+        counters: Counters<2>,
+    }
+
+    impl Component<Tick, ManualClock> for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            routes.append(Kind::user(0))?;
+            routes.append(Kind::STOP)
+        }
+        fn handle(&mut self, _: &mut Context<'_, Tick, ManualClock>, _: &mut Event<Tick>) -> Flow {
+            self.counters.inc("ticks", 1).unwrap();
+            Flow::Continue
+        }
+        fn counters(&self) -> Option<&dyn CounterSet> {
+            Some(&self.counters)
+        }
+        fn state(&self, out: &mut dyn StateVisitor) {
+            out.field("ticks", StateValue::U64(self.counters.get("ticks")));
+            out.field("label", StateValue::Str("a \"quoted\" label"));
+            out.field("delta", StateValue::I64(-3));
+            out.field("ok", StateValue::Bool(true));
+        }
+    }
+
+    fn json_of(value: &impl Serialize) -> Value {
+        let mut buf = [0u8; 4096];
+        let n = to_json(value, &mut buf).unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn runlog_statistics_and_state_parse_back() {
+        let clock = ManualClock::new();
+        let mut counter = Counter {
+            counters: Counters::new(),
+        };
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        k.add(&mut counter).unwrap();
+        k.start(clock.now()).unwrap();
+        for _ in 0..3 {
+            k.queue().schedule(Event::User(Tick)).unwrap();
+        }
+        k.queue()
+            .schedule_after(Milliseconds(5u32), Event::User(Tick))
+            .unwrap();
+        // A far timer keeps the loop from ending on an empty queue.
+        k.queue()
+            .schedule_after(Milliseconds(60_000u32), Event::User(Tick))
+            .unwrap();
+        k.run_until_idle(clock.now()).unwrap();
+        clock.advance(Milliseconds(2_000u32));
+        k.run_until_idle(clock.now()).unwrap();
+
+        let runlog = json_of(&k.runlog());
+        assert_eq!(runlog["events"], 5);
+        assert_eq!(runlog["dispatched"]["start"], 1);
+        assert_eq!(runlog["dispatched"]["tick"], 4);
+        assert_eq!(runlog["high_water"], json!({"sequential": 3, "timed": 2}));
+        assert_eq!(runlog["lateness"]["max_ticks"], 1_995);
+        assert_eq!(
+            runlog["lateness"]["histogram"].as_array().unwrap().len(),
+            LATENESS_BUCKETS
+        );
+        assert_eq!(runlog["components"], json!({"counter": {"ticks": 4}}));
+        assert_eq!(runlog["end"], Value::Null);
+
+        // 4 ticks in the 2 s since start.
+        let stats = json_of(&k.statistics(clock.now()));
+        assert_eq!(
+            stats,
+            json!({"counter": {"ticks": {"cnt": 4, "inc": 4, "spd": 2.0, "pct": 100.0}}})
+        );
+
+        let state = json_of(&k.state());
+        assert_eq!(state["routes"]["tick"], json!(["counter"]));
+        assert_eq!(state["routes"]["stop"], json!(["counter"]));
+        assert_eq!(state["routes"]["start"], json!([]));
+        assert_eq!(
+            state["components"]["counter"],
+            json!({"ticks": 4, "label": "a \"quoted\" label", "delta": -3, "ok": true})
+        );
+        assert_eq!(state["runlog"]["events"], 5);
+
+        k.request_stop();
+        k.run_until_idle(clock.now()).unwrap();
+        assert_eq!(json_of(&k.runlog())["end"], "stopped");
+    }
+
+    #[test]
+    fn a_small_buffer_is_an_error_not_a_truncated_document() {
+        let mut counter = Counter {
+            counters: Counters::new(),
+        };
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        k.add(&mut counter).unwrap();
+        let mut buf = [0u8; 4096];
+        let full = to_json(&k.state(), &mut buf).unwrap();
+        for len in [0, 1, full / 2, full - 1] {
+            let mut small = [0u8; 4096];
+            assert_eq!(to_json(&k.state(), &mut small[..len]), Err(BufferTooSmall));
+        }
+        assert_eq!(to_json(&k.state(), &mut buf[..full]), Ok(full));
+    }
+}
