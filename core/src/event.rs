@@ -97,16 +97,19 @@ impl Kind {
     pub const LOG_STATISTICS: Kind = Kind(6);
 
     /// The kind of user event kind `k` (as returned by [`UserEvent::kind`]).
+    #[inline]
     pub const fn user(k: usize) -> Kind {
         Kind((BUILTIN_KINDS + k) as u16)
     }
 
     /// The index into the routing table.
+    #[inline]
     pub const fn index(self) -> usize {
         self.0 as usize
     }
 
     /// True for the kernel's lifecycle kinds.
+    #[inline]
     pub const fn is_builtin(self) -> bool {
         self.index() < BUILTIN_KINDS
     }

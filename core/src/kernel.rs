@@ -179,37 +179,44 @@ impl fmt::Display for StartError {
 
 impl core::error::Error for StartError {}
 
-/// Lifecycle events waiting to be dispatched ahead of the queues, in dispatch order.
+/// Lifecycle events waiting to be dispatched ahead of the queues: one bit each, lowest bit
+/// first, so the common case (none) is a single test.
 #[derive(Debug, Default, Clone, Copy)]
-struct Due {
-    start: bool,
-    stop: bool,
-    reload: bool,
-    save_runlog: bool,
-    save_state: bool,
-}
+struct Due(u8);
 
 impl Due {
-    /// The first waiting lifecycle event, taken.
-    fn take<U>(&mut self) -> Option<Event<U>> {
-        let take = |flag: &mut bool| core::mem::replace(flag, false);
-        if take(&mut self.start) {
-            Some(Event::Start)
-        } else if take(&mut self.stop) {
-            Some(Event::Stop)
-        } else if take(&mut self.reload) {
-            Some(Event::Reload)
-        } else if take(&mut self.save_runlog) {
-            Some(Event::SaveRunlog)
-        } else if take(&mut self.save_state) {
-            Some(Event::SaveState)
-        } else {
-            None
-        }
+    const START: u8 = 1 << 0;
+    const STOP: u8 = 1 << 1;
+    const RELOAD: u8 = 1 << 2;
+    const SAVE_RUNLOG: u8 = 1 << 3;
+    const SAVE_STATE: u8 = 1 << 4;
+
+    fn set(&mut self, bit: u8) {
+        self.0 |= bit;
     }
 
-    fn any(&self) -> bool {
-        self.start || self.stop || self.reload || self.save_runlog || self.save_state
+    fn clear(&mut self, bit: u8) {
+        self.0 &= !bit;
+    }
+
+    fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The first waiting lifecycle event, taken.
+    fn take<U>(&mut self) -> Option<Event<U>> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0 & self.0.wrapping_neg();
+        self.0 &= !bit;
+        Some(match bit {
+            Self::START => Event::Start,
+            Self::STOP => Event::Stop,
+            Self::RELOAD => Event::Reload,
+            Self::SAVE_RUNLOG => Event::SaveRunlog,
+            _ => Event::SaveState,
+        })
     }
 }
 
@@ -387,7 +394,7 @@ where
         }
         self.started = true;
         self.started_at = self.now_ticks();
-        self.due.start = true;
+        self.due.set(Due::START);
         Ok(())
     }
 
@@ -403,8 +410,8 @@ where
         }
         if !self.done {
             self.done = true;
-            self.due.stop = true;
-            self.due.reload = false;
+            self.due.set(Due::STOP);
+            self.due.clear(Due::RELOAD);
             for handle in self.periodic.iter_mut().filter_map(Option::take) {
                 let _ = self.queue.cancel(handle);
             }
@@ -421,18 +428,18 @@ where
     /// Asks for a `reload` event (ignored while stopping).
     pub fn request_reload(&mut self) {
         if !self.done {
-            self.due.reload = true;
+            self.due.set(Due::RELOAD);
         }
     }
 
     /// Asks for a `save_runlog` event.
     pub fn request_runlog(&mut self) {
-        self.due.save_runlog = true;
+        self.due.set(Due::SAVE_RUNLOG);
     }
 
     /// Asks for a `save_state` event.
     pub fn request_state(&mut self) {
-        self.due.save_state = true;
+        self.due.set(Due::SAVE_STATE);
     }
 
     /// True once a stop began.
@@ -452,23 +459,36 @@ where
     /// [`StepError::Unhandled`] for a user event without handlers (consumed and counted);
     /// [`StepError::NotStarted`] before [`start`](Self::start).
     pub fn step(&mut self, now: Instant<C>) -> Result<Step, StepError> {
+        let event = match self.take_next(now) {
+            Ok(event) => event,
+            Err(done) => return done,
+        };
+        let terminating = matches!(event, Event::Terminate);
+        let step = self.dispatch(event, now);
+        if terminating {
+            self.ended = Some(EndReason::StopTimeout);
+        }
+        step
+    }
+
+    /// The next event to dispatch at `now`, or what `step` returns instead. One function
+    /// picks the event so `dispatch` has a single call site (and is inlined into `step`).
+    fn take_next(&mut self, now: Instant<C>) -> Result<Event<U>, Result<Step, StepError>> {
         if !self.started {
-            return Err(StepError::NotStarted);
+            return Err(Err(StepError::NotStarted));
         }
         if let Some(reason) = self.ended {
-            return Ok(Step::Ended(reason));
+            return Err(Ok(Step::Ended(reason)));
         }
         self.queue.advance(now);
         self.drain_posts();
         if let Some(reason) = self.ended {
-            return Ok(Step::Ended(reason));
+            return Err(Ok(Step::Ended(reason)));
         }
         let now_ticks = self.now_ticks();
         if self.terminate_at.is_some_and(|t| t <= now_ticks) {
             self.terminate_at = None;
-            let step = self.dispatch(Event::Terminate, now);
-            self.ended = Some(EndReason::StopTimeout);
-            return step;
+            return Ok(Event::Terminate);
         }
         if let Some(lifecycle) = self.due.take() {
             if matches!(lifecycle, Event::Stop) {
@@ -477,17 +497,17 @@ where
                     duration_to_ticks::<C, _>(self.settings.stop_timeout).unwrap_or(u64::MAX);
                 self.terminate_at = Some(now_ticks.saturating_add(timeout));
             }
-            return self.dispatch(lifecycle, now);
+            return Ok(lifecycle);
         }
         match self.queue.next(now) {
             Next::Timed(fired) => {
                 // `fired.deadline` is in raw clock ticks; lateness is under a wrap period.
                 let late = instant_ticks(now).wrapping_sub(fired.deadline) & C::T::MAX_U64;
                 self.stats.lateness.record(late);
-                self.dispatch(fired.event, now)
+                Ok(fired.event)
             }
-            Next::Sequential(event) => self.dispatch(event, now),
-            Next::Wait(_) if !self.done => Ok(Step::Idle),
+            Next::Sequential(event) => Ok(event),
+            Next::Wait(_) if !self.done => Err(Ok(Step::Idle)),
             Next::Wait(_) | Next::Empty => {
                 let reason = if self.done {
                     EndReason::Stopped
@@ -495,7 +515,7 @@ where
                     EndReason::QueueEmpty
                 };
                 self.ended = Some(reason);
-                Ok(Step::Ended(reason))
+                Err(Ok(Step::Ended(reason)))
             }
         }
     }
@@ -640,6 +660,7 @@ where
         }
     }
 
+    #[inline]
     fn dispatch(&mut self, mut event: Event<U>, now: Instant<C>) -> Result<Step, StepError> {
         let kind = event.kind();
         if let Some(n) = self.stats.dispatched.get_mut(kind.index()) {

@@ -363,6 +363,7 @@ where
 
     /// The next event to handle at `now`, or how long to wait. See the module docs for the
     /// order and the fairness rule.
+    #[inline]
     pub fn next(&mut self, now: Instant<C>) -> Next<E, C> {
         let now = self.timeline.observe(instant_ticks(now));
         if let Some((deadline, seq)) = self.timers.peek() {

@@ -199,6 +199,7 @@ pub struct Lateness {
 
 impl Lateness {
     /// Records one dispatch `ticks` late.
+    #[inline]
     pub fn record(&mut self, ticks: u64) {
         self.max_ticks = self.max_ticks.max(ticks);
         let b = Self::bucket(ticks);
@@ -206,6 +207,7 @@ impl Lateness {
     }
 
     /// The bucket for `ticks`: 0 for on time, then one per factor of four.
+    #[inline]
     pub fn bucket(ticks: u64) -> usize {
         if ticks == 0 {
             0

@@ -40,9 +40,11 @@ pub trait TickInt: TimeInt + core::hash::Hash {
 
 impl TickInt for u32 {
     const MAX_U64: u64 = u32::MAX as u64;
+    #[inline]
     fn widen(self) -> u64 {
         u64::from(self)
     }
+    #[inline]
     fn truncate(v: u64) -> Self {
         v as u32
     }
@@ -50,9 +52,11 @@ impl TickInt for u32 {
 
 impl TickInt for u64 {
     const MAX_U64: u64 = u64::MAX;
+    #[inline]
     fn widen(self) -> u64 {
         self
     }
+    #[inline]
     fn truncate(v: u64) -> Self {
         v
     }
@@ -113,6 +117,7 @@ impl Timeline {
     }
 
     /// The current point on the timeline.
+    #[inline]
     pub const fn now(&self) -> u64 {
         self.now
     }
@@ -121,6 +126,7 @@ impl Timeline {
     ///
     /// The clock is monotonic, so the wrapping distance from the previous reading is how far
     /// time moved (correct as long as readings come at least once per wrap period).
+    #[inline]
     pub fn observe(&mut self, raw: u64) -> u64 {
         let delta = raw.wrapping_sub(self.last_raw) & self.max;
         self.last_raw = raw;
@@ -133,6 +139,7 @@ impl Timeline {
     /// The instant is taken as the nearest point within half a wrap period of `now`, the same
     /// reading embedded-time's `Ord` for `Instant` uses. Instants in the past come out as past
     /// points (they are due at once).
+    #[inline]
     pub fn place(&self, raw: u64) -> u64 {
         let ahead = raw.wrapping_sub(self.last_raw) & self.max;
         if ahead <= horizon_ticks(self.max) {
@@ -144,12 +151,14 @@ impl Timeline {
     }
 
     /// The raw tick value a clock shows at timeline point `point`.
+    #[inline]
     pub fn raw_at(&self, point: u64) -> u64 {
         point & self.max
     }
 
     /// The latest deadline, measured from `now`, that [`place`](Self::place) would still read
     /// as future: `delay` ticks ahead is acceptable when `delay <= horizon()`.
+    #[inline]
     pub const fn horizon(&self) -> u64 {
         horizon_ticks(self.max)
     }
