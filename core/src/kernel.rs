@@ -385,11 +385,16 @@ where
         ];
         for (slot, (interval, event)) in periodic.into_iter().enumerate() {
             if let Some(period) = interval {
-                let handle = self
-                    .queue
-                    .schedule_every(period, event)
-                    .map_err(|e| StartError::Schedule(e.kind()))?;
-                self.periodic[slot] = Some(handle);
+                match self.queue.schedule_every(period, event) {
+                    Ok(handle) => self.periodic[slot] = Some(handle),
+                    Err(e) => {
+                        // Leave no half-started kernel behind: disarm what was armed.
+                        for handle in self.periodic.iter_mut().filter_map(Option::take) {
+                            let _ = self.queue.cancel(handle);
+                        }
+                        return Err(StartError::Schedule(e.kind()));
+                    }
+                }
             }
         }
         self.started = true;
@@ -1209,6 +1214,24 @@ mod tests {
             pct_milli: 33_333,
         };
         assert_eq!(rates, [expected]);
+    }
+
+    #[test]
+    fn a_failed_start_leaves_nothing_armed() {
+        let clock = ManualClock::new();
+        // One timer slot: the statistics timer fits, the runlog timer does not.
+        let settings = Settings {
+            stats_interval: Some(ms(1_000)),
+            runlog_interval: Some(ms(1_000)),
+            ..Settings::default()
+        };
+        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 1>::new(settings);
+        assert_eq!(
+            k.start(clock.now()),
+            Err(StartError::Schedule(crate::queue::ScheduleErrorKind::Full))
+        );
+        assert_eq!(k.queue().timed_len(), 0);
+        assert_eq!(k.step(clock.now()), Err(StepError::NotStarted));
     }
 
     #[test]
