@@ -16,6 +16,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -245,6 +246,18 @@ impl Logger {
             *file = open_log(path)?;
         }
         Ok(())
+    }
+
+    /// The log file's descriptor, `None` on the console. The daemon keeps it open across
+    /// [`daemonize`](crate::daemonize::daemonize) (in
+    /// [`DaemonOptions::keep_fds`](crate::daemonize::DaemonOptions::keep_fds)), so a log file
+    /// opened before forking stays usable after a chroot or a privilege drop. [`reopen`](Self::reopen) and
+    /// [`set_target`](Self::set_target) change it.
+    pub fn file_fd(&self) -> Option<RawFd> {
+        match &*self.lock() {
+            Sink::Console => None,
+            Sink::File { file, .. } => Some(file.as_raw_fd()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sink> {

@@ -1,0 +1,1218 @@
+//! The runner: [`Daemon`] turns a set of [`Service`]s into a Unix daemon.
+//!
+//! ```no_run
+//! # use zendaemon::core::{Component, Context, Event, Flow, Kind, RouteError, Routes, UserEvent};
+//! # use zendaemon::clock::StdClock;
+//! # use zendaemon::service::Service;
+//! # use zendaemon::Daemon;
+//! # #[derive(Debug, Clone)] struct Job;
+//! # impl UserEvent for Job {
+//! #     const KINDS: usize = 1;
+//! #     fn kind(&self) -> usize { 0 }
+//! #     fn kind_name(_: usize) -> &'static str { "job" }
+//! # }
+//! # #[derive(Default)] struct Worker;
+//! # impl Component<Job, StdClock> for Worker {
+//! #     fn name(&self) -> &'static str { "worker" }
+//! #     fn setup(&mut self, r: &mut Routes<'_>) -> Result<(), RouteError> { r.append(Kind::START) }
+//! #     fn handle(&mut self, _: &mut Context<'_, Job, StdClock>, _: &mut Event<Job>) -> Flow { Flow::Continue }
+//! # }
+//! # impl Service<Job> for Worker {}
+//! fn main() {
+//!     let mut worker = Worker::default();
+//!     let code = Daemon::<Job>::new("mydaemon").component(&mut worker).run();
+//!     std::process::exit(code);
+//! }
+//! ```
+//!
+//! # What `run` does, in order
+//!
+//! 1. Parses the command line ([`Cli`]): `--help` prints the help and returns 0; a bad flag
+//!    prints the error and returns 2. Relative paths given on the command line are made
+//!    absolute against the current directory, so they keep meaning the same after the daemon
+//!    changes directory (and a reload reads the same configuration file).
+//! 2. Loads the configuration ([`Config::load`]) with every service's
+//!    [`config_key`](Service::config_key): errors print and return 78. Relative paths from
+//!    configuration files are made absolute the same way.
+//! 3. With `--action`: runs the [action](crate::actions) and returns its code. Nothing else
+//!    happens: no component is configured, no file is written.
+//! 4. Configures every service, reads the persistent state file and restores every service
+//!    from it; builds the kernel and registers the services' routes (capacity errors show
+//!    here). Creates the per-user runtime directory when a default path lies in it.
+//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
+//!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
+//! 7. Daemonizes ([`daemonize`], keeping the pidfile's and the log file's descriptors) or, with
+//!    `--no-daemon`, applies umask, chroot, working directory and privilege drop in place
+//!    ([`foreground`]). Every error up to here reached the terminal, with the exit code of
+//!    [`Error::exit_code`].
+//! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
+//!    and locks its own pidfile, named with that PID, see [`instances`](crate::instances));
+//!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
+//!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
+//!    `start`. A failure in this step reaches the launching process through the readiness pipe
+//!    (it prints the message and exits with the error's code), or the console in the
+//!    foreground.
+//! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
+//! 10. At the end: logs the reason, saves the persistent state, writes the final runlog,
+//!     removes the pidfile, and returns 0, or 1 if any error was recorded during the run.
+//!
+//! # The loop
+//!
+//! Each turn: signals that arrived become kernel requests (posted to a
+//! [`Requests`](zendaemon_core::Requests) the kernel drains): `SIGINT` → stop (each one
+//! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
+//! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
+//! one [`Kernel::step`]. After an event's pipeline ran, the shell does its part:
+//!
+//! | kind | the shell's part |
+//! |---|---|
+//! | `save_runlog` | writes a runlog file ([`report`](crate::report)) |
+//! | `save_state` | writes the state file |
+//! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
+//! | `reload` | tells systemd `READY=1` (the reload is complete) |
+//! | `stop` | cancels the periodic events, starts the [`StopWatchdog`], tells systemd `STOPPING=1` |
+//!
+//! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
+//! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
+//! An event without a handler is logged and recorded as an error of the run. No turn allocates
+//! unless it logs or writes a file.
+//!
+//! # Reload (`SIGHUP`)
+//!
+//! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
+//! (logrotate); the configuration files are read again. Broken files, or a service refusing
+//! its new section, keep the whole old configuration (see [`service`](crate::service)); this is
+//! logged as an error but does not fail the run. On success the shell applies the log level,
+//! a new log file, new runlog directory, state and persistent state files, and the statistics
+//! and runlog intervals (re-armed from now); then [`Event::Reload`] goes through the kernel and
+//! `READY=1` follows it. Settings that only take effect at a start (pidfile, user, group,
+//! chroot, working directory, umask, daemon mode, parallel mode, stop timeout) are logged as
+//! such when they change.
+//!
+//! # Stopping
+//!
+//! A graceful stop (`SIGINT`, [`stop` action](crate::actions), a component's
+//! `request_stop`) dispatches `stop`; the kernel cuts it off with `terminate` after the stop
+//! timeout. Because a handler that never returns would never let the kernel do that, the
+//! [`StopWatchdog`] also starts at `stop`: at the stop timeout plus a margin (half the stop
+//! timeout, at most one second, so the kernel's own `terminate` goes first whenever the loop
+//! still turns) it logs the failure, removes the pidfile and ends the process with exit code 1.
+//! No runlog or persistent state is written then: the stuck handler may hold the state
+//! half-updated.
+//!
+//! Every way the loop ends ([`EndReason`]) counts as clean: handlers always run to their end
+//! (signals only set flags that the loop reads between events), so components are consistent
+//! and their persistent state is saved. The exit code is 0 unless errors were recorded.
+//!
+//! # Capacities
+//!
+//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
+//! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
+//! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
+//! [`Daemon::with_capacities`] takes them from the type. The shell's two periodic events use
+//! two of the `T` timers.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant as StdInstant, SystemTime};
+
+use embedded_time::duration::Milliseconds;
+use embedded_time::Instant;
+use zendaemon_core::{
+    EndReason, Event, Kernel, Kind, Request, Requests, Settings as KernelSettings, Step, StepError,
+    TimerHandle, UserEvent,
+};
+
+use crate::actions;
+use crate::atomic::write_atomic;
+use crate::cli::{Cli, Parsed};
+use crate::clock::StdClock;
+use crate::config::{Config, Settings};
+use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Readiness};
+use crate::error::{exit, Error, Result};
+use crate::instances;
+use crate::logging::{Logger, Target};
+use crate::notify::{self, Notifier};
+use crate::paths;
+use crate::pidfile::Pidfile;
+use crate::pstate::Pstate;
+use crate::report::{self, RunInfo};
+use crate::runlog;
+use crate::service::{Service, Services};
+use crate::signals::{Signal, Signals};
+use crate::watchdog::StopWatchdog;
+
+/// Default capacity: components.
+pub const DEFAULT_COMPONENTS: usize = 16;
+/// Default capacity: event kinds (7 lifecycle kinds plus up to 57 of the user's).
+pub const DEFAULT_KINDS: usize = 64;
+/// Default capacity: handlers per event kind.
+pub const DEFAULT_HANDLERS: usize = 16;
+/// Default capacity: sequential events.
+pub const DEFAULT_SEQUENTIAL: usize = 1024;
+/// Default capacity: timed events.
+pub const DEFAULT_TIMED: usize = 256;
+
+/// The longest the stop watchdog waits beyond the stop timeout.
+pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
+
+/// A daemon under construction: its name and its services. See the [module
+/// documentation](self) for what [`run`](Daemon::run) does.
+pub struct Daemon<
+    'c,
+    U,
+    const M: usize = DEFAULT_COMPONENTS,
+    const K: usize = DEFAULT_KINDS,
+    const H: usize = DEFAULT_HANDLERS,
+    const S: usize = DEFAULT_SEQUENTIAL,
+    const T: usize = DEFAULT_TIMED,
+> {
+    name: String,
+    services: Services<'c, U>,
+    args: Option<Vec<String>>,
+}
+
+impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
+    std::fmt::Debug for Daemon<'_, U, M, K, H, S, T>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("name", &self.name)
+            .field("services", &self.services)
+            .finish()
+    }
+}
+
+impl<'c, U: UserEvent + Clone> Daemon<'c, U> {
+    /// A daemon with the default capacities. `name` is its name unless `--name` gives another
+    /// (pyzenkit's order: the flag, then the program's own choice).
+    pub fn new(name: &str) -> Self {
+        Self::with_capacities(name)
+    }
+}
+
+impl<'c, U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
+    Daemon<'c, U, M, K, H, S, T>
+where
+    U: UserEvent + Clone,
+{
+    /// A daemon with the capacities of its type:
+    /// `Daemon::<Job, 4, 16, 4, 64, 16>::with_capacities("small")`.
+    pub fn with_capacities(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            services: Services::new(),
+            args: None,
+        }
+    }
+
+    /// Adds a service. Pipelines run in the order services are added (unless a service
+    /// prepends its handler).
+    pub fn component<C: Service<U> + 'c>(mut self, service: &'c mut C) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Uses this command line (program first) instead of the process's.
+    pub fn args<A: Into<String>>(mut self, args: impl IntoIterator<Item = A>) -> Self {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Runs the daemon or the action the command line asks for, and returns the process's
+    /// exit code (see the [module documentation](self)). In daemon mode the launching process
+    /// never returns from here: it exits with the daemon's start-up result.
+    pub fn run(mut self) -> i32 {
+        let args = match self.args.take() {
+            Some(args) => args,
+            None => match env_args() {
+                Ok(args) => args,
+                Err(e) => return early(&self.name, &e),
+            },
+        };
+        let program = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.name.clone());
+        let mut cli = match Cli::parse(&args) {
+            Ok(Parsed::Help(text)) => {
+                print!("{text}");
+                return exit::OK;
+            }
+            Ok(Parsed::Run(cli)) => *cli,
+            Err(e) => return early(&program, &e),
+        };
+        let base = match std::env::current_dir() {
+            Ok(dir) => dir,
+            Err(e) => return early(&program, &Error::os("read the current directory", e)),
+        };
+        absolutize_cli(&mut cli, &base);
+        let name = cli.name.clone().unwrap_or_else(|| self.name.clone());
+        let keys: Vec<&'static str> = {
+            let mut keys: Vec<&'static str> = self
+                .services
+                .each(&mut ())
+                .filter_map(|s| s.config_key())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        };
+        let defaults = match paths::defaults_from_env(&name) {
+            Ok(d) => d,
+            Err(e) => return early(&program, &e),
+        };
+        let config = match Config::load(&name, &cli, &defaults, &keys) {
+            Ok(c) => c,
+            Err(e) => return early(&program, &e),
+        };
+        if let Some(action) = config.settings().action {
+            return actions::run(&config, action);
+        }
+        let launch = Launch {
+            program,
+            argv: args,
+            base,
+            runtime_dir: defaults.runtime_dir.clone(),
+            config,
+        };
+        launch.start::<U, M, K, H, S, T>(&mut self.services)
+    }
+}
+
+/// Prints an error that ends the command before logging exists; returns its exit code.
+fn early(program: &str, e: &Error) -> i32 {
+    eprintln!("{program}: {e}");
+    e.exit_code()
+}
+
+/// The process's arguments, which must be UTF-8.
+fn env_args() -> Result<Vec<String>> {
+    std::env::args_os()
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                Error::Usage(format!(
+                    "argument is not valid UTF-8: {}",
+                    a.to_string_lossy()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Makes the command line's file paths absolute (not `--work-dir` and `--chroot-dir`, which
+/// [`daemonize`] interprets itself).
+fn absolutize_cli(cli: &mut Cli, base: &Path) {
+    for p in [
+        &mut cli.pid_file,
+        &mut cli.state_file,
+        &mut cli.runlog_dir,
+        &mut cli.config_file,
+        &mut cli.config_dir,
+        &mut cli.pstate_file,
+        &mut cli.log_file,
+        &mut cli.input,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = absolute(base, p);
+    }
+}
+
+/// The files the daemon writes, absolute.
+#[derive(Debug, Clone, PartialEq)]
+struct Files {
+    pid_file: PathBuf,
+    state_file: PathBuf,
+    runlog_dir: PathBuf,
+    pstate_file: PathBuf,
+    log_file: PathBuf,
+}
+
+impl Files {
+    /// The files of `settings`; with `instance`, the parallel instance's own state file.
+    fn of(settings: &Settings, base: &Path, instance: Option<u32>) -> Files {
+        let mut state_file = absolute(base, &settings.state_file);
+        if let Some(pid) = instance {
+            state_file = instances::instance_path(&state_file, pid);
+        }
+        Files {
+            pid_file: absolute(base, &settings.pid_file),
+            state_file,
+            runlog_dir: absolute(base, &settings.runlog_dir),
+            pstate_file: absolute(base, &settings.pstate_file),
+            log_file: absolute(base, &settings.log_file),
+        }
+    }
+}
+
+/// A duration as the kernel's milliseconds, rounded up, at most `u32::MAX` (49.7 days).
+fn millis(d: Duration) -> Milliseconds<u32> {
+    Milliseconds(u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX))
+}
+
+/// When the stop watchdog fires: the stop timeout plus half of it, at most
+/// [`WATCHDOG_MARGIN`] more.
+fn watchdog_timeout(stop_timeout: Duration) -> Duration {
+    stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
+}
+
+/// The kernel's settings from the shell's. The periodic events are the shell's own (so a
+/// reload can change their intervals).
+fn kernel_settings(s: &Settings) -> KernelSettings {
+    KernelSettings {
+        stop_timeout: millis(s.stop_timeout),
+        stats_interval: None,
+        runlog_interval: None,
+        max_stop_requests: 3,
+    }
+}
+
+/// Everything decided before the kernel exists.
+struct Launch {
+    program: String,
+    argv: Vec<String>,
+    base: PathBuf,
+    runtime_dir: Option<PathBuf>,
+    config: Config,
+}
+
+/// A pidfile shared with the stop watchdog's last words.
+type SharedPidfile = Arc<Mutex<Option<Pidfile>>>;
+
+fn take_pidfile(p: &SharedPidfile) -> Option<Pidfile> {
+    p.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+fn remove_pidfile(p: &SharedPidfile) {
+    if let Some(pidfile) = take_pidfile(p) {
+        if let Err(e) = pidfile.remove() {
+            log::error!("{e}");
+        }
+    }
+}
+
+/// Where errors go before the daemon runs: the terminal (and the log file, if open).
+struct Early<'a> {
+    program: &'a str,
+    /// The logger writes to the console: it alone reaches the terminal.
+    console_logger: bool,
+    logger: bool,
+}
+
+impl Early<'_> {
+    fn fail(&self, e: &Error) -> i32 {
+        if !self.console_logger {
+            eprintln!("{}: {e}", self.program);
+        }
+        if self.logger {
+            log::error!("{e}");
+        }
+        e.exit_code()
+    }
+}
+
+impl Launch {
+    fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
+        self,
+        services: &mut Services<'_, U>,
+    ) -> i32
+    where
+        U: UserEvent + Clone,
+    {
+        let settings = self.config.settings().clone();
+        let files = Files::of(&settings, &self.base, None);
+        let mut early = Early {
+            program: &self.program,
+            console_logger: false,
+            logger: false,
+        };
+
+        // Per-user runtime directory, when a default path lies in it.
+        if let Some(rt) = &self.runtime_dir {
+            let used = [
+                &files.pid_file,
+                &files.state_file,
+                &files.runlog_dir,
+                &files.pstate_file,
+                &files.log_file,
+            ]
+            .iter()
+            .any(|p| p.starts_with(rt));
+            if used {
+                if let Err(e) = paths::ensure_runtime_dir(rt, nix::unistd::geteuid().as_raw()) {
+                    return early.fail(&e);
+                }
+            }
+        }
+
+        // Configure and restore the services, build the kernel: all before forking.
+        for s in services.each_mut(&mut ()) {
+            if let Err(e) = s.configure(&self.config) {
+                return early.fail(&e);
+            }
+        }
+        let mut pstate = match Pstate::load(&files.pstate_file) {
+            Ok(p) => p,
+            Err(e) => return early.fail(&e),
+        };
+        for s in services.each_mut(&mut ()) {
+            if let Err(e) = s.restore(pstate.get(s.name())) {
+                return early.fail(&e);
+            }
+        }
+        if services.len() > M {
+            let e = Error::Daemon(format!(
+                "{} components, but the daemon has room for {M}",
+                services.len()
+            ));
+            return early.fail(&e);
+        }
+        let requests = Requests::new();
+        let mut slots = services.slots();
+        let mut kernel: Box<Kernel<'_, U, StdClock, M, K, H, S, T>> =
+            Box::new(Kernel::new(kernel_settings(&settings)));
+        for slot in &mut slots {
+            let name = zendaemon_core::Component::name(slot);
+            if let Err(e) = kernel.add(slot) {
+                let e = Error::Daemon(format!("cannot add component '{name}': {e}"));
+                return early.fail(&e);
+            }
+        }
+
+        // Logging.
+        let target = if settings.no_daemon {
+            Target::Console
+        } else {
+            Target::File(files.log_file.clone())
+        };
+        let logger = match Logger::new(&settings.name, target, settings.log_level)
+            .and_then(Logger::install)
+        {
+            Ok(l) => l,
+            Err(e) => return early.fail(&e),
+        };
+        early.logger = true;
+        early.console_logger = settings.no_daemon;
+
+        // Accounts and the pidfile lock.
+        let user = match settings.user.as_deref().map(daemonize::resolve_user) {
+            Some(Err(e)) => return early.fail(&e),
+            Some(Ok(uid)) => Some(uid),
+            None => None,
+        };
+        let group = match settings.group.as_deref().map(daemonize::resolve_group) {
+            Some(Err(e)) => return early.fail(&e),
+            Some(Ok(gid)) => Some(gid),
+            None => None,
+        };
+        let mut pidfile = if settings.parallel {
+            None
+        } else {
+            match Pidfile::acquire(&files.pid_file) {
+                Ok(p) => Some(p),
+                Err(e) => return early.fail(&e),
+            }
+        };
+        let mut keep_fds = Vec::new();
+        keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
+        keep_fds.extend(logger.file_fd());
+        let opts = DaemonOptions {
+            chroot_dir: settings.chroot_dir.clone(),
+            work_dir: Some(settings.work_dir.clone()),
+            umask: Some(settings.umask),
+            user,
+            group,
+            keep_fds,
+        };
+        log::debug!(
+            "configuration files read: {:?}; starting {}",
+            self.config.files(),
+            if settings.no_daemon {
+                "in the foreground"
+            } else {
+                "as a daemon"
+            }
+        );
+        let readiness = if settings.no_daemon {
+            match foreground(&opts) {
+                Ok(()) => Readiness::detached(),
+                Err(e) => return early.fail(&e),
+            }
+        } else {
+            match daemonize(&opts) {
+                Ok(r) => r,
+                Err(e) => return early.fail(&e),
+            }
+        };
+
+        // In the daemon from here on.
+        let pid = std::process::id();
+        let files = Files::of(&settings, &self.base, settings.parallel.then_some(pid));
+        let late = Late { readiness };
+        let pid_path = if settings.parallel {
+            instances::instance_path(&files.pid_file, pid)
+        } else {
+            files.pid_file.clone()
+        };
+        let written = match pidfile.as_mut() {
+            Some(p) => p.write_pid(pid as i32),
+            None => Pidfile::acquire(&pid_path).map(|p| {
+                pidfile = Some(p);
+            }),
+        };
+        let pidfile: SharedPidfile = Arc::new(Mutex::new(pidfile));
+        if let Err(e) = written {
+            return late.fail(&e, &pidfile);
+        }
+        let signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => return late.fail(&e, &pidfile),
+        };
+        for s in services.each_mut(&mut *kernel) {
+            if let Err(e) = s.activate() {
+                let e = match e {
+                    Error::Daemon(m) => Error::Daemon(format!("component '{}': {m}", s.name())),
+                    other => other,
+                };
+                return late.fail(&e, &pidfile);
+            }
+        }
+        let notifier = match Notifier::from_env() {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("systemd notifications disabled: {e}");
+                None
+            }
+        };
+        let mut runner = Runner {
+            info: RunInfo::new(settings.name.clone(), pid, self.argv),
+            config: self.config,
+            base: self.base,
+            files,
+            parallel: settings.parallel,
+            no_daemon: settings.no_daemon,
+            logger,
+            notifier,
+            pidfile,
+            watchdog: None,
+            periodic: [None, None],
+            stopping: false,
+            reload_pending: false,
+            ping: None,
+        };
+        kernel.attach_requests(&requests);
+        if let Err(e) = runner.start(&mut kernel) {
+            return late.fail(&e, &runner.pidfile);
+        }
+        late.ready();
+        runner.ready(pid, &pid_path);
+        let reason = runner.run(&mut kernel, services, &signals, &requests);
+        runner.finish(reason, &mut kernel, services, &mut pstate)
+    }
+}
+
+/// Where errors go once the daemon runs and is not ready yet: the log (the console in the
+/// foreground) and the launching process.
+struct Late {
+    readiness: Readiness,
+}
+
+impl Late {
+    fn fail(self, e: &Error, pidfile: &SharedPidfile) -> i32 {
+        log::error!("{e}");
+        remove_pidfile(pidfile);
+        let message = match e {
+            Error::Daemon(m) => m.clone(),
+            other => other.to_string(),
+        };
+        if let Err(e) = self.readiness.fail_with_code(e.exit_code(), &message) {
+            log::error!("{e}");
+        }
+        e.exit_code()
+    }
+
+    fn ready(self) {
+        if let Err(e) = self.readiness.ready() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// The running daemon's own state besides the kernel.
+struct Runner {
+    info: RunInfo,
+    config: Config,
+    base: PathBuf,
+    files: Files,
+    parallel: bool,
+    no_daemon: bool,
+    logger: &'static Logger,
+    notifier: Option<Notifier>,
+    pidfile: SharedPidfile,
+    watchdog: Option<StopWatchdog>,
+    /// The periodic `log_statistics` and `save_runlog` timers.
+    periodic: [Option<TimerHandle>; 2],
+    stopping: bool,
+    /// A reload was applied; `READY=1` follows its event.
+    reload_pending: bool,
+    /// The next systemd watchdog ping, and the interval.
+    ping: Option<(StdInstant, Duration)>,
+}
+
+type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize> =
+    Kernel<'k, U, StdClock, M, KK, H, S, T>;
+
+impl Runner {
+    fn notify(&self, what: impl FnOnce(&Notifier) -> Result<()>) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = what(n) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    /// Starts the kernel, arms the periodic events, dispatches `start`.
+    fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+    ) -> Result<()>
+    where
+        U: UserEvent + Clone,
+    {
+        kernel
+            .start(StdClock::now())
+            .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
+        self.arm(kernel)?;
+        match kernel.step(StdClock::now()) {
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
+            other => Err(Error::Daemon(format!(
+                "the kernel did not dispatch start first: {other:?}"
+            ))),
+        }
+    }
+
+    /// (Re-)arms the periodic lifecycle events with the current intervals, from now.
+    fn arm<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+    ) -> Result<()>
+    where
+        U: UserEvent + Clone,
+    {
+        let s = self.config.settings();
+        let plan = [
+            (s.stats_interval, Event::LogStatistics, "log_statistics"),
+            (s.runlog_interval, Event::SaveRunlog, "save_runlog"),
+        ];
+        for (slot, (interval, event, name)) in plan.into_iter().enumerate() {
+            if let Some(handle) = self.periodic[slot].take() {
+                let _ = kernel.queue().cancel(handle);
+            }
+            let handle = kernel
+                .queue()
+                .schedule_every(millis(interval), event)
+                .map_err(|e| Error::Daemon(format!("cannot arm the periodic {name}: {e}")))?;
+            self.periodic[slot] = Some(handle);
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, pid: u32, pid_path: &Path) {
+        self.notify(|n| n.send(&format!("READY=1\nSTATUS=running\nMAINPID={pid}")));
+        if self.notifier.is_some() {
+            self.ping = notify::watchdog_interval().map(|i| {
+                let every = (i / 2).max(Duration::from_millis(1));
+                (StdInstant::now() + every, every)
+            });
+        }
+        log::info!(
+            "{} started (pid {pid}, pidfile '{}')",
+            self.info.name,
+            pid_path.display()
+        );
+    }
+
+    /// Pings systemd's watchdog when due; returns the next ping's instant.
+    fn ping_if_due(&mut self, now: StdInstant) -> Option<StdInstant> {
+        let (next, every) = self.ping?;
+        if now < next {
+            return Some(next);
+        }
+        self.notify(Notifier::watchdog);
+        let next = now + every;
+        self.ping = Some((next, every));
+        Some(next)
+    }
+
+    /// The event loop; returns why it ended.
+    fn run<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        services: &mut Services<'_, U>,
+        signals: &Signals,
+        requests: &Requests,
+    ) -> EndReason
+    where
+        U: UserEvent + Clone,
+    {
+        loop {
+            let next_ping = self.ping_if_due(StdInstant::now());
+            self.take_signals(kernel, services, signals, requests);
+            let now = StdClock::now();
+            match kernel.step(now) {
+                Ok(Step::Dispatched { kind, .. }) => self.after(kind, kernel, now),
+                Ok(Step::Idle) => {
+                    let deadline = kernel.next_deadline().and_then(StdClock::to_std);
+                    let deadline = match (deadline, next_ping) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if let Err(e) = signals.wait_until(deadline) {
+                        // Not expected; do not spin on it.
+                        log::error!("{e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                Ok(Step::Ended(reason)) => return reason,
+                Err(StepError::Unhandled(kind)) => {
+                    let message = format!("no handler for event '{}'", kind.name::<U>());
+                    log::error!("{message}");
+                    self.info.record_error(message);
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    self.info.record_error(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Turns the signals that arrived into kernel requests (and a reload).
+    fn take_signals<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        services: &mut Services<'_, U>,
+        signals: &Signals,
+        requests: &Requests,
+    ) where
+        U: UserEvent + Clone,
+    {
+        let mut stop_posted = false;
+        for (signal, n) in signals.take_pending() {
+            match signal {
+                Signal::Int => {
+                    log::warn!("received SIGINT ({n}x): graceful stop requested");
+                    (0..n).for_each(|_| requests.post(Request::Stop));
+                    stop_posted = true;
+                }
+                Signal::Term => {
+                    log::warn!("received SIGTERM: terminating");
+                    requests.post(Request::Terminate);
+                    stop_posted = true;
+                }
+                Signal::Hup => {
+                    if stop_posted || kernel.is_done() || self.stopping {
+                        log::info!("received SIGHUP: ignored while stopping");
+                    } else {
+                        log::info!("received SIGHUP: reloading");
+                        if self.reload(kernel, services) {
+                            requests.post(Request::Reload);
+                        }
+                    }
+                }
+                Signal::Usr1 => {
+                    log::info!("received SIGUSR1: saving the runlog");
+                    requests.post(Request::SaveRunlog);
+                }
+                Signal::Usr2 => {
+                    log::info!("received SIGUSR2: saving the state");
+                    requests.post(Request::SaveState);
+                }
+                Signal::Alrm => log::debug!("received SIGALRM: wake-up"),
+            }
+        }
+    }
+
+    /// The shell's part after an event's pipeline ran.
+    fn after<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kind: Kind,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        now: Instant<StdClock>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        match kind {
+            Kind::SAVE_RUNLOG => self.write_runlog(kernel, now),
+            Kind::SAVE_STATE => self.write_state(kernel, now),
+            Kind::LOG_STATISTICS => {
+                log_statistics(kernel, now);
+                kernel.rotate_statistics(now);
+            }
+            Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
+                self.notify(|n| n.send("READY=1\nSTATUS=running"));
+                log::info!("reload complete");
+            }
+            Kind::STOP => self.begin_stop(kernel),
+            Kind::TERMINATE => log::warn!(
+                "graceful stop did not finish within the stop timeout of {} s: terminating",
+                self.config.settings().stop_timeout.as_secs_f64()
+            ),
+            _ => {}
+        }
+    }
+
+    fn begin_stop<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        log::info!("graceful stop initiated");
+        self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
+        for handle in self.periodic.iter_mut().filter_map(Option::take) {
+            let _ = kernel.queue().cancel(handle);
+        }
+        let stop_timeout = self.config.settings().stop_timeout;
+        let timeout = watchdog_timeout(stop_timeout);
+        let pidfile = Arc::clone(&self.pidfile);
+        let started = StopWatchdog::start(timeout, exit::FAILURE, move || {
+            log::error!(
+                "a handler did not return within the stop timeout of {} s (plus {} s): \
+                 exiting without saving the runlog or the persistent state",
+                stop_timeout.as_secs_f64(),
+                (timeout - stop_timeout).as_secs_f64()
+            );
+            if let Some(p) = take_pidfile(&pidfile) {
+                let _ = p.remove();
+            }
+        });
+        match started {
+            Ok(w) => self.watchdog = Some(w),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Reloads the configuration; true when it was applied.
+    fn reload<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        services: &mut Services<'_, U>,
+    ) -> bool
+    where
+        U: UserEvent + Clone,
+    {
+        self.notify(Notifier::reloading);
+        if let Err(e) = self.logger.reopen() {
+            log::error!("{e}");
+        }
+        let new = match self.config.reload() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, keeping the previous configuration: {e}");
+                self.notify(|n| n.send("READY=1\nSTATUS=running (reload refused)"));
+                return false;
+            }
+        };
+        let mut accepted = 0;
+        let mut refused = None;
+        for s in services.each_mut(kernel) {
+            if let Err(e) = s.configure(&new) {
+                refused = Some((s.name(), e));
+                break;
+            }
+            accepted += 1;
+        }
+        if let Some((name, e)) = refused {
+            for s in services.each_mut(kernel).take(accepted) {
+                if let Err(e) = s.configure(&self.config) {
+                    log::error!(
+                        "component '{}' refused its previous configuration: {e}",
+                        s.name()
+                    );
+                }
+            }
+            log::error!(
+                "reload refused by component '{name}', keeping the previous configuration: {e}"
+            );
+            self.notify(|n| n.send("READY=1\nSTATUS=running (reload refused)"));
+            return false;
+        }
+        self.apply(new, kernel);
+        self.reload_pending = true;
+        true
+    }
+
+    /// Applies a new, accepted configuration's shell settings.
+    fn apply<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        new: Config,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        let old = self.config.settings().clone();
+        let s = new.settings().clone();
+        self.config = new;
+        self.logger.set_level(s.log_level);
+        let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
+        if !self.no_daemon && files.log_file != self.files.log_file {
+            match self.logger.set_target(Target::File(files.log_file.clone())) {
+                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+            }
+        }
+        let pid_file = self.files.pid_file.clone();
+        self.files = Files { pid_file, ..files };
+        let restart_only = [
+            ("pid_file", old.pid_file != s.pid_file),
+            ("work_dir", old.work_dir != s.work_dir),
+            ("chroot_dir", old.chroot_dir != s.chroot_dir),
+            ("umask", old.umask != s.umask),
+            ("user", old.user != s.user),
+            ("group", old.group != s.group),
+            ("no_daemon", old.no_daemon != s.no_daemon),
+            ("parallel", old.parallel != s.parallel),
+            ("stop_timeout", old.stop_timeout != s.stop_timeout),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                log::warn!("'{key}' changed: it takes effect at the next start");
+            }
+        }
+        if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
+            if let Err(e) = self.arm(kernel) {
+                log::error!("{e}");
+            }
+        }
+        log::info!("configuration reloaded");
+    }
+
+    fn write_runlog<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        now: Instant<StdClock>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        let doc = report::runlog(&self.info, kernel, now);
+        let dir = &self.files.runlog_dir;
+        let path = dir.join(runlog::file_name(SystemTime::now(), self.info.pid));
+        let written = fs::create_dir_all(dir)
+            .map_err(|e| Error::io("create runlog directory", dir, e))
+            .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
+        match written {
+            Ok(()) => log::info!("runlog saved to '{}'", path.display()),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    fn write_state<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        now: Instant<StdClock>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        let doc = report::state(&self.info, &self.config, kernel, now);
+        let path = &self.files.state_file;
+        match write_atomic(path, report::to_text(&doc).as_bytes()) {
+            Ok(()) => log::info!("state saved to '{}'", path.display()),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// The end of the run: persistent state, final runlog, pidfile.
+    fn finish<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        mut self,
+        reason: EndReason,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        services: &mut Services<'_, U>,
+        pstate: &mut Pstate,
+    ) -> i32
+    where
+        U: UserEvent + Clone,
+    {
+        log::info!("{}: {reason}", self.info.name);
+        if !self.stopping {
+            self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
+        }
+        let mut persisted = false;
+        for s in services.each(kernel) {
+            if let Some(v) = s.persist() {
+                pstate.set(s.name(), v);
+                persisted = true;
+            }
+        }
+        if self.files.pstate_file != pstate.path() {
+            // A reload moved the file: the state goes to the new path.
+            pstate.set_path(self.files.pstate_file.clone());
+        }
+        match pstate.save() {
+            Ok(()) if persisted => log::info!(
+                "persistent state saved to '{}'",
+                self.files.pstate_file.display()
+            ),
+            Ok(()) => {}
+            Err(e) => {
+                log::error!("{e}");
+                self.info.record_error(e.to_string());
+            }
+        }
+        let now = StdClock::now();
+        self.write_runlog(kernel, now);
+        remove_pidfile(&self.pidfile);
+        if let Some(w) = self.watchdog.take() {
+            w.cancel();
+        }
+        let rc = self.info.rc();
+        log::info!("{} exits with code {rc}", self.info.name);
+        rc
+    }
+}
+
+/// Logs every component's counters (pyzenkit's statistics pattern).
+fn log_statistics<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+    now: Instant<StdClock>,
+) where
+    U: UserEvent + Clone,
+{
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let stats = kernel.stats();
+    log::info!(
+        "statistics: {} events, {} unhandled, {} rejected by full queues",
+        stats.total_dispatched(),
+        stats.unhandled,
+        kernel.queue_stats().rejected
+    );
+    kernel.for_each_rate(now, |component, key, rate| {
+        log::info!(
+            "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
+            rate.cnt,
+            rate.inc,
+            rate.spd(),
+            rate.pct()
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_become_milliseconds_rounded_up() {
+        assert_eq!(millis(Duration::from_secs(300)), Milliseconds(300_000u32));
+        assert_eq!(millis(Duration::from_micros(1500)), Milliseconds(2u32));
+        assert_eq!(
+            millis(Duration::from_secs(u64::MAX)),
+            Milliseconds(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn the_watchdog_fires_after_the_kernel_would() {
+        assert_eq!(
+            watchdog_timeout(Duration::from_secs(30)),
+            Duration::from_secs(31)
+        );
+        assert_eq!(
+            watchdog_timeout(Duration::from_millis(400)),
+            Duration::from_millis(600)
+        );
+        assert_eq!(watchdog_timeout(Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let mut cli = Cli {
+            pid_file: Some("run/d.pid".into()),
+            log_file: Some("/var/log/d.log".into()),
+            work_dir: Some("w".into()),
+            ..Cli::default()
+        };
+        absolutize_cli(&mut cli, Path::new("/home/u"));
+        assert_eq!(
+            cli.pid_file.as_deref(),
+            Some(Path::new("/home/u/run/d.pid"))
+        );
+        assert_eq!(cli.log_file.as_deref(), Some(Path::new("/var/log/d.log")));
+        assert_eq!(cli.work_dir.as_deref(), Some(Path::new("w")));
+    }
+
+    #[test]
+    fn parallel_instances_get_their_own_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "s/d.state".into(),
+            pstate_file: "d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let config = Config::load("d", &Cli::default(), &defaults, &[]).unwrap();
+        let f = Files::of(config.settings(), Path::new("/b"), Some(42));
+        assert_eq!(f.state_file, Path::new("/b/s/d.42.state"));
+        assert_eq!(f.pid_file, Path::new("/b/d.pid"));
+        let f = Files::of(config.settings(), Path::new("/b"), None);
+        assert_eq!(f.state_file, Path::new("/b/s/d.state"));
+    }
+}
