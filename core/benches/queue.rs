@@ -12,7 +12,9 @@
 //!   deadline). `TimerQueue` and `EventQueue` against `std::collections::BinaryHeap` of
 //!   `Reverse<(deadline, seq, event)>` and against the std `BinaryHeap` + `VecDeque` queue.
 //! * `cancel+insert/<n>`: with `n` timers pending, cancel a random live one and insert a
-//!   replacement. std's `BinaryHeap` cannot remove a given element except by
+//!   replacement (random keys: on average the heap barely moves), and the worst case, where the
+//!   cancelled timer is always the earliest and its replacement earlier still, so both sifts
+//!   run the heap's full depth. std's `BinaryHeap` cannot remove a given element except by
 //!   `retain` (O(n)), so the baselines are `BTreeMap<(deadline, seq), event>` remove + insert
 //!   (O(log n)) and `BinaryHeap::retain` + `push` (O(n)).
 //!
@@ -320,13 +322,51 @@ fn cancel_timer_queue<const CAP: usize>(c: &mut criterion::BenchmarkGroup<'_, Wa
     );
 }
 
+/// `TimerQueue`, worst case: the cancelled timer is always the earliest (the heap's root, so
+/// the hole it leaves sinks the full depth) and its replacement is earlier than every other
+/// (so it climbs the full depth back). `CAP` is `n`.
+fn cancel_root_timer_queue<const CAP: usize>(
+    c: &mut criterion::BenchmarkGroup<'_, WallTime>,
+    n: usize,
+) {
+    assert_eq!(CAP, n);
+    c.bench_with_input(
+        BenchmarkId::new("TimerQueue cancel earliest+insert earlier (worst case)", n),
+        &n,
+        |b, &n| {
+            let mut rng = Rng::new();
+            let mut q = TimerQueue::<u32, CAP>::new();
+            let base = 1u64 << 40;
+            for i in 0..n - 1 {
+                q.insert(base + rng.delay(), i as u32).unwrap();
+            }
+            let mut earliest = base;
+            let mut root = q.insert(earliest, 0).unwrap();
+            b.iter(|| {
+                let event = q.cancel(black_box(root)).unwrap();
+                earliest -= 1;
+                root = q.insert(black_box(earliest), event).unwrap();
+            });
+        },
+    );
+}
+
 fn cancel(c: &mut Criterion) {
     let mut group = c.benchmark_group("cancel+insert");
     for &n in &SIZES {
         match n {
-            16 => cancel_timer_queue::<16>(&mut group, n),
-            1024 => cancel_timer_queue::<1024>(&mut group, n),
-            4096 => cancel_timer_queue::<4096>(&mut group, n),
+            16 => {
+                cancel_timer_queue::<16>(&mut group, n);
+                cancel_root_timer_queue::<16>(&mut group, n);
+            }
+            1024 => {
+                cancel_timer_queue::<1024>(&mut group, n);
+                cancel_root_timer_queue::<1024>(&mut group, n);
+            }
+            4096 => {
+                cancel_timer_queue::<4096>(&mut group, n);
+                cancel_root_timer_queue::<4096>(&mut group, n);
+            }
             _ => unreachable!("add a capacity for {n}"),
         }
 
@@ -394,7 +434,7 @@ fn cancel(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    // 25 benchmarks at ~1 s warm-up + 3 s measurement (+ analysis) keep the suite near two
+    // 28 benchmarks at ~1 s warm-up + 3 s measurement (+ analysis) keep the suite near two
     // minutes on a 2-core machine. Command-line flags still override these.
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
