@@ -246,7 +246,13 @@ where
         match pushed {
             Ok(()) => {
                 let len = self.sequential.len() as u16;
-                self.stats.sequential_high_water = self.stats.sequential_high_water.max(len);
+                // Written only when it grows. Writing it every time (`max`) made each schedule
+                // wait for the previous one's store to this u16 (the load is widened to 32
+                // bits, which store forwarding cannot serve): 4.2 ns instead of 1.7 per
+                // schedule + next pair.
+                if len > self.stats.sequential_high_water {
+                    self.stats.sequential_high_water = len;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -500,7 +506,9 @@ where
 
     fn after_timer_insert(&mut self, handle: TimerHandle) -> TimerHandle {
         let len = self.timers.len() as u16;
-        self.stats.timed_high_water = self.stats.timed_high_water.max(len);
+        if len > self.stats.timed_high_water {
+            self.stats.timed_high_water = len;
+        }
         handle
     }
 
