@@ -1,0 +1,144 @@
+//! The life of a daemon: foreground and daemon mode, readiness reported to the launcher, a start
+//! that fails after the fork, the persistent state across restarts.
+
+mod common;
+
+use std::fs;
+
+use common::{
+    alive, code, parent_of, proc_status, read_json, read_pid, wait_gone, wait_until, Env,
+};
+use nix::sys::signal::Signal;
+use nix::unistd::{getsid, Pid};
+
+#[test]
+fn foreground_mode_runs_in_place_and_stops_on_sigint() {
+    let env = Env::new("fg");
+    let mut fg = env.spawn_fg(&[]);
+    // No fork: the pidfile names our own child, which is still running.
+    assert_eq!(read_pid(&env.pid_file()), Some(fg.pid));
+    assert!(fg.running());
+    // Logs go to the console, not the log file.
+    assert!(fg.stderr().contains("started (pid"));
+    assert!(!env.log_file().exists(), "a log file in the foreground");
+    assert!(env.runlogs().is_empty(), "a runlog before any save");
+
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+    // The final runlog of the run.
+    let runlogs = env.runlogs();
+    assert_eq!(runlogs.len(), 1, "{runlogs:?}");
+    let doc = read_json(&runlogs[0]);
+    common::check_runlog(&doc, "fg", fg.pid);
+    assert_eq!(doc["result"], "success");
+    assert_eq!(doc["rc"], 0);
+}
+
+#[test]
+fn daemon_mode_launcher_exits_0_once_the_daemon_is_ready() {
+    let env = Env::new("bg");
+    let out = env.run(&["--umask", "027"]);
+    assert_eq!(out.code, code::OK, "{out:?}");
+    // The launcher printed nothing on success.
+    assert_eq!(out.stderr, "", "{out:?}");
+    let pid = read_pid(&env.pid_file()).expect("the daemon's PID in the pidfile");
+    env.track(pid);
+    assert_ne!(pid, out.pid, "the PID in the pidfile is the launcher's");
+    assert!(alive(pid), "the daemon is not running");
+    // Detached: a new session, not the launcher's child, working directory and umask applied.
+    let sid = getsid(Some(Pid::from_raw(pid))).expect("getsid");
+    assert_ne!(
+        sid,
+        getsid(None).unwrap(),
+        "the daemon stayed in our session"
+    );
+    assert_ne!(
+        sid.as_raw(),
+        pid,
+        "the daemon is a session leader (one fork only)"
+    );
+    assert_ne!(parent_of(pid), Some(out.pid));
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        env.work_dir()
+    );
+    if let Some(umask) = proc_status(pid, "Umask") {
+        assert_eq!(umask, "0027");
+    }
+    // Ready before the launcher returned: the start line is in the log file already.
+    let log = env.log();
+    assert!(log.contains(&format!("started (pid {pid}")), "{log}");
+    assert!(log.contains(&format!("[{pid}]")), "{log}");
+
+    // SIGTERM ends it and removes the pidfile.
+    common::signal(pid, Signal::SIGTERM);
+    wait_gone(pid);
+    wait_until("the pidfile to be removed", || !env.pid_file().exists());
+    assert!(!env.runlogs().is_empty(), "no final runlog");
+}
+
+#[test]
+fn a_daemon_failing_after_the_fork_fails_the_launcher_with_its_message() {
+    let env = Env::new("failing");
+    env.write_config(r#"{"worker": {"fail_after_fork": true}}"#);
+    let out = env.run(&[]);
+    assert_ne!(out.code, code::OK, "{out:?}");
+    assert_eq!(out.code, code::FAILURE, "{out:?}");
+    assert!(
+        out.stderr.contains("worker refused to start"),
+        "the launcher did not print the daemon's message: {out:?}"
+    );
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+    // The failure is in the daemon's log too, and nothing runs.
+    assert!(
+        env.log().contains("worker refused to start"),
+        "{}",
+        env.log()
+    );
+    let status = env.action("status", &[]);
+    assert_eq!(status.code, code::LSB_NOT_RUNNING, "{status:?}");
+}
+
+#[test]
+fn a_foreground_start_failure_exits_non_zero_with_the_message() {
+    let env = Env::new("fgfail");
+    env.write_config(r#"{"worker": {"fail_after_fork": true}}"#);
+    let mut fg = env.spawn_fg_unready(&[]);
+    assert_eq!(fg.wait(), code::FAILURE, "{}", fg.stderr());
+    assert!(
+        fg.stderr().contains("worker refused to start"),
+        "{}",
+        fg.stderr()
+    );
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+    // Not started, so no persistent state.
+    assert!(!env.pstate_file().exists());
+}
+
+#[test]
+fn the_persistent_state_counts_runs_across_restarts() {
+    let env = Env::new("pstate");
+    let runs = || read_json(&env.pstate_file())["worker"]["runs"].clone();
+
+    let mut fg = env.spawn_fg(&[]);
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+    assert_eq!(runs(), 1);
+
+    // A daemon-mode run in between, stopped by the stop action.
+    let pid = env.start_daemon(&[]);
+    assert_eq!(env.dump_state(pid)["components"]["worker"]["runs"], 2);
+    let stop = env.action("stop", &[]);
+    assert_eq!(stop.code, code::OK, "{stop:?}");
+    wait_gone(pid);
+    assert_eq!(runs(), 2);
+
+    let mut fg = env.spawn_fg(&[]);
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+    assert_eq!(runs(), 3);
+
+    // A run the event loop ends by itself (`stop_after`) saves it too.
+    env.write_config(r#"{"worker": {"work_interval_ms": 1, "stop_after": 3}}"#);
+    let mut fg = env.spawn_fg_unready(&[]);
+    assert_eq!(fg.wait(), code::OK, "{}", fg.stderr());
+    assert_eq!(runs(), 4);
+}
