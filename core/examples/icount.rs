@@ -1,7 +1,7 @@
 //! A fixed workload for instruction counting (`.ci/icount`), a wall-clock rate, and sizes.
 //!
 //! ```text
-//! cargo run --release -p zendaemon-core --example icount -- <scenario> <n>         # run n events
+//! cargo run --release -p zendaemon-core --example icount -- <scenario> <n>         # n events
 //! cargo run --release -p zendaemon-core --example icount -- rate <scenario> <n>    # and time them
 //! cargo run --release -p zendaemon-core --example icount -- sizes                  # size_of
 //! ```
@@ -12,6 +12,8 @@
 //! * `queue`: `EventQueue::schedule` + `EventQueue::next(now)`, the event summed inline.
 //! * `kernel1`: `schedule` + `Kernel::step(now)` through a pipeline of 1 handler.
 //! * `kernel3`: the same through a pipeline of 3 handlers.
+//! * `shell-kernel3`: `kernel3` with the std shell's default capacities (`Daemon::new`), to
+//!   show that larger tables and queues do not slow a dispatch.
 //!
 //! `.ci/icount` runs a scenario under callgrind for two values of `n` and divides the
 //! difference in instructions by the difference in `n`: the setup cost (process start, the
@@ -63,7 +65,10 @@ impl Component<Ev, ManualClock> for Sum {
 /// The kernel of `benches/kernel.rs`: 3 components, 8 kinds, 3 handlers per kind, 64
 /// sequential and 4 timed events.
 type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, 8, 3, 64, 4>;
-/// The queue inside it.
+/// The capacities of the std shell's `Daemon::new` (16 components, 64 kinds, 16 handlers per
+/// kind, 1024 sequential and 256 timed events).
+type ShellKernel<'c> = Kernel<'c, Ev, ManualClock, 16, 64, 16, 1024, 256>;
+/// The queue inside `BenchKernel`.
 type BenchQueue = EventQueue<Event<Ev>, ManualClock, 64, 4>;
 
 /// Events kept waiting in the sequential queue while the loop runs.
@@ -90,42 +95,55 @@ fn run_queue(n: u64) -> u64 {
     sum
 }
 
-fn run_kernel(handlers: usize, n: u64) -> u64 {
-    let clock = ManualClock::new();
-    let mut sums = [Sum(0), Sum(0), Sum(0)];
-    let mut kernel = BenchKernel::new(Settings::default());
-    for sum in sums.iter_mut().take(handlers) {
-        kernel.add(sum).unwrap();
-    }
-    let now = clock.now();
-    kernel.start(now).unwrap();
-    // A far timer keeps the loop from ending; a backlog keeps the sequential queue busy.
-    kernel
-        .queue()
-        .schedule_after(Milliseconds(3_600_000u32), Event::User(Ev(0)))
-        .unwrap();
-    for i in 0..BACKLOG {
-        kernel.queue().schedule(Event::User(Ev(i))).unwrap();
-    }
-    assert!(matches!(
-        kernel.step(now),
-        Ok(Step::Dispatched {
-            kind: Kind::START,
-            ..
-        })
-    ));
-    let mut dispatched = 0u64;
-    for i in 0..n {
-        let _ = kernel
-            .queue()
-            .schedule(Event::User(Ev(black_box(i as u32))));
-        if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
-            dispatched += 1;
+/// `run_kernel` for a kernel type (generic code over the capacities would need every bound of
+/// `Kernel` repeated; a macro keeps the two loops the same).
+macro_rules! kernel_loop {
+    ($kernel:ty, $handlers:expr, $n:expr) => {{
+        let (handlers, n): (usize, u64) = ($handlers, $n);
+        let clock = ManualClock::new();
+        let mut sums = [Sum(0), Sum(0), Sum(0)];
+        let mut kernel = <$kernel>::new(Settings::default());
+        for sum in sums.iter_mut().take(handlers) {
+            kernel.add(sum).unwrap();
         }
-    }
-    assert_eq!(dispatched, n, "every step dispatched one event");
-    drop(kernel);
-    sums.iter().fold(0u64, |a, s| a.wrapping_add(s.0))
+        let now = clock.now();
+        kernel.start(now).unwrap();
+        // A far timer keeps the loop from ending; a backlog keeps the sequential queue busy.
+        kernel
+            .queue()
+            .schedule_after(Milliseconds(3_600_000u32), Event::User(Ev(0)))
+            .unwrap();
+        for i in 0..BACKLOG {
+            kernel.queue().schedule(Event::User(Ev(i))).unwrap();
+        }
+        assert!(matches!(
+            kernel.step(now),
+            Ok(Step::Dispatched {
+                kind: Kind::START,
+                ..
+            })
+        ));
+        let mut dispatched = 0u64;
+        for i in 0..n {
+            let _ = kernel
+                .queue()
+                .schedule(Event::User(Ev(black_box(i as u32))));
+            if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
+                dispatched += 1;
+            }
+        }
+        assert_eq!(dispatched, n, "every step dispatched one event");
+        drop(kernel);
+        sums.iter().fold(0u64, |a, s| a.wrapping_add(s.0))
+    }};
+}
+
+fn run_kernel(handlers: usize, n: u64) -> u64 {
+    kernel_loop!(BenchKernel<'_>, handlers, n)
+}
+
+fn run_shell_kernel(handlers: usize, n: u64) -> u64 {
+    kernel_loop!(ShellKernel<'_>, handlers, n)
 }
 
 fn run(scenario: &str, n: u64) -> Option<u64> {
@@ -133,6 +151,7 @@ fn run(scenario: &str, n: u64) -> Option<u64> {
         "queue" => Some(run_queue(n)),
         "kernel1" => Some(run_kernel(1, n)),
         "kernel3" => Some(run_kernel(3, n)),
+        "shell-kernel3" => Some(run_shell_kernel(3, n)),
         _ => None,
     }
 }
@@ -190,8 +209,8 @@ fn print_sizes() {
         size_of::<Kernel<'static, Freestanding, ManualClock<u64>, 3, 10, 2, 32, 4>>(),
     );
     row(
-        "Kernel<Ev, _, M=8, K=16, H=4, S=1024, T=256> (a busy daemon)",
-        size_of::<Kernel<'static, Ev, ManualClock, 8, 16, 4, 1024, 256>>(),
+        "Kernel<Ev, _, M=16, K=64, H=16, S=1024, T=256> (std shell's Daemon::new)",
+        size_of::<ShellKernel<'static>>(),
     );
 }
 
@@ -224,8 +243,8 @@ impl UserEvent for shapes::Freestanding {
     }
 }
 
-const USAGE: &str = "usage: icount <queue|kernel1|kernel3> <n>\n       \
-                     icount rate <queue|kernel1|kernel3> <n>\n       \
+const USAGE: &str = "usage: icount <queue|kernel1|kernel3|shell-kernel3> <n>\n       \
+                     icount rate <queue|kernel1|kernel3|shell-kernel3> <n>\n       \
                      icount sizes";
 
 fn main() -> ExitCode {
