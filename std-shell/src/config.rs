@@ -92,6 +92,10 @@ pub const SHELL_KEYS: [&str; 22] = [
 /// Keys a file may only repeat with the value in effect (see the module documentation).
 const COMMAND_LINE_ONLY: [&str; 3] = ["name", "config_file", "config_dir"];
 
+/// Shell keys a program cannot give its own default for ([`Config::load_with_defaults`]): they
+/// say where the configuration is or what this command does, not how the daemon runs.
+const NO_PROGRAM_DEFAULT: [&str; 4] = ["name", "config_file", "config_dir", "action"];
+
 /// The suffix of the files read from the configuration directory.
 pub const DIR_SUFFIX: &str = ".json.conf";
 
@@ -516,11 +520,41 @@ impl Config {
         defaults: &DefaultPaths,
         component_keys: &[&str],
     ) -> Result<Config> {
+        Self::load_with_defaults(name, cli, defaults, &Map::new(), component_keys)
+    }
+
+    /// [`Config::load`] with some of the shell's defaults replaced by the program's own:
+    /// `program_defaults` maps shell keys to values in the file format (`{"stats_interval": 5}`).
+    /// They belong to the defaults layer, so configuration files and the command line still
+    /// override them, and a reload keeps them. This is how a daemon picks, say, its own
+    /// statistics interval ([`Daemon::default_setting`](crate::Daemon::default_setting)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`]. A key that is not a shell key, or is `name`, `config_file`,
+    /// `config_dir` or `action`, is an [`Error::Config`] from "the program's defaults"; a bad
+    /// value is one naming the key, from "the defaults".
+    pub fn load_with_defaults(
+        name: &str,
+        cli: &Cli,
+        defaults: &DefaultPaths,
+        program_defaults: &Map<String, Value>,
+        component_keys: &[&str],
+    ) -> Result<Config> {
         paths::validate_name(name)?;
         let mut cli_map = cli.overrides();
         // The name is resolved by the caller (the flag, or the program's name).
         cli_map.remove("name");
-        let defaults_map = defaults_map(name, defaults);
+        let mut defaults_map = defaults_map(name, defaults);
+        for (key, value) in program_defaults {
+            if !SHELL_KEYS.contains(&key.as_str()) || NO_PROGRAM_DEFAULT.contains(&key.as_str()) {
+                return Err(Error::config(
+                    "the program's defaults",
+                    format!("key '{key}' is not a shell setting a program may give a default for"),
+                ));
+            }
+            defaults_map.insert(key.clone(), value.clone());
+        }
         if cli.name.is_some() {
             cli_map.insert("name".into(), Value::from(name));
         }
@@ -1059,5 +1093,49 @@ mod tests {
             c2.reload().unwrap().settings().stats_interval,
             DEFAULT_STATS_INTERVAL
         );
+    }
+
+    #[test]
+    fn program_defaults_sit_below_files_and_the_command_line() {
+        let f = Fixture::new();
+        let argv = |args: &[&str]| -> Cli {
+            let argv: Vec<String> = std::iter::once("tail")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect();
+            let Parsed::Run(cli) = Cli::parse(&argv).unwrap() else {
+                panic!("help")
+            };
+            *cli
+        };
+        let mut program = Map::new();
+        program.insert("stats_interval".into(), Value::from(5));
+        program.insert("runlog_interval".into(), Value::from(10));
+        let load = |cli: &Cli, program: &Map<String, Value>| {
+            Config::load_with_defaults("tail", cli, &f.defaults, program, &[])
+        };
+        let c = load(&argv(&[]), &program).unwrap();
+        assert_eq!(c.settings().stats_interval, Duration::from_secs(5));
+        assert_eq!(c.settings().runlog_interval, Duration::from_secs(10));
+        assert_eq!(c.origin("stats_interval"), Some(&Origin::Default));
+        // A file and the command line still win, and a reload keeps the program's defaults.
+        let p = f.write("etc/tail.conf", r#"{"runlog_interval": 20}"#);
+        let c = load(&argv(&["--stats-interval", "7"]), &program).unwrap();
+        assert_eq!(c.settings().stats_interval, Duration::from_secs(7));
+        assert_eq!(c.settings().runlog_interval, Duration::from_secs(20));
+        fs::remove_file(&p).unwrap();
+        let c = c.reload().unwrap();
+        assert_eq!(c.settings().runlog_interval, Duration::from_secs(10));
+        // Keys that are not the program's to default, and bad values, are errors.
+        for key in ["name", "action", "config_file", "tail"] {
+            let mut bad = Map::new();
+            bad.insert(key.into(), Value::from("x"));
+            let err = load(&argv(&[]), &bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{key}'")), "{err}");
+        }
+        let mut bad = Map::new();
+        bad.insert("stats_interval".into(), Value::from(-1));
+        let err = load(&argv(&[]), &bad).unwrap_err().to_string();
+        assert!(err.contains("stats_interval"), "{err}");
     }
 }

@@ -172,6 +172,8 @@ pub struct Daemon<
     name: String,
     services: Services<'c, U>,
     args: Option<Vec<String>>,
+    /// The program's own defaults for shell settings ([`Daemon::default_setting`]).
+    program_defaults: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
@@ -205,6 +207,7 @@ where
             name: name.to_owned(),
             services: Services::new(),
             args: None,
+            program_defaults: serde_json::Map::new(),
         }
     }
 
@@ -212,6 +215,21 @@ where
     /// prepends its handler).
     pub fn component<C: Service<U> + 'c>(mut self, service: &'c mut C) -> Self {
         self.services.push(service);
+        self
+    }
+
+    /// Replaces the shell's default for one of its settings: `key` is the setting's
+    /// configuration key, `value` its value as a configuration file would give it.
+    /// Configuration files and the command line still override it, and it stays through
+    /// reloads; `--help` keeps showing the shell's defaults. For example, a daemon that logs
+    /// statistics every 5 seconds unless told otherwise:
+    /// `Daemon::<Job>::new("demo").default_setting("stats_interval", 5)`.
+    ///
+    /// A key that is not a shell setting (or is `name`, `config_file`, `config_dir` or
+    /// `action`), or a bad value, makes [`run`](Daemon::run) fail with a configuration error
+    /// (exit code 78) that names it.
+    pub fn default_setting(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.program_defaults.insert(key.to_owned(), value.into());
         self
     }
 
@@ -265,7 +283,8 @@ where
             Ok(d) => d,
             Err(e) => return early(&program, &e),
         };
-        let config = match Config::load(&name, &cli, &defaults, &keys) {
+        let own = &self.program_defaults;
+        let config = match Config::load_with_defaults(&name, &cli, &defaults, own, &keys) {
             Ok(c) => c,
             Err(e) => return early(&program, &e),
         };
