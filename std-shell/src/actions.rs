@@ -289,7 +289,7 @@ fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32
         if wait_gone(&path, pid, after_term) {
             let _ = writeln!(
                 out,
-                "stopped {name} (pid {pid}) with SIGTERM: SIGINT did not stop it within {} s",
+                "stopped {name} (pid {pid}), after SIGTERM: SIGINT had not stopped it within {} s",
                 s.stop_timeout.as_secs_f64()
             );
         } else {

@@ -816,6 +816,10 @@ impl Runner {
                     self.info.record_error(e.to_string());
                 }
             }
+            if kernel.is_done() && !self.stopping {
+                // A component asked for the stop: `stop` goes next, guarded from the start.
+                self.begin_stop(kernel);
+            }
         }
     }
 
@@ -843,6 +847,8 @@ impl Runner {
                     log::warn!("received SIGINT ({n}x): graceful stop requested");
                     (0..n).for_each(|_| requests.post(Request::Stop));
                     stop_posted = true;
+                    // Before the step that dispatches `stop`: its handlers may never return.
+                    self.begin_stop(kernel);
                 }
                 Signal::Term => {
                     log::warn!("received SIGTERM: terminating");
@@ -892,6 +898,7 @@ impl Runner {
                 self.notify(|n| n.send("READY=1\nSTATUS=running"));
                 log::info!("reload complete");
             }
+            // Normally begun already, when the request came.
             Kind::STOP => self.begin_stop(kernel),
             Kind::TERMINATE => log::warn!(
                 "graceful stop did not finish within the stop timeout of {} s: terminating",

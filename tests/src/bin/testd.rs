@@ -15,7 +15,7 @@
 //!
 //! | key | type, default | effect |
 //! |---|---|---|
-//! | `work_interval_ms` | u64, 100 | while not stopping, a `work` event every this many milliseconds, the first one interval after `start`. `0`: no `work` events at all, so the queue empties after `start` and the run ends at once ("event queue is empty", exit 0) |
+//! | `work_interval_ms` | u64, 100 | while not stopping, a `work` event every this many milliseconds, the first one interval after `start`. `0`: no `work` events at all (testd then idles until a signal: the shell's periodic `log_statistics` and `save_runlog` keep the queue from emptying) |
 //! | `hang_on_stop` | bool, false | its `stop` handler never returns. The shell's stop watchdog ends the process at the stop timeout plus min(stop timeout / 2, 1 s): exit 1, pidfile removed, no final runlog, no persistent state written |
 //! | `fail_after_fork` | bool, false | its start-up (`Service::activate`, after daemonizing) fails with the message `worker refused to start`: the launcher prints `testd: daemon failed to start: component 'worker': worker refused to start` and exits 1 (in the foreground, the same line is logged to the console and testd exits 1). The pidfile is removed |
 //! | `state_marker` | string, `""` | echoed in the state file as `components.worker.state_marker` |
@@ -37,7 +37,7 @@
 //!
 //! Persistent state (`worker` entry of the pstate file): `{"runs": n}`. At start `runs` becomes
 //! the saved value plus one (1 without one); it is saved at the end of every run the event loop
-//! ends (SIGINT, SIGTERM, stop timeout, three SIGINTs, `stop_after`, an empty queue), but not
+//! ends (SIGINT, SIGTERM, stop timeout, three SIGINTs, `stop_after`), but not
 //! when the stop watchdog or a signal kills the process or the start fails.
 //!
 //! Allocation probe: testd counts heap allocations (a counting global allocator). Between two
@@ -45,7 +45,9 @@
 //! `reload`, `save_runlog`, `save_state` and `log_statistics` too), it adds the allocations made
 //! since the previous `work` to `steady_allocs` and counts the interval in `steady_intervals`.
 //! With the default log level and no signals, `steady_allocs` stays 0: the loop allocates
-//! nothing per event.
+//! nothing per event. (What happens between two `work` events without an event of its own
+//! counts too: a refused reload, a `SIGALRM` at log level `debug`, a failed systemd
+//! notification.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
