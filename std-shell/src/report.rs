@@ -8,28 +8,30 @@
 //!
 //! ```json
 //! "statistics": {
-//!   "time": 1764000000.5,                          // the save, seconds since the epoch
-//!   "kernel": {
-//!     "dispatched": { "start": 1, "stop": 0, …, "work": 42 },   // per event kind
-//!     "events": 43, "unhandled": 0, "stop_requests": 0, "inbox_deferred": 0,
-//!     "lateness": { "max_us": 180, "bucket_floor_us": [0, 1, 4, …], "buckets": [3, 0, …] }
-//!   },
-//!   "queue": { "rejected": 0, "sequential_high_water": 2, "timed_high_water": 3, "missed_periods": 0 },
-//!   "components": { "worker": { "work": { "cnt": 42, "inc": 6, "spd": 2.0, "pct": 14.285 } } }
+//!   "time": 1764000000.5,                 // the save, seconds since the epoch
+//!   "ticks_per_second": 1000000,          // the unit of the kernel's `*_ticks` figures
+//!   "kernel": { … },                      // zendaemon_core's `Kernel::runlog` snapshot
+//!   "components": {                       // zendaemon_core's `Kernel::statistics` snapshot
+//!     "worker": { "work": { "cnt": 42, "inc": 6, "spd": 2.0, "pct": 14.285 } }
+//!   }
 //! }
 //! ```
 //!
-//! `components` has every component, `{}` for one without counters. The rates are pyzenkit's
-//! (`inc`, `spd` per second and `pct`, see `zendaemon_core::stats`) since the previous
-//! statistics log line (or the start).
+//! `kernel` holds the kernel's figures: `events`, `dispatched` per event kind, `unhandled`,
+//! `rejected`, `stop_requests`, `inbox_deferred`, `missed_periods`, `high_water`, `lateness`
+//! (in clock ticks, microseconds here), `end` and each component's raw counters. `components`
+//! has pyzenkit's rates per counter of each component that has counters (`inc`, `spd` per
+//! second and `pct`, see `zendaemon_core::stats`), since the previous statistics log line (or
+//! the start).
 //!
 //! # State file
 //!
 //! `time`, `name`, `pid`; `config`: the effective configuration (every key, as
-//! `config-view` shows it); `routes`: every event kind with the names of the components
-//! handling it, in pipeline order; `components`: each component's own state (its
-//! [`Component::state`](zendaemon_core::Component::state) fields); `runlog`: the runlog as it
-//! would be saved now.
+//! `config-view` shows it); from zendaemon_core's `Kernel::state` snapshot, `routes`: every
+//! event kind with the names of the components handling it, in pipeline order, and
+//! `components`: each component's own state (its
+//! [`Component::state`](zendaemon_core::Component::state) fields); `runlog`: the shell's runlog
+//! as it would be saved now.
 //!
 //! Keys are sorted at every level and the JSON is indented, as pyzenkit wrote it.
 
@@ -37,9 +39,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 
 use embedded_time::Instant;
 use serde_json::{json, Map, Value};
-use zendaemon_core::event::BUILTIN_KINDS;
-use zendaemon_core::stats::{Lateness, LATENESS_BUCKETS};
-use zendaemon_core::{Kernel, Kind, StateValue, StateVisitor, UserEvent};
+use zendaemon_core::{Kernel, UserEvent};
 
 use crate::clock::StdClock;
 use crate::config::Config;
@@ -122,37 +122,6 @@ impl RunInfo {
     }
 }
 
-/// The kind at routing-table index `i`.
-pub(crate) fn kind_at(i: usize) -> Kind {
-    const BUILTIN: [Kind; BUILTIN_KINDS] = [
-        Kind::START,
-        Kind::STOP,
-        Kind::TERMINATE,
-        Kind::RELOAD,
-        Kind::SAVE_RUNLOG,
-        Kind::SAVE_STATE,
-        Kind::LOG_STATISTICS,
-    ];
-    BUILTIN
-        .get(i)
-        .copied()
-        .unwrap_or_else(|| Kind::user(i - BUILTIN_KINDS))
-}
-
-/// The number of kinds a kernel for `U` uses (its table may have spare room).
-fn used_kinds<U: UserEvent>(capacity: usize) -> usize {
-    (BUILTIN_KINDS + U::KINDS).min(capacity)
-}
-
-fn lateness(l: &Lateness) -> Value {
-    let floors: Vec<u64> = (0..LATENESS_BUCKETS).map(Lateness::bucket_floor).collect();
-    json!({
-        "max_us": l.max_ticks,
-        "bucket_floor_us": floors,
-        "buckets": l.buckets,
-    })
-}
-
 /// The runlog's `statistics` (see the [module documentation](self)).
 pub fn statistics<
     U,
@@ -168,46 +137,11 @@ pub fn statistics<
 where
     U: UserEvent + Clone,
 {
-    let stats = kernel.stats();
-    let mut dispatched = Map::new();
-    for (i, n) in stats.dispatched.iter().enumerate().take(used_kinds::<U>(K)) {
-        dispatched.insert(kind_at(i).name::<U>().to_owned(), Value::from(*n));
-    }
-    let q = kernel.queue_stats();
-    let mut components = Map::new();
-    for c in kernel.components() {
-        components.insert(c.name().to_owned(), Value::Object(Map::new()));
-    }
-    kernel.for_each_rate(now, |component, key, rate| {
-        if let Some(Value::Object(m)) = components.get_mut(component) {
-            m.insert(
-                key.to_owned(),
-                json!({
-                    "cnt": rate.cnt,
-                    "inc": rate.inc,
-                    "spd": rate.spd(),
-                    "pct": rate.pct(),
-                }),
-            );
-        }
-    });
     json!({
         "time": runlog::unix_seconds(SystemTime::now()),
-        "kernel": {
-            "dispatched": dispatched,
-            "events": stats.total_dispatched(),
-            "unhandled": stats.unhandled,
-            "stop_requests": stats.stop_requests,
-            "inbox_deferred": stats.inbox_deferred,
-            "lateness": lateness(&stats.lateness),
-        },
-        "queue": {
-            "rejected": q.rejected,
-            "sequential_high_water": q.sequential_high_water,
-            "timed_high_water": q.timed_high_water,
-            "missed_periods": q.missed_periods,
-        },
-        "components": components,
+        "ticks_per_second": 1_000_000,
+        "kernel": serde_json::to_value(kernel.runlog()).unwrap_or(Value::Null),
+        "components": serde_json::to_value(kernel.statistics(now)).unwrap_or(Value::Null),
     })
 }
 
@@ -226,22 +160,6 @@ where
     v
 }
 
-/// Collects a component's state fields into a JSON object.
-#[derive(Debug, Default)]
-struct Fields(Map<String, Value>);
-
-impl StateVisitor for Fields {
-    fn field(&mut self, key: &str, value: StateValue<'_>) {
-        let v = match value {
-            StateValue::U64(n) => Value::from(n),
-            StateValue::I64(n) => Value::from(n),
-            StateValue::Bool(b) => Value::Bool(b),
-            StateValue::Str(s) => Value::from(s),
-        };
-        self.0.insert(key.to_owned(), v);
-    }
-}
-
 /// The state file's document (see the [module documentation](self)).
 pub fn state<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
     info: &RunInfo,
@@ -252,27 +170,19 @@ pub fn state<U, const M: usize, const K: usize, const H: usize, const S: usize, 
 where
     U: UserEvent + Clone,
 {
-    let mut routes = Map::new();
-    for i in 0..used_kinds::<U>(K) {
-        let kind = kind_at(i);
-        let names: Vec<Value> = kernel.route(kind).map(Value::from).collect();
-        routes.insert(kind.name::<U>().to_owned(), Value::Array(names));
-    }
-    let mut components = Map::new();
-    for c in kernel.components() {
-        let mut fields = Fields::default();
-        c.state(&mut fields);
-        components.insert(c.name().to_owned(), Value::Object(fields.0));
-    }
-    let mut v = json!({
-        "time": runlog::unix_seconds(SystemTime::now()),
-        "name": info.name,
-        "pid": info.pid,
-        "config": Value::Object(config.raw().clone()),
-        "routes": routes,
-        "components": components,
-        "runlog": runlog(info, kernel, now),
-    });
+    let mut v = match serde_json::to_value(kernel.state()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    v.insert(
+        "time".into(),
+        Value::from(runlog::unix_seconds(SystemTime::now())),
+    );
+    v.insert("name".into(), Value::from(info.name.as_str()));
+    v.insert("pid".into(), Value::from(info.pid));
+    v.insert("config".into(), Value::Object(config.raw().clone()));
+    v.insert("runlog".into(), runlog(info, kernel, now));
+    let mut v = Value::Object(v);
     v.sort_all_objects();
     v
 }
@@ -288,7 +198,8 @@ pub fn to_text(v: &Value) -> String {
 mod tests {
     use super::*;
     use zendaemon_core::{
-        Component, Context, CounterSet, Counters, Event, Flow, RouteError, Routes, Settings,
+        Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes, Settings,
+        StateValue, StateVisitor,
     };
 
     #[derive(Debug, Clone)]
@@ -384,9 +295,9 @@ mod tests {
         let st = &r["statistics"];
         assert_eq!(st["kernel"]["dispatched"]["start"], 1);
         assert_eq!(st["kernel"]["dispatched"]["job"], 1);
+        assert_eq!(st["kernel"]["rejected"], 0);
         assert_eq!(st["components"]["w"]["jobs"]["cnt"], 2); // start and job
-        assert_eq!(st["components"]["quiet"], json!({}));
-        assert_eq!(st["queue"]["rejected"], 0);
+        assert_eq!(st["ticks_per_second"], 1_000_000);
         // The runlog is readable by the runlog actions.
         let header: RunlogHeader = serde_json::from_value(r.clone()).unwrap();
         assert_eq!(header.pid, 7);
