@@ -2,7 +2,7 @@
 //! configuration, read its runlogs.
 //!
 //! Actions never start components or write files. They find the daemon through its pidfile
-//! (in `--parallel` mode, every instance's pidfile, see [`instances`](crate::instances)) and
+//! (in `--parallel` mode, every instance's pidfile, see [`instances`]) and
 //! check the pidfile's lock ([`pidfile::probe`]) before they signal anything: only a locked
 //! pidfile names a live daemon, so a PID left in a stale file, which may belong to an unrelated
 //! process by now, is never signalled.

@@ -42,12 +42,12 @@
 //! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
 //! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
 //!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
-//! 7. Daemonizes ([`daemonize`], keeping the pidfile's and the log file's descriptors) or, with
+//! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
 //!    `--no-daemon`, applies umask, chroot, working directory and privilege drop in place
 //!    ([`foreground`]). Every error up to here reached the terminal, with the exit code of
 //!    [`Error::exit_code`].
 //! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
-//!    and locks its own pidfile, named with that PID, see [`instances`](crate::instances));
+//!    and locks its own pidfile, named with that PID, see [`instances`]);
 //!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
 //!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
 //!    `start`. A failure in this step reaches the launching process through the readiness pipe
@@ -60,14 +60,14 @@
 //! # The loop
 //!
 //! Each turn: signals that arrived become kernel requests (posted to a
-//! [`Requests`](zendaemon_core::Requests) the kernel drains): `SIGINT` → stop (each one
+//! [`Requests`] the kernel drains): `SIGINT` → stop (each one
 //! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
 //! one [`Kernel::step`]. After an event's pipeline ran, the shell does its part:
 //!
 //! | kind | the shell's part |
 //! |---|---|
-//! | `save_runlog` | writes a runlog file ([`report`](crate::report)) |
+//! | `save_runlog` | writes a runlog file ([`report`]) |
 //! | `save_state` | writes the state file |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |

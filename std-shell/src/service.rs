@@ -22,7 +22,7 @@
 //! service refuses, the services before it are configured again with the previous
 //! configuration, which they accepted before, so every component ends up on the old one; the
 //! shell keeps it too. Only when all accepted does the shell apply its own settings and deliver
-//! [`Event::Reload`](zendaemon_core::Event::Reload) through the kernel, so a component's
+//! [`Event::Reload`] through the kernel, so a component's
 //! `Reload` handler already sees its new settings.
 //!
 //! # How the shell reaches components the kernel holds
