@@ -234,26 +234,32 @@ fn signal_all(
     Ok(code)
 }
 
-/// Waits until the pidfile at `path` no longer names a live daemon with `pid`.
-fn wait_gone(path: &Path, pid: i32, timeout: Duration) -> bool {
+/// Whether the pidfile at `path` still names a live daemon with `pid`.
+fn still_running(path: &Path, pid: i32) -> bool {
+    matches!(pidfile::probe(path), Probe::Running { pid: now } if now == pid)
+}
+
+/// Waits until none of `targets` runs any more, or `timeout`; returns those still running.
+fn wait_gone(targets: Vec<(PathBuf, i32)>, timeout: Duration) -> Vec<(PathBuf, i32)> {
     let deadline = Instant::now() + timeout;
+    let mut left = targets;
     loop {
-        match pidfile::probe(path) {
-            Probe::Running { pid: now } if now == pid => {}
-            _ => return true,
-        }
-        if Instant::now() >= deadline {
-            return false;
+        left.retain(|(path, pid)| still_running(path, *pid));
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
         }
         std::thread::sleep(POLL);
     }
 }
 
+/// SIGINT to every running instance at once, then wait for them together; SIGTERM to those
+/// left after the stop timeout, and wait again.
 fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let s = config.settings();
     let name = &s.name;
     let after_term = crate::daemon::WATCHDOG_MARGIN + LAST_WORDS_GRACE + Duration::from_secs(2);
     let mut code = exit::OK;
+    let mut signalled = Vec::new();
     for (path, probe) in probes(config)? {
         let pid = match probe {
             Probe::Running { pid } => pid,
@@ -268,9 +274,8 @@ fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32
                 continue;
             }
         };
-        let target = Pid::from_raw(pid);
-        match kill(target, Signal::SIGINT) {
-            Ok(()) | Err(Errno::ESRCH) => {}
+        match kill(Pid::from_raw(pid), Signal::SIGINT) {
+            Ok(()) | Err(Errno::ESRCH) => signalled.push((path, pid)),
             Err(e) => {
                 let _ = writeln!(
                     err,
@@ -278,26 +283,29 @@ fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32
                     e.desc()
                 );
                 code = worst(code, exit::LSB_UNKNOWN);
-                continue;
             }
         }
-        if wait_gone(&path, pid, s.stop_timeout) {
-            let _ = writeln!(out, "stopped {name} (pid {pid})");
-            continue;
-        }
-        let _ = kill(target, Signal::SIGTERM);
-        if wait_gone(&path, pid, after_term) {
+    }
+    let left = wait_gone(signalled.clone(), s.stop_timeout);
+    for (_, pid) in &left {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let stuck = wait_gone(left.clone(), after_term);
+    for (_, pid) in &signalled {
+        if stuck.iter().any(|(_, p)| p == pid) {
+            let _ = writeln!(
+                err,
+                "{name} (pid {pid}) is still running after SIGINT and SIGTERM"
+            );
+            code = worst(code, exit::FAILURE);
+        } else if left.iter().any(|(_, p)| p == pid) {
             let _ = writeln!(
                 out,
                 "stopped {name} (pid {pid}), after SIGTERM: SIGINT had not stopped it within {} s",
                 s.stop_timeout.as_secs_f64()
             );
         } else {
-            let _ = writeln!(
-                err,
-                "{name} (pid {pid}) is still running after SIGINT and SIGTERM"
-            );
-            code = worst(code, exit::FAILURE);
+            let _ = writeln!(out, "stopped {name} (pid {pid})");
         }
     }
     Ok(code)
