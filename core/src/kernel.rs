@@ -246,6 +246,11 @@ impl<const K: usize, const H: usize> RouteTable for Table<K, H> {
 ///   compile time), `H` handlers per kind, `S` sequential and `T` timed events.
 ///
 /// Components are borrowed for `'c`, so they can live on the stack or in `static`s.
+///
+/// `D` is how components are held: `dyn Component<U, C>` by default. A host that needs more
+/// from its components than the kernel does names its own trait object here (a subtrait of
+/// `Component`), and reaches them between steps through
+/// [`components_mut`](Self::components_mut) with that trait's methods — no second borrow.
 pub struct Kernel<
     'c,
     U,
@@ -255,9 +260,10 @@ pub struct Kernel<
     const H: usize,
     const S: usize,
     const T: usize,
+    D: ?Sized + Component<U, C> + 'c = dyn Component<U, C> + 'c,
 > {
     queue: EventQueue<Event<U>, C, S, T>,
-    components: Vec<&'c mut dyn Component<U, C>, M>,
+    components: Vec<&'c mut D, M>,
     table: Table<K, H>,
     settings: Settings,
     requests: Option<&'c Requests>,
@@ -282,7 +288,8 @@ impl<
         const H: usize,
         const S: usize,
         const T: usize,
-    > fmt::Debug for Kernel<'_, U, C, M, K, H, S, T>
+        D: ?Sized + Component<U, C>,
+    > fmt::Debug for Kernel<'_, U, C, M, K, H, S, T, D>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Kernel")
@@ -295,12 +302,22 @@ impl<
     }
 }
 
-impl<'c, U, C, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
-    Kernel<'c, U, C, M, K, H, S, T>
+impl<
+        'c,
+        U,
+        C,
+        const M: usize,
+        const K: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D,
+    > Kernel<'c, U, C, M, K, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
     C::T: TickInt,
+    D: ?Sized + Component<U, C> + 'c,
 {
     /// A kernel with no components yet.
     pub fn new(settings: Settings) -> Self {
@@ -340,7 +357,7 @@ where
     ///
     /// A [`RouteError`] when a capacity is too small; the component is not added, and routes
     /// it registered before the error are taken back.
-    pub fn add(&mut self, component: &'c mut dyn Component<U, C>) -> Result<(), RouteError> {
+    pub fn add(&mut self, component: &'c mut D) -> Result<(), RouteError> {
         if self.components.is_full() {
             return Err(RouteError::TooManyComponents);
         }
@@ -369,7 +386,8 @@ where
         self.inbox = Some(inbox);
     }
 
-    /// Starts the run at `now`: `start` goes first, periodic lifecycle events are armed.
+    /// Starts the run at `now`: `start` goes first, periodic lifecycle events are armed
+    /// (unless a stop was already asked for).
     ///
     /// # Errors
     ///
@@ -384,7 +402,8 @@ where
             (self.settings.runlog_interval, Event::SaveRunlog),
         ];
         for (slot, (interval, event)) in periodic.into_iter().enumerate() {
-            if let Some(period) = interval {
+            // A stop asked for before the start: they stay cancelled, as a stop leaves them.
+            if let Some(period) = interval.filter(|_| !self.done) {
                 match self.queue.schedule_every(period, event) {
                     Ok(handle) => self.periodic[slot] = Some(handle),
                     Err(e) => {
@@ -576,15 +595,23 @@ where
     }
 
     /// The components, in the order they were added.
-    pub fn components(&self) -> impl Iterator<Item = &(dyn Component<U, C> + 'c)> + '_ {
+    pub fn components(&self) -> impl Iterator<Item = &D> + use<'_, 'c, U, C, M, K, H, S, T, D> {
         self.components.iter().map(|c| &**c)
+    }
+
+    /// The components, in the order they were added, for the host to work with between steps
+    /// (for example to hand them a reloaded configuration).
+    pub fn components_mut(
+        &mut self,
+    ) -> impl Iterator<Item = &mut D> + use<'_, 'c, U, C, M, K, H, S, T, D> {
+        self.components.iter_mut().map(|c| &mut **c)
     }
 
     /// The names of the components handling `kind`, in pipeline order.
     pub fn route(
         &self,
         kind: Kind,
-    ) -> impl Iterator<Item = &'static str> + Clone + use<'_, 'c, U, C, M, K, H, S, T> {
+    ) -> impl Iterator<Item = &'static str> + Clone + use<'_, 'c, U, C, M, K, H, S, T, D> {
         self.table
             .routes
             .get(kind.index())
@@ -1214,6 +1241,30 @@ mod tests {
             pct_milli: 33_333,
         };
         assert_eq!(rates, [expected]);
+    }
+
+    #[test]
+    fn a_stop_before_start_arms_no_periodic_events() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::LOG_STATISTICS, WORK]);
+        let settings = Settings {
+            stats_interval: Some(ms(10)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.add(&mut a).unwrap();
+        k.request_stop();
+        k.start(clock.now()).unwrap();
+        // Stopping already: the periodic lifecycle events stay cancelled.
+        assert_eq!(k.queue().timed_len(), 0);
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        clock.advance(ms(20));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+        assert!(!events(&log).contains(&Event::LogStatistics));
     }
 
     #[test]

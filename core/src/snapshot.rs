@@ -19,6 +19,7 @@
 //!   value}}, "runlog": …}`
 
 use core::fmt;
+use core::marker::PhantomData;
 
 use embedded_time::{Clock, Instant};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -63,17 +64,27 @@ type K<
     const H: usize,
     const S: usize,
     const T: usize,
-> = &'k Kernel<'c, U, C, M, KN, H, S, T>;
+    D,
+> = &'k Kernel<'c, U, C, M, KN, H, S, T, D>;
 
-impl<'c, U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Kernel<'c, U, C, M, KN, H, S, T>
+impl<
+        'c,
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Kernel<'c, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
     C::T: TickInt,
 {
     /// The kernel's figures and each component's raw counters (the runlog's `statistics`).
-    pub fn runlog(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+    pub fn runlog(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
         RunlogView(self)
     }
 
@@ -82,12 +93,12 @@ where
     pub fn statistics(
         &self,
         now: Instant<C>,
-    ) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+    ) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
         StatisticsView { kernel: self, now }
     }
 
     /// Routes, each component's state, and the runlog (pyzenkit's state dump).
-    pub fn state(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T> {
+    pub fn state(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
         StateView(self)
     }
 }
@@ -121,10 +132,19 @@ struct RunlogView<
     const H: usize,
     const S: usize,
     const T: usize,
->(K<'k, 'c, U, C, M, KN, H, S, T>);
+    D: ?Sized + Component<U, C>,
+>(K<'k, 'c, U, C, M, KN, H, S, T, D>);
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for RunlogView<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for RunlogView<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -216,10 +236,19 @@ struct ComponentCounts<
     const H: usize,
     const S: usize,
     const T: usize,
->(K<'k, 'c, U, C, M, KN, H, S, T>);
+    D: ?Sized + Component<U, C>,
+>(K<'k, 'c, U, C, M, KN, H, S, T, D>);
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for ComponentCounts<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for ComponentCounts<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -257,13 +286,22 @@ struct StatisticsView<
     const H: usize,
     const S: usize,
     const T: usize,
+    D: ?Sized + Component<U, C>,
 > {
-    kernel: K<'k, 'c, U, C, M, KN, H, S, T>,
+    kernel: K<'k, 'c, U, C, M, KN, H, S, T, D>,
     now: Instant<C>,
 }
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for StatisticsView<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for StatisticsView<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -292,8 +330,9 @@ where
             const H: usize,
             const S: usize,
             const T: usize,
+            D: ?Sized + Component<U, C>,
         > {
-            view: &'a StatisticsView<'k, 'c, U, C, M, KN, H, S, T>,
+            view: &'a StatisticsView<'k, 'c, U, C, M, KN, H, S, T, D>,
             component: &'static str,
         }
         impl<
@@ -304,7 +343,8 @@ where
                 const H: usize,
                 const S: usize,
                 const T: usize,
-            > Serialize for Rates<'_, '_, '_, U, C, M, KN, H, S, T>
+                D: ?Sized + Component<U, C>,
+            > Serialize for Rates<'_, '_, '_, U, C, M, KN, H, S, T, D>
         where
             U: UserEvent + Clone,
             C: Clock,
@@ -350,10 +390,19 @@ struct StateView<
     const H: usize,
     const S: usize,
     const T: usize,
->(K<'k, 'c, U, C, M, KN, H, S, T>);
+    D: ?Sized + Component<U, C>,
+>(K<'k, 'c, U, C, M, KN, H, S, T, D>);
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for StateView<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for StateView<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -379,10 +428,19 @@ struct RoutesView<
     const H: usize,
     const S: usize,
     const T: usize,
->(K<'k, 'c, U, C, M, KN, H, S, T>);
+    D: ?Sized + Component<U, C>,
+>(K<'k, 'c, U, C, M, KN, H, S, T, D>);
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for RoutesView<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for RoutesView<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -418,10 +476,19 @@ struct ComponentStates<
     const H: usize,
     const S: usize,
     const T: usize,
->(K<'k, 'c, U, C, M, KN, H, S, T>);
+    D: ?Sized + Component<U, C>,
+>(K<'k, 'c, U, C, M, KN, H, S, T, D>);
 
-impl<U, C, const M: usize, const KN: usize, const H: usize, const S: usize, const T: usize>
-    Serialize for ComponentStates<'_, '_, U, C, M, KN, H, S, T>
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Serialize for ComponentStates<'_, '_, U, C, M, KN, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -430,15 +497,15 @@ where
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         let mut map = ser.serialize_map(None)?;
         for c in self.0.components() {
-            map.serialize_entry(c.name(), &OneState(c))?;
+            map.serialize_entry(c.name(), &OneState(c, PhantomData))?;
         }
         map.end()
     }
 }
 
-struct OneState<'a, U, C: Clock>(&'a dyn Component<U, C>);
+struct OneState<'a, U, C: Clock, D: ?Sized>(&'a D, PhantomData<fn(U, C)>);
 
-impl<U, C: Clock> Serialize for OneState<'_, U, C> {
+impl<U, C: Clock, D: ?Sized + Component<U, C>> Serialize for OneState<'_, U, C, D> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         /// Forwards each field the component reports into the serializer's map.
         struct Fields<M: SerializeMap> {
