@@ -466,6 +466,12 @@ where
         self.due.set(Due::SAVE_STATE);
     }
 
+    /// Changes the stop timeout (a reloaded configuration). A stop already under way keeps
+    /// the deadline it was given; the new timeout applies to a stop that has not yet begun.
+    pub fn set_stop_timeout(&mut self, timeout: Milliseconds<u32>) {
+        self.settings.stop_timeout = timeout;
+    }
+
     /// True once a stop began.
     pub fn is_done(&self) -> bool {
         self.done
@@ -1049,6 +1055,27 @@ mod tests {
         assert_eq!(k.step(clock.now()), dispatched(Kind::TERMINATE, 1));
         assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::StopTimeout)));
         assert_eq!(k.ended(), Some(EndReason::StopTimeout));
+    }
+
+    #[test]
+    fn a_changed_stop_timeout_applies_to_the_next_stop() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut flood = flooding(&log);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut flood).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.step(clock.now()).unwrap();
+        k.set_stop_timeout(ms(2_000));
+        k.request_stop();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
+        // Changing it during the stop does not move the deadline.
+        k.set_stop_timeout(ms(60_000));
+        clock.advance(ms(1_999));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        clock.advance(ms(1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::TERMINATE, 1));
     }
 
     #[test]
