@@ -384,3 +384,98 @@ impl<U: FollowEvents> Service<U> for LineCounter<U> {
         serde_json::to_value(Saved { counts }).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::follow::{FileId, FollowEvent};
+
+    const ID: FileId = FileId { dev: 1, ino: 2 };
+
+    fn counter(patterns: &[(&str, &str)]) -> LineCounter<FollowEvent> {
+        let mut c = LineCounter::new("count");
+        c.apply(CountSettings {
+            patterns: patterns
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                .collect(),
+            log_matches: false,
+        })
+        .unwrap();
+        c
+    }
+
+    fn feed(c: &mut LineCounter<FollowEvent>, source: u32, path: &str, lines: &[&[u8]]) {
+        for (i, text) in lines.iter().enumerate() {
+            c.count_line(&Line::new(source, path, ID, i as u64, text));
+        }
+    }
+
+    #[test]
+    fn counts_lines_and_matches_per_file_and_in_all() {
+        let mut c = counter(&[("errors", "ERROR|FATAL"), ("start", "^start")]);
+        feed(
+            &mut c,
+            0,
+            "/a",
+            &[b"start ERROR", b"ok", b"FATAL \xff not utf-8"],
+        );
+        feed(&mut c, 1, "/b", &[b"ERROR", b"a start"]);
+        let expect = [
+            ("lines", 5),
+            ("errors", 3),
+            ("start", 1),
+            ("/a:lines", 3),
+            ("/a:errors", 2),
+            ("/a:start", 1),
+            ("/b:lines", 2),
+            ("/b:errors", 1),
+            ("/b:start", 0),
+        ];
+        for (key, n) in expect {
+            assert_eq!(c.count(key), n, "{key}");
+        }
+    }
+
+    #[test]
+    fn counts_survive_a_restart() {
+        let mut c = counter(&[("errors", "ERROR")]);
+        feed(&mut c, 0, "/a", &[b"ERROR", b"x"]);
+        let saved = c.persist().unwrap();
+        let mut d = counter(&[("errors", "ERROR")]);
+        d.restore(Some(&saved)).unwrap();
+        feed(&mut d, 7, "/a", &[b"ERROR"]);
+        assert_eq!(
+            (d.count("lines"), d.count("errors"), d.count("/a:lines")),
+            (3, 2, 3)
+        );
+        let bad = serde_json::json!({"counts": {"lines": "many"}});
+        assert!(counter(&[]).restore(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_by_name_and_change_nothing() {
+        let mut c = counter(&[("errors", "ERROR")]);
+        for (name, pattern, why) in [
+            ("broken", "(", "pattern 'broken'"),
+            ("lines", "x", "'lines' is the name"),
+            ("a:b", "x", "only letters"),
+            ("", "x", "must not be empty"),
+        ] {
+            let mut settings = CountSettings::default();
+            settings.patterns.insert(name.into(), pattern.into());
+            let err = c.apply(settings).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        assert_eq!(c.settings().patterns.len(), 1);
+        feed(&mut c, 0, "/a", &[b"ERROR"]);
+        assert_eq!(c.count("errors"), 1);
+    }
+
+    #[test]
+    fn interned_names_are_allocated_once() {
+        let a = intern("/x:lines");
+        let b = intern(&String::from("/x:lines"));
+        assert!(std::ptr::eq(a, b));
+    }
+}

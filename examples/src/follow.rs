@@ -42,10 +42,11 @@
 //! # Back-pressure
 //!
 //! One look emits at most `batch` lines in all (files take turns at going first). When there
-//! is more to read, or the sequential queue is full (the line is handed back and read again
-//! later), the next look is scheduled on the sequential queue, behind the lines just emitted,
-//! instead of after `poll_ms`: a backlog drains as fast as the pipeline handles it, and the
-//! queue never holds more than about one batch of lines.
+//! is more to read, the next look is scheduled on the sequential queue, behind the lines just
+//! emitted, instead of after `poll_ms`: a backlog drains as fast as the pipeline handles it,
+//! and the queue holds at most about one batch of lines. When the queue is full, the line it
+//! hands back is dropped and read again later, and the next look waits until the lines in
+//! flight are handled (counter `queue_full`). Nothing is lost either way.
 //!
 //! # Allocation
 //!
@@ -643,6 +644,8 @@ pub struct Follower<U> {
     saved: BTreeMap<String, Position>,
     /// The pending poll timer, if the next look waits for one.
     timer: Option<TimerHandle>,
+    /// The next look waits until the lines in flight are handled (the queue was full).
+    resume: bool,
     /// Which file goes first at the next look.
     first: usize,
     buf: Vec<u8>,
@@ -688,6 +691,7 @@ impl<U: FollowEvents> Follower<U> {
             next_source: 0,
             saved: BTreeMap::new(),
             timer: None,
+            resume: false,
             first: 0,
             buf: Vec::new(),
             pool: Pool::default(),
@@ -770,6 +774,12 @@ impl<U: FollowEvents> Follower<U> {
                 Ok(()) => return,
                 Err(e) => drop(e.into_event()),
             }
+            // The queue is full. With lines of ours in it, look again once they are handled
+            // (see `handled_line`): there is room then.
+            if self.in_flight() > 0 {
+                self.resume = true;
+                return;
+            }
         }
         match ctx.schedule_after(Milliseconds(self.settings.poll_ms), U::poll()) {
             Ok(handle) => self.timer = Some(handle),
@@ -781,7 +791,12 @@ impl<U: FollowEvents> Follower<U> {
     }
 
     fn poll(&mut self, ctx: &mut Context<'_, U, StdClock>) {
-        self.timer = None;
+        // Normally this poll is the timer's own event; a poll from elsewhere replaces it, so
+        // exactly one look stays pending.
+        if let Some(handle) = self.timer.take() {
+            let _ = ctx.cancel(handle);
+        }
+        self.resume = false;
         if ctx.is_done() {
             return;
         }
@@ -810,12 +825,21 @@ impl<U: FollowEvents> Follower<U> {
         self.arm(ctx, more);
     }
 
-    fn handled_line(&mut self, line: &Line) {
+    fn handled_line(&mut self, ctx: &mut Context<'_, U, StdClock>, line: &Line) {
         if let Some(t) = self.files.iter_mut().find(|t| t.source == line.source) {
             t.in_flight = t.in_flight.saturating_sub(1);
             t.handled = Some(Position::new(line.id, line.end));
             t.settle();
         }
+        if self.resume && self.in_flight() == 0 {
+            self.resume = false;
+            self.arm(ctx, true);
+        }
+    }
+
+    /// Lines emitted and not handled yet, of every file.
+    fn in_flight(&self) -> u64 {
+        self.files.iter().map(|t| t.in_flight).sum()
     }
 }
 
@@ -971,7 +995,7 @@ impl<U: FollowEvents> Component<U, StdClock> for Follower<U> {
         match event {
             Event::User(e) => {
                 if let Some(line) = e.as_line() {
-                    self.handled_line(line);
+                    self.handled_line(ctx, line);
                 } else if e.kind() == U::POLL_KIND {
                     self.poll(ctx);
                 }
@@ -1070,5 +1094,333 @@ impl<U: FollowEvents> Service<U> for Follower<U> {
             .filter_map(|t| Some((t.label.to_string(), t.saved()?)))
             .collect();
         serde_json::to_value(Saved { files }).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use zendaemon::core::{Idle, Kernel, Settings};
+
+    /// Records the lines it sees (after the follower in the pipeline).
+    struct Collect(Rc<RefCell<Vec<String>>>);
+
+    impl Component<FollowEvent, StdClock> for Collect {
+        fn name(&self) -> &'static str {
+            "collect"
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            routes.append(Kind::user(FollowEvent::LINE_KIND))
+        }
+        fn handle(
+            &mut self,
+            _: &mut Context<'_, FollowEvent, StdClock>,
+            event: &mut Event<FollowEvent>,
+        ) -> Flow {
+            if let Event::User(FollowEvent::Line(line)) = event {
+                let text = String::from_utf8_lossy(line.text()).into_owned();
+                self.0.borrow_mut().push(text);
+            }
+            Flow::Continue
+        }
+    }
+
+    /// A kernel with a follower and a collector; `look` polls and returns the new lines.
+    struct Rig<'c, const S: usize> {
+        kernel: Kernel<'c, FollowEvent, StdClock, 2, 9, 2, S, 8>,
+        seen: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl<'c, const S: usize> Rig<'c, S> {
+        fn new(follower: &'c mut Follower<FollowEvent>, collect: &'c mut Collect) -> Self {
+            let seen = Rc::clone(&collect.0);
+            let mut kernel: Kernel<'c, FollowEvent, StdClock, 2, 9, 2, S, 8> =
+                Kernel::new(Settings::default());
+            kernel.add(follower).unwrap();
+            kernel.add(collect).unwrap();
+            kernel.start(StdClock::now()).unwrap();
+            Rig { kernel, seen }
+        }
+
+        /// Dispatches what is queued, without a new look.
+        fn drain(&mut self) -> Vec<String> {
+            assert_eq!(
+                self.kernel.run_until_idle(StdClock::now()),
+                Ok(Idle::Waiting)
+            );
+            std::mem::take(&mut *self.seen.borrow_mut())
+        }
+
+        fn look(&mut self) -> Vec<String> {
+            self.kernel
+                .queue()
+                .schedule(Event::User(FollowEvent::Poll))
+                .unwrap();
+            self.drain()
+        }
+    }
+
+    struct Dir(tempfile::TempDir);
+
+    impl Dir {
+        fn new() -> Dir {
+            Dir(tempfile::tempdir().unwrap())
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.path().join(name)
+        }
+        fn append(&self, name: &str, text: &str) {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
+        /// A follower of `files`, polled only by hand (`look`).
+        fn follower(
+            &self,
+            files: &[&str],
+            f: impl FnOnce(&mut FollowSettings),
+        ) -> Follower<FollowEvent> {
+            let mut settings = FollowSettings {
+                files: files.iter().map(PathBuf::from).collect(),
+                poll_ms: 3_600_000,
+                start_at: StartAt::Beginning,
+                ..FollowSettings::default()
+            };
+            f(&mut settings);
+            let mut follower = Follower::new("tail");
+            follower.apply(settings, self.0.path()).unwrap();
+            follower
+        }
+    }
+
+    fn collect() -> Collect {
+        Collect(Rc::default())
+    }
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn appended_lines_in_order_and_partial_lines_wait() {
+        let dir = Dir::new();
+        dir.append("a.log", "one\ntwo\nthr");
+        let (mut f, mut c) = (dir.follower(&["a.log"], |_| {}), collect());
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&["one", "two"]));
+        assert_eq!(rig.look(), lines(&[]));
+        dir.append("a.log", "ee\n\nfour\n");
+        assert_eq!(rig.look(), lines(&["three", "", "four"]));
+        drop(rig);
+        let end = fs::metadata(dir.path("a.log")).unwrap().len();
+        assert_eq!(f.handled(&dir.path("a.log")).unwrap().offset, end);
+    }
+
+    #[test]
+    fn start_at_end_skips_what_is_there_but_a_line_being_written() {
+        let dir = Dir::new();
+        dir.append("a.log", "old\nolder\nhalf");
+        let mut f = dir.follower(&["a.log"], |s| s.start_at = StartAt::End);
+        let mut c = collect();
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&[]));
+        dir.append("a.log", " done\nnew\n");
+        assert_eq!(rig.look(), lines(&["half done", "new"]));
+    }
+
+    #[test]
+    fn rotation_by_rename_finishes_the_old_file_first() {
+        let dir = Dir::new();
+        dir.append("a.log", "1\n");
+        let (mut f, mut c) = (dir.follower(&["a.log"], |_| {}), collect());
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&["1"]));
+        // A writer still holding the old file writes on after the rename.
+        let mut old = OpenOptions::new()
+            .append(true)
+            .open(dir.path("a.log"))
+            .unwrap();
+        fs::rename(dir.path("a.log"), dir.path("a.log.1")).unwrap();
+        old.write_all(b"2\n").unwrap();
+        // Nothing at the path yet: the old file is read on.
+        assert_eq!(rig.look(), lines(&["2"]));
+        old.write_all(b"3\nunfinished").unwrap();
+        dir.append("a.log", "new 1\nnew 2\n");
+        assert_eq!(rig.look(), lines(&["3", "unfinished", "new 1", "new 2"]));
+        dir.append("a.log", "new 3\n");
+        assert_eq!(rig.look(), lines(&["new 3"]));
+        drop(rig);
+        let saved = f.handled(&dir.path("a.log")).unwrap();
+        let meta = fs::metadata(dir.path("a.log")).unwrap();
+        assert_eq!((saved.ino, saved.offset), (meta.ino(), meta.len()));
+        assert_eq!(f.counters.get("rotations"), 1);
+    }
+
+    #[test]
+    fn truncation_reads_from_the_start() {
+        let dir = Dir::new();
+        dir.append("a.log", "aaaa\nbbbb\n");
+        let (mut f, mut c) = (dir.follower(&["a.log"], |_| {}), collect());
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&["aaaa", "bbbb"]));
+        // copytruncate: copy, then truncate in place.
+        fs::copy(dir.path("a.log"), dir.path("a.log.1")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(dir.path("a.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        dir.append("a.log", "c\n");
+        assert_eq!(rig.look(), lines(&["c"]));
+        drop(rig);
+        assert_eq!(f.counters.get("truncations"), 1);
+        assert_eq!(f.handled(&dir.path("a.log")).unwrap().offset, 2);
+    }
+
+    #[test]
+    fn a_missing_file_is_read_from_its_start_once_it_appears() {
+        let dir = Dir::new();
+        let mut f = dir.follower(&["late.log"], |s| s.start_at = StartAt::End);
+        let mut c = collect();
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&[]));
+        dir.append("late.log", "first\n");
+        assert_eq!(rig.look(), lines(&["first"]));
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        let dir = Dir::new();
+        dir.append("a.log", &format!("{}\nshort\n", "x".repeat(40)));
+        let (mut f, mut c) = (dir.follower(&["a.log"], |s| s.max_line = 16), collect());
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        let x = |n| "x".repeat(n);
+        assert_eq!(rig.look(), vec![x(16), x(16), x(8), "short".into()]);
+    }
+
+    #[test]
+    fn batches_and_a_full_queue_lose_nothing() {
+        let dir = Dir::new();
+        for name in ["a", "b"] {
+            let text: String = (0..100).map(|i| format!("{name}{i}\n")).collect();
+            dir.append(&format!("{name}.log"), &text);
+        }
+        // 10 lines per look into a queue with room for 4: lines are handed back and read
+        // again, and the next look waits until the queue drained.
+        let mut f = dir.follower(&["a.log", "b.log"], |s| s.batch = 10);
+        let mut c = collect();
+        let mut rig = Rig::<4>::new(&mut f, &mut c);
+        let seen = rig.drain();
+        for name in ["a", "b"] {
+            let of_file: Vec<&String> = seen.iter().filter(|l| l.starts_with(name)).collect();
+            let expected: Vec<String> = (0..100).map(|i| format!("{name}{i}")).collect();
+            assert_eq!(of_file, expected.iter().collect::<Vec<_>>());
+        }
+        assert_eq!(seen.len(), 200);
+        drop(rig);
+        assert!(f.counters.get("queue_full") > 0);
+        // Buffers came back to the pool: the steady state allocates nothing per line.
+        assert!(f.pooled_buffers() > 0);
+    }
+
+    #[test]
+    fn a_restart_resumes_after_the_last_handled_line() {
+        let dir = Dir::new();
+        dir.append("a.log", "1\n2\n");
+        let (mut f, mut c) = (dir.follower(&["a.log"], |_| {}), collect());
+        let mut rig = Rig::<64>::new(&mut f, &mut c);
+        assert_eq!(rig.look(), lines(&["1", "2"]));
+        dir.append("a.log", "3\n4\n");
+        // Read and queued, but the run ends before they are handled.
+        rig.kernel
+            .queue()
+            .schedule(Event::User(FollowEvent::Poll))
+            .unwrap();
+        rig.kernel.step(StdClock::now()).unwrap();
+        assert_eq!(rig.seen.borrow().len(), 0);
+        drop(rig);
+        let saved = f.persist().unwrap();
+        assert_eq!(
+            saved["files"][&*dir.path("a.log").to_string_lossy()]["offset"],
+            4
+        );
+
+        // The next run: the queued lines are read again, nothing before them.
+        let mut f2 = dir.follower(&["a.log"], |_| {});
+        f2.restore(Some(&saved)).unwrap();
+        let mut c2 = collect();
+        let mut rig = Rig::<64>::new(&mut f2, &mut c2);
+        assert_eq!(rig.look(), lines(&["3", "4"]));
+        drop(rig);
+        let saved = f2.persist().unwrap();
+
+        // Replaced while the daemon was down: the new file from its start.
+        fs::rename(dir.path("a.log"), dir.path("a.log.1")).unwrap();
+        dir.append("a.log", "n1\n");
+        let mut f3 = dir.follower(&["a.log"], |s| s.start_at = StartAt::End);
+        f3.restore(Some(&saved)).unwrap();
+        let mut c3 = collect();
+        let mut rig = Rig::<64>::new(&mut f3, &mut c3);
+        assert_eq!(rig.look(), lines(&["n1"]));
+        drop(rig);
+        let saved = f3.persist().unwrap();
+
+        // Truncated while the daemon was down: from the start.
+        fs::write(dir.path("a.log"), "t\n").unwrap();
+        let mut f4 = dir.follower(&["a.log"], |s| s.start_at = StartAt::End);
+        f4.restore(Some(&saved)).unwrap();
+        let mut c4 = collect();
+        let mut rig = Rig::<64>::new(&mut f4, &mut c4);
+        // "n1\n" was 3 bytes, "t\n" is 2: shorter, so read again from the start.
+        assert_eq!(rig.look(), lines(&["t"]));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_and_change_nothing() {
+        let dir = Dir::new();
+        let mut f = dir.follower(&["a.log"], |_| {});
+        let before = f.settings().clone();
+        for (bad, why) in [
+            (
+                FollowSettings {
+                    files: vec![],
+                    ..before.clone()
+                },
+                "no file",
+            ),
+            (
+                FollowSettings {
+                    poll_ms: 0,
+                    ..before.clone()
+                },
+                "poll_ms",
+            ),
+            (
+                FollowSettings {
+                    files: vec!["x".into(), "x".into()],
+                    ..before.clone()
+                },
+                "twice",
+            ),
+            (
+                FollowSettings {
+                    max_line: 1,
+                    ..before.clone()
+                },
+                "max_line",
+            ),
+        ] {
+            let err = f.apply(bad, dir.0.path()).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        assert_eq!(f.settings(), &before);
+        let err = serde_json::from_str::<FollowSettings>(r#"{"file": ["a"]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `file`"), "{err}");
     }
 }
