@@ -1,9 +1,15 @@
 """Start time, resident memory and full-loop dispatch of a pyzenkit daemon (daemon.py).
 
-    python measure.py [--quick] [--events N]
+    python measure.py [--quick] [--events N] [--demo PATH_OF_OUR_DEMO]
 
 The same measurements, by the same method, as std-shell/benches/daemon.rs's `dispatch` and
 `start` groups; prints `figure <name> <value>` lines (.ci/pyzenkit-bench reads them).
+
+With `--demo`, also the two demo daemons, in the foreground: pyzenkit's own DemoZenDaemon
+(`python -m pyzenkit.zendaemon`; it writes its files to /tmp/demo-zendaemon.py*) until it
+logs "Performing component startup...", its component's start callback; and ours
+(examples/src/bin/demo.rs, every path in a temporary directory) until READY=1, which follows
+its `start` pipeline. Then VmRSS, then SIGTERM.
 """
 
 import os
@@ -105,12 +111,70 @@ def stop(pid):
         time.sleep(0.002)
 
 
+def spawn_until(args, env, cwd, ready):
+    """Spawns a daemon; returns (process, seconds until `ready(process)` returned true)."""
+    t0 = time.monotonic()
+    child = subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not ready(child):
+        child.kill()
+        raise RuntimeError("{} never became ready".format(args[0]))
+    return child, time.monotonic() - t0
+
+
+def demos(ours, runs):
+    with tempfile.TemporaryDirectory() as tmp:
+        notify = os.path.join(tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(notify)
+        sock.settimeout(30)
+
+        def ours_ready(child):
+            while True:
+                if b"READY=1" in sock.recv(512).split(b"\n"):
+                    return True
+
+        def theirs_ready(child):
+            for line in child.stdout:
+                if b"Performing component startup" in line:
+                    return True
+            return False
+
+        env_ours = dict(os.environ, NOTIFY_SOCKET=notify, XDG_RUNTIME_DIR=tmp, XDG_CONFIG_HOME=tmp)
+        args_ours = [ours, "--no-daemon", "--log-level", "warn"]
+        for flag, name in (("--pid-file", "demo.pid"), ("--runlog-dir", "runlogs"),
+                           ("--state-file", "demo.state"), ("--pstate-file", "demo.pstate"),
+                           ("--log-file", "demo.log"), ("--config-file", "demo.json.conf"),
+                           ("--config-dir", "demo.d"), ("--work-dir", "")):
+            args_ours += [flag, os.path.join(tmp, name)]
+        with open(os.path.join(tmp, "demo.json.conf"), "w") as conf:
+            conf.write("{}\n")
+        os.mkdir(os.path.join(tmp, "demo.d"))
+        args_theirs = [sys.executable, "-m", "pyzenkit.zendaemon"]
+
+        for side, args, env, ready in (("ours", args_ours, env_ours, ours_ready),
+                                       ("theirs", args_theirs, dict(os.environ), theirs_ready)):
+            times, rss = [], []
+            for _ in range(runs):
+                child, secs = spawn_until(args, env, tmp, ready)
+                times.append(secs)
+                rss.append(proc_status_kib(child.pid, "VmRSS:"))
+                child.send_signal(signal.SIGTERM)
+                child.stdout.close()
+                child.wait(timeout=30)
+            print("figure demo_{}_ready_p50_ms {}".format(side, percentile(times, 50) * 1e3))
+            print("figure demo_{}_ready_max_ms {}".format(side, max(times) * 1e3))
+            print("figure demo_{}_rss_kib {}".format(side, percentile(rss, 50)))
+
+
 def main():
     quick = "--quick" in sys.argv
     events = 1000000
     if "--events" in sys.argv:
         events = int(sys.argv[sys.argv.index("--events") + 1])
     runs = 10 if quick else 30
+    if "--demo" in sys.argv:
+        demos(os.path.abspath(sys.argv[sys.argv.index("--demo") + 1]), runs)
     env = Env()
 
     fg, bg, launcher_exit, rss = [], [], [], []
