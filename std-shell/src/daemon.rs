@@ -82,13 +82,14 @@
 //!
 //! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
 //! (logrotate); the configuration files are read again. Broken files, or a service refusing
-//! its new section, keep the whole old configuration (see [`service`](crate::service)); this is
-//! logged as an error but does not fail the run. On success the shell applies the log level,
-//! a new log file, new runlog directory, state and persistent state files, and the statistics
-//! and runlog intervals (re-armed from now); then [`Event::Reload`] goes through the kernel and
-//! `READY=1` follows it. Settings that only take effect at a start (pidfile, user, group,
-//! chroot, working directory, umask, daemon mode, parallel mode, stop timeout) are logged as
-//! such when they change.
+//! its new section, keep the whole old configuration (see [`service`]); this is logged as an
+//! error but does not fail the run. On success the shell applies the log level, a new log
+//! file, new runlog directory, state and persistent state files, the statistics and runlog
+//! intervals (re-armed from now), and the stop timeout (for the next stop: the
+//! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
+//! starts at that stop); then [`Event::Reload`] goes through the kernel and `READY=1` follows
+//! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
+//! directory, umask, daemon mode, parallel mode) are logged as such when they change.
 //!
 //! # Stopping
 //!
@@ -140,7 +141,7 @@ use crate::pidfile::Pidfile;
 use crate::pstate::Pstate;
 use crate::report::{self, RunInfo};
 use crate::runlog;
-use crate::service::{Service, Services};
+use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
 use crate::watchdog::StopWatchdog;
 
@@ -170,7 +171,8 @@ pub struct Daemon<
     const T: usize = DEFAULT_TIMED,
 > {
     name: String,
-    services: Services<'c, U>,
+    /// The services, in the order they were added; the kernel takes them over at the start.
+    services: Vec<&'c mut (dyn Service<U> + 'c)>,
     args: Option<Vec<String>>,
     /// The program's own defaults for shell settings ([`Daemon::default_setting`]).
     program_defaults: serde_json::Map<String, serde_json::Value>,
@@ -182,7 +184,10 @@ impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T:
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("name", &self.name)
-            .field("services", &self.services)
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -205,7 +210,7 @@ where
     pub fn with_capacities(name: &str) -> Self {
         Self {
             name: name.to_owned(),
-            services: Services::new(),
+            services: Vec::new(),
             args: None,
             program_defaults: serde_json::Map::new(),
         }
@@ -272,7 +277,7 @@ where
         let keys: Vec<&'static str> = {
             let mut keys: Vec<&'static str> = self
                 .services
-                .each(&mut ())
+                .iter()
                 .filter_map(|s| s.config_key())
                 .collect();
             keys.sort_unstable();
@@ -298,7 +303,7 @@ where
             runtime_dir: defaults.runtime_dir.clone(),
             config,
         };
-        launch.start::<U, M, K, H, S, T>(&mut self.services)
+        launch.start::<U, M, K, H, S, T>(self.services)
     }
 }
 
@@ -446,7 +451,7 @@ impl Early<'_> {
 impl Launch {
     fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         self,
-        services: &mut Services<'_, U>,
+        mut services: Vec<&mut (dyn Service<U> + '_)>,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -478,7 +483,7 @@ impl Launch {
         }
 
         // Configure and restore the services, build the kernel: all before forking.
-        for s in services.each_mut(&mut ()) {
+        for s in &mut services {
             if let Err(e) = s.configure(&self.config) {
                 return early.fail(&e);
             }
@@ -487,7 +492,7 @@ impl Launch {
             Ok(p) => p,
             Err(e) => return early.fail(&e),
         };
-        for s in services.each_mut(&mut ()) {
+        for s in &mut services {
             if let Err(e) = s.restore(pstate.get(s.name())) {
                 return early.fail(&e);
             }
@@ -500,12 +505,11 @@ impl Launch {
             return early.fail(&e);
         }
         let requests = Requests::new();
-        let mut slots = services.slots();
-        let mut kernel: Box<Kernel<'_, U, StdClock, M, K, H, S, T>> =
+        let mut kernel: Box<ServiceKernel<'_, U, M, K, H, S, T>> =
             Box::new(Kernel::new(kernel_settings(&settings)));
-        for slot in &mut slots {
-            let name = zendaemon_core::Component::name(slot);
-            if let Err(e) = kernel.add(slot) {
+        for service in services {
+            let name = service.name();
+            if let Err(e) = kernel.add(service) {
                 let e = Error::Daemon(format!("cannot add component '{name}': {e}"));
                 return early.fail(&e);
             }
@@ -600,7 +604,7 @@ impl Launch {
             Ok(s) => s,
             Err(e) => return late.fail(&e, &pidfile),
         };
-        for s in services.each_mut(&mut *kernel) {
+        for s in kernel.components_mut() {
             if let Err(e) = s.activate() {
                 let e = match e {
                     Error::Daemon(m) => Error::Daemon(format!("component '{}': {m}", s.name())),
@@ -638,8 +642,8 @@ impl Launch {
         }
         late.ready();
         runner.ready(pid, &pid_path);
-        let reason = runner.run(&mut kernel, services, &signals, &requests);
-        runner.finish(reason, &mut kernel, services, &mut pstate)
+        let reason = runner.run(&mut kernel, &signals, &requests);
+        runner.finish(reason, &mut kernel, &mut pstate)
     }
 }
 
@@ -692,7 +696,7 @@ struct Runner {
 }
 
 type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize> =
-    Kernel<'k, U, StdClock, M, KK, H, S, T>;
+    ServiceKernel<'k, U, M, KK, H, S, T>;
 
 impl Runner {
     fn notify(&self, what: impl FnOnce(&Notifier) -> Result<()>) {
@@ -780,7 +784,6 @@ impl Runner {
     fn run<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        services: &mut Services<'_, U>,
         signals: &Signals,
         requests: &Requests,
     ) -> EndReason
@@ -789,7 +792,7 @@ impl Runner {
     {
         loop {
             let next_ping = self.ping_if_due(StdInstant::now());
-            self.take_signals(kernel, services, signals, requests);
+            self.take_signals(kernel, signals, requests);
             let now = StdClock::now();
             match kernel.step(now) {
                 Ok(Step::Dispatched { kind, .. }) => self.after(kind, kernel, now),
@@ -834,7 +837,6 @@ impl Runner {
     >(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        services: &mut Services<'_, U>,
         signals: &Signals,
         requests: &Requests,
     ) where
@@ -860,7 +862,7 @@ impl Runner {
                         log::info!("received SIGHUP: ignored while stopping");
                     } else {
                         log::info!("received SIGHUP: reloading");
-                        if self.reload(kernel, services) {
+                        if self.reload(kernel) {
                             requests.post(Request::Reload);
                         }
                     }
@@ -954,7 +956,6 @@ impl Runner {
     fn reload<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        services: &mut Services<'_, U>,
     ) -> bool
     where
         U: UserEvent + Clone,
@@ -971,24 +972,7 @@ impl Runner {
                 return false;
             }
         };
-        let mut accepted = 0;
-        let mut refused = None;
-        for s in services.each_mut(kernel) {
-            if let Err(e) = s.configure(&new) {
-                refused = Some((s.name(), e));
-                break;
-            }
-            accepted += 1;
-        }
-        if let Some((name, e)) = refused {
-            for s in services.each_mut(kernel).take(accepted) {
-                if let Err(e) = s.configure(&self.config) {
-                    log::error!(
-                        "component '{}' refused its previous configuration: {e}",
-                        s.name()
-                    );
-                }
-            }
+        if let Err((name, e)) = service::configure_all(kernel, &new, &self.config) {
             log::error!(
                 "reload refused by component '{name}', keeping the previous configuration: {e}"
             );
@@ -1030,12 +1014,21 @@ impl Runner {
             ("group", old.group != s.group),
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
-            ("stop_timeout", old.stop_timeout != s.stop_timeout),
         ];
         for (key, changed) in restart_only {
             if changed {
                 log::warn!("'{key}' changed: it takes effect at the next start");
             }
+        }
+        if old.stop_timeout != s.stop_timeout {
+            // Reload is refused while stopping, so no stop is under way: both the kernel's
+            // `terminate` deadline and the stop watchdog (`begin_stop` reads `self.config`)
+            // use the new value at the next stop.
+            kernel.set_stop_timeout(millis(s.stop_timeout));
+            log::info!(
+                "'stop_timeout' changed to {} s: it applies to the next stop",
+                s.stop_timeout.as_secs_f64()
+            );
         }
         if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
             if let Err(e) = self.arm(kernel) {
@@ -1098,7 +1091,6 @@ impl Runner {
         mut self,
         reason: EndReason,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        services: &mut Services<'_, U>,
         pstate: &mut Pstate,
     ) -> i32
     where
@@ -1109,7 +1101,7 @@ impl Runner {
             self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
         }
         let mut persisted = false;
-        for s in services.each(kernel) {
+        for s in kernel.components() {
             if let Some(v) = s.persist() {
                 pstate.set(s.name(), v);
                 persisted = true;

@@ -93,6 +93,19 @@
 //! `ticker --action status` asks whether it runs, `kill -USR1` makes it write a runlog, and so
 //! on: see [`daemon`] for the whole life of a run, [`actions`] for the control actions.
 //!
+//! # Under systemd
+//!
+//! Run the daemon in the foreground (`--no-daemon`) as a `Type=notify` service: the shell
+//! tells systemd when it is ready, reloading and stopping, and pings `WatchdogSec=` when asked
+//! to ([`notify`]). Set `KillSignal=SIGINT`: `SIGINT` is the graceful stop, while `SIGTERM`,
+//! systemd's default, ends a run at once, without `stop`. Reload with `SIGHUP`. The unit
+//! `std-shell/examples/zendaemon-demo.service` in the repository does all this for the demo
+//! daemon (`demo`, in the `zendaemon-examples` package):
+//!
+//! ```ini
+#![doc = include_str!("../examples/zendaemon-demo.service")]
+//! ```
+//!
 //! # Anatomy
 //!
 //! * The runner: [`daemon`] ([`Daemon`]), [`service`] ([`Service`]), [`clock`] ([`StdClock`]),
@@ -111,8 +124,10 @@
 //!
 //! * Linux (the thread count before forking comes from `/proc`; abstract notify sockets).
 //! * One [`Daemon`] per process: it installs the process's logger and signal handlers.
-//! * The kernel borrows the components; the shell reaches them between kernel steps through a
-//!   small forwarding slot (see [`service`]), its one `unsafe` spot.
+//! * The kernel borrows the components (`&mut`) for the whole run, so they must outlive the
+//!   [`Daemon`] (locals of `main` do). The shell reaches them between kernel steps through the
+//!   kernel itself, which holds them as [`Service`]s (see [`service`]); the runner has no
+//!   `unsafe` of its own.
 //! * With `--chroot-dir`, files opened by path after the chroot (runlogs, state files, a log
 //!   file reopened on `SIGHUP`) resolve inside it.
 #![warn(missing_docs, missing_debug_implementations)]

@@ -30,7 +30,7 @@
 //! `config-view` shows it); from zendaemon_core's `Kernel::state` snapshot, `routes`: every
 //! event kind with the names of the components handling it, in pipeline order, and
 //! `components`: each component's own state (its
-//! [`Component::state`](zendaemon_core::Component::state) fields); `runlog`: the shell's runlog
+//! [`Component::state`] fields); `runlog`: the shell's runlog
 //! as it would be saved now.
 //!
 //! Keys are sorted at every level and the JSON is indented, as pyzenkit wrote it.
@@ -39,7 +39,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 
 use embedded_time::Instant;
 use serde_json::{json, Map, Value};
-use zendaemon_core::{Kernel, UserEvent};
+use zendaemon_core::{Component, Kernel, UserEvent};
 
 use crate::clock::StdClock;
 use crate::config::Config;
@@ -122,7 +122,9 @@ impl RunInfo {
     }
 }
 
-/// The runlog's `statistics` (see the [module documentation](self)).
+/// The runlog's `statistics` (see the [module documentation](self)). `D` is how the kernel
+/// holds its components (any [`Component`] object type: the runner's kernel holds
+/// [`Service`](crate::Service)s).
 pub fn statistics<
     U,
     const M: usize,
@@ -130,12 +132,14 @@ pub fn statistics<
     const H: usize,
     const S: usize,
     const T: usize,
+    D,
 >(
-    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T>,
+    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T, D>,
     now: Instant<StdClock>,
 ) -> Value
 where
     U: UserEvent + Clone,
+    D: ?Sized + Component<U, StdClock>,
 {
     json!({
         "time": runlog::unix_seconds(SystemTime::now()),
@@ -146,13 +150,22 @@ where
 }
 
 /// The runlog document as a sorted JSON value.
-pub fn runlog<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
+pub fn runlog<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+    D,
+>(
     info: &RunInfo,
-    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T>,
+    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T, D>,
     now: Instant<StdClock>,
 ) -> Value
 where
     U: UserEvent + Clone,
+    D: ?Sized + Component<U, StdClock>,
 {
     let header = info.header(kernel.stats().total_dispatched(), statistics(kernel, now));
     let mut v = serde_json::to_value(header).unwrap_or(Value::Null);
@@ -161,14 +174,15 @@ where
 }
 
 /// The state file's document (see the [module documentation](self)).
-pub fn state<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
+pub fn state<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize, D>(
     info: &RunInfo,
     config: &Config,
-    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T>,
+    kernel: &Kernel<'_, U, StdClock, M, K, H, S, T, D>,
     now: Instant<StdClock>,
 ) -> Value
 where
     U: UserEvent + Clone,
+    D: ?Sized + Component<U, StdClock>,
 {
     let mut v = match serde_json::to_value(kernel.state()) {
         Ok(Value::Object(m)) => m,

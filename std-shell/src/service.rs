@@ -22,33 +22,27 @@
 //! service refuses, the services before it are configured again with the previous
 //! configuration, which they accepted before, so every component ends up on the old one; the
 //! shell keeps it too. Only when all accepted does the shell apply its own settings and deliver
-//! [`Event::Reload`] through the kernel, so a component's
+//! [`Event::Reload`](zendaemon_core::Event::Reload) through the kernel, so a component's
 //! `Reload` handler already sees its new settings.
 //!
 //! # How the shell reaches components the kernel holds
 //!
-//! The kernel borrows its components (`&mut dyn Component`) for its whole life, yet a reload
-//! must call `configure` in the middle of it. The shell therefore hands the kernel a small
-//! forwarding slot per service and keeps a second pointer to the service itself. The two are
-//! never used at the same time: slots are only entered from inside a kernel method, and the
-//! shell only uses its pointers while it holds the kernel exclusively (`&mut`), that is, while
-//! no kernel method runs and no reference obtained through the kernel is alive. This is the
-//! one place with `unsafe` in the runner; each block states why it is sound, and Miri checks
-//! the pattern under both aliasing models (`cargo +nightly miri test -p zendaemon --lib
-//! service::`, with and without `MIRIFLAGS=-Zmiri-tree-borrows`).
-
-use std::fmt;
-use std::marker::PhantomData;
-use std::ptr::NonNull;
+//! The kernel borrows its components (`&mut`) for its whole life, yet a reload must call
+//! `configure` in the middle of it, and the end of the run `persist`. The runner's kernel
+//! therefore holds the services as what they are: its last type parameter, the object type of
+//! its components, is `dyn Service<U>` rather than the default `dyn Component`. Between two
+//! steps, while it holds the kernel exclusively, the runner reaches the services through it:
+//! [`Kernel::components_mut`] (and [`components`](Kernel::components)) yield them in the order
+//! they were added, with every `Service` method. Each service has one borrow, the kernel's,
+//! and the shell needs no `unsafe` for this: the borrow checker itself sees that no kernel
+//! method runs meanwhile.
 
 use serde_json::Value;
-use zendaemon_core::{
-    Component, Context, CounterSet, Event, Flow, RouteError, Routes, StateVisitor,
-};
+use zendaemon_core::{Component, Kernel, UserEvent};
 
 use crate::clock::StdClock;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A component that uses the shell's configuration, persistent state and start-up hooks.
 ///
@@ -65,7 +59,7 @@ pub trait Service<U>: Component<U, StdClock> {
     /// Takes its settings from the effective configuration, typically with
     /// [`Config::component`] or [`Config::component_or_default`] on its key. Called before
     /// forking (an error then ends the start with the error's exit code, 78 for
-    /// [`Error::Config`](crate::Error::Config)) and at every reload.
+    /// [`Error::Config`]) and at every reload.
     ///
     /// # Errors
     ///
@@ -96,7 +90,7 @@ pub trait Service<U>: Component<U, StdClock> {
     ///
     /// An error ends the start: in daemon mode the launching process prints it and exits
     /// with its exit code. For a failure of the component's own, return
-    /// [`Error::Daemon`](crate::Error::Daemon) with the message: the launcher prints
+    /// [`Error::Daemon`] with the message: the launcher prints
     /// `daemon failed to start: <message>` and exits 1.
     fn activate(&mut self) -> Result<()> {
         Ok(())
@@ -109,134 +103,69 @@ pub trait Service<U>: Component<U, StdClock> {
     }
 }
 
-/// The services of a daemon, reachable by the shell while the kernel holds their slots.
-pub(crate) struct Services<'c, U> {
-    ptrs: Vec<NonNull<dyn Service<U> + 'c>>,
-    _borrow: PhantomData<&'c mut (dyn Service<U> + 'c)>,
-}
+/// The kernel the runner drives: it holds the services as `dyn Service`, so the shell reaches
+/// them between steps (see the [module documentation](self)).
+pub(crate) type ServiceKernel<
+    'c,
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+> = Kernel<'c, U, StdClock, M, K, H, S, T, dyn Service<U> + 'c>;
 
-impl<U> fmt::Debug for Services<'_, U> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Services")
-            .field("len", &self.ptrs.len())
-            .finish()
+/// Configures every service of `kernel` with `new`, in order, all or nothing (see the [module
+/// documentation](self) on reload). When one refuses, the services before it are configured
+/// again with `old` (a refusal then is logged) and the refusing service's name and error come
+/// back.
+pub(crate) fn configure_all<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &mut ServiceKernel<'_, U, M, K, H, S, T>,
+    new: &Config,
+    old: &Config,
+) -> std::result::Result<(), (&'static str, Error)>
+where
+    U: UserEvent + Clone,
+{
+    let mut accepted = 0;
+    let mut refused = None;
+    for s in kernel.components_mut() {
+        if let Err(e) = s.configure(new) {
+            refused = Some((s.name(), e));
+            break;
+        }
+        accepted += 1;
     }
-}
-
-impl<'c, U> Services<'c, U> {
-    pub(crate) fn new() -> Self {
-        Self {
-            ptrs: Vec::new(),
-            _borrow: PhantomData,
+    let Some(refusal) = refused else {
+        return Ok(());
+    };
+    for s in kernel.components_mut().take(accepted) {
+        if let Err(e) = s.configure(old) {
+            log::error!(
+                "component '{}' refused its previous configuration: {e}",
+                s.name()
+            );
         }
     }
-
-    /// Takes over the caller's exclusive borrow of `service` for `'c`.
-    pub(crate) fn push(&mut self, service: &'c mut (dyn Service<U> + 'c)) {
-        self.ptrs.push(NonNull::from(service));
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.ptrs.len()
-    }
-
-    /// One forwarding slot per service, for the kernel.
-    pub(crate) fn slots(&self) -> Vec<Slot<'c, U>> {
-        self.ptrs
-            .iter()
-            .map(|&ptr| Slot {
-                ptr,
-                _borrow: PhantomData,
-            })
-            .collect()
-    }
-
-    /// The services, exclusively. `_kernel` is the kernel that holds their slots (or any
-    /// other value when no kernel does yet), borrowed exclusively: proof that no kernel method
-    /// runs and no reference obtained through the kernel is alive.
-    pub(crate) fn each_mut<P: ?Sized>(
-        &mut self,
-        _kernel: &mut P,
-    ) -> impl Iterator<Item = &mut (dyn Service<U> + 'c)> + '_ {
-        self.ptrs.iter_mut().map(|ptr| {
-            // SAFETY: the pointer comes from a `&'c mut` that `push` took over, so it is valid
-            // and nothing outside this value and its slots uses the service during `'c`.
-            // Slots are only entered from kernel methods; the caller holds the kernel
-            // exclusively, so none runs, and no reference out of a slot is alive. Each
-            // pointer is yielded once per call, so the `&mut`s do not overlap.
-            unsafe { ptr.as_mut() }
-        })
-    }
-
-    /// The services, shared. Same proof as [`each_mut`](Self::each_mut).
-    pub(crate) fn each<P: ?Sized>(
-        &self,
-        _kernel: &mut P,
-    ) -> impl Iterator<Item = &(dyn Service<U> + 'c)> + '_ {
-        self.ptrs.iter().map(|ptr| {
-            // SAFETY: as in `each_mut`; shared references only.
-            unsafe { ptr.as_ref() }
-        })
-    }
-}
-
-/// What the kernel holds for a service: forwards every [`Component`] method to it.
-pub(crate) struct Slot<'c, U> {
-    ptr: NonNull<dyn Service<U> + 'c>,
-    _borrow: PhantomData<&'c mut (dyn Service<U> + 'c)>,
-}
-
-impl<U> fmt::Debug for Slot<'_, U> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slot").field("name", &self.name()).finish()
-    }
-}
-
-impl<'c, U> Slot<'c, U> {
-    fn service(&self) -> &(dyn Service<U> + 'c) {
-        // SAFETY: valid as explained in `Services::each_mut`. A slot is entered only from a
-        // kernel method; `Services` hands out references only while the kernel is held
-        // exclusively, so none of them is alive now. Shared access from `&self`.
-        unsafe { self.ptr.as_ref() }
-    }
-
-    fn service_mut(&mut self) -> &mut (dyn Service<U> + 'c) {
-        // SAFETY: as in `service`; `&mut self` is the kernel's exclusive access to this slot,
-        // and the returned borrow is tied to it.
-        unsafe { self.ptr.as_mut() }
-    }
-}
-
-impl<U> Component<U, StdClock> for Slot<'_, U> {
-    fn name(&self) -> &'static str {
-        self.service().name()
-    }
-
-    fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
-        self.service_mut().setup(routes)
-    }
-
-    fn handle(&mut self, ctx: &mut Context<'_, U, StdClock>, event: &mut Event<U>) -> Flow {
-        self.service_mut().handle(ctx, event)
-    }
-
-    fn counters(&self) -> Option<&dyn CounterSet> {
-        self.service().counters()
-    }
-
-    fn counters_mut(&mut self) -> Option<&mut dyn CounterSet> {
-        self.service_mut().counters_mut()
-    }
-
-    fn state(&self, out: &mut dyn StateVisitor) {
-        self.service().state(out)
-    }
+    Err(refusal)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zendaemon_core::{Counters, Kernel, Kind, Settings, StateValue, Step, UserEvent};
+    use crate::cli::Cli;
+    use crate::paths::DefaultPaths;
+    use zendaemon_core::{
+        Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes, Settings, StateValue,
+        StateVisitor, Step,
+    };
 
     #[derive(Debug, Clone)]
     struct Tick;
@@ -250,18 +179,32 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
+    type TestKernel<'c> = ServiceKernel<'c, Tick, 4, 8, 4, 4, 4>;
+
+    /// Counts ticks, `factor` at a time; configured from its own section, a number.
     struct Counter {
+        name: &'static str,
         seen: u64,
         factor: u64,
         counters: Counters<2>,
     }
 
+    impl Counter {
+        fn new(name: &'static str) -> Self {
+            Counter {
+                name,
+                seen: 0,
+                factor: 1,
+                counters: Counters::new(),
+            }
+        }
+    }
+
     impl Component<Tick, StdClock> for Counter {
         fn name(&self) -> &'static str {
-            "counter"
+            self.name
         }
-        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+        fn setup(&mut self, routes: &mut Routes<'_>) -> std::result::Result<(), RouteError> {
             routes.append(Kind::user(0))
         }
         fn handle(&mut self, _: &mut Context<'_, Tick, StdClock>, _: &mut Event<Tick>) -> Flow {
@@ -281,51 +224,117 @@ mod tests {
     }
 
     impl Service<Tick> for Counter {
+        fn config_key(&self) -> Option<&'static str> {
+            Some(self.name)
+        }
+        fn configure(&mut self, config: &Config) -> Result<()> {
+            // All or nothing: deserialize first, then assign.
+            let factor: Option<u64> = config.component(self.name)?;
+            self.factor = factor.unwrap_or(1);
+            Ok(())
+        }
         fn persist(&self) -> Option<Value> {
             Some(serde_json::json!({ "seen": self.seen }))
         }
     }
 
+    /// A configuration whose file holds `text`.
+    fn config(dir: &tempfile::TempDir, text: &str) -> Config {
+        let d = dir.path();
+        std::fs::write(d.join("d.conf"), text).unwrap();
+        let defaults = DefaultPaths {
+            pid_file: d.join("d.pid"),
+            runlog_dir: d.join("r"),
+            state_file: d.join("d.state"),
+            pstate_file: d.join("d.pstate"),
+            log_file: d.join("d.log"),
+            config_file: d.join("d.conf"),
+            config_dir: d.join("d"),
+            runtime_dir: None,
+        };
+        Config::load("d", &Cli::default(), &defaults, &["a", "b", "c"]).unwrap()
+    }
+
+    fn persisted(kernel: &TestKernel<'_>) -> Vec<Option<Value>> {
+        kernel.components().map(|s| s.persist()).collect()
+    }
+
+    /// Dispatches one `tick` through the started kernel.
+    fn tick(kernel: &mut TestKernel<'_>) {
+        kernel.queue().schedule(Event::User(Tick)).unwrap();
+        assert_eq!(
+            kernel.step(StdClock::now()),
+            Ok(Step::Dispatched {
+                kind: Kind::user(0),
+                handlers: kernel.components().count() as u8
+            })
+        );
+    }
+
+    fn start(kernel: &mut TestKernel<'_>) {
+        kernel.start(StdClock::now()).unwrap();
+        assert!(matches!(
+            kernel.step(StdClock::now()),
+            Ok(Step::Dispatched {
+                kind: Kind::START,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn the_shell_reaches_a_service_between_kernel_steps() {
-        let mut counter = Counter {
-            factor: 1,
-            ..Counter::default()
-        };
-        let mut services = Services::new();
-        services.push(&mut counter);
-        let mut slots = services.slots();
-        let mut kernel: Kernel<'_, Tick, StdClock, 2, 8, 2, 4, 4> =
-            Kernel::new(Settings::default());
-        for slot in &mut slots {
-            kernel.add(slot).unwrap();
-        }
-        kernel.start(StdClock::now()).unwrap();
-        kernel.queue().schedule(Event::User(Tick)).unwrap();
-        // start, then the tick
-        for _ in 0..2 {
-            assert!(matches!(
-                kernel.step(StdClock::now()),
-                Ok(Step::Dispatched { .. })
-            ));
-        }
-        // Between steps: change the service through the shell's pointer.
-        for s in services.each_mut(&mut kernel) {
+        let mut counter = Counter::new("a");
+        let mut kernel = TestKernel::new(Settings::default());
+        kernel.add(&mut counter).unwrap();
+        start(&mut kernel);
+        tick(&mut kernel);
+        // Between steps: the service, with its `Service` methods, through the kernel.
+        for s in kernel.components_mut() {
             assert_eq!(s.persist(), Some(serde_json::json!({ "seen": 1 })));
+            s.configure(&config(&tempfile::tempdir().unwrap(), r#"{"a": 10}"#))
+                .unwrap();
         }
-        kernel.queue().schedule(Event::User(Tick)).unwrap();
-        let _ = kernel.step(StdClock::now());
-        // The kernel still sees the same object through its slot.
-        let names: Vec<_> = kernel.components().map(|c| c.name()).collect();
-        assert_eq!(names, ["counter"]);
+        tick(&mut kernel);
         let mut rates = Vec::new();
         kernel.for_each_rate(StdClock::now(), |c, k, r| rates.push((c, k, r.cnt)));
-        assert_eq!(rates, [("counter", "ticks", 2)]);
-        let persisted: Vec<_> = services.each(&mut kernel).map(|s| s.persist()).collect();
-        assert_eq!(persisted, [Some(serde_json::json!({ "seen": 2 }))]);
+        assert_eq!(rates, [("a", "ticks", 2)]);
+        assert_eq!(
+            persisted(&kernel),
+            [Some(serde_json::json!({ "seen": 11 }))]
+        );
         drop(kernel);
-        drop(slots);
-        drop(services);
-        assert_eq!(counter.seen, 2);
+        assert_eq!(counter.seen, 11);
+    }
+
+    #[test]
+    fn a_refusal_puts_the_services_before_it_back_on_the_old_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = config(&dir, r#"{"a": 2, "b": 3, "c": 4}"#);
+        let (mut a, mut b, mut c) = (Counter::new("a"), Counter::new("b"), Counter::new("c"));
+        let mut kernel = TestKernel::new(Settings::default());
+        for s in [&mut a, &mut b, &mut c] {
+            kernel.add(s).unwrap();
+        }
+        configure_all(&mut kernel, &old, &old).unwrap();
+        start(&mut kernel);
+        tick(&mut kernel);
+        let before = persisted(&kernel);
+        let seen = |a, b, c| [a, b, c].map(|n: u64| Some(serde_json::json!({ "seen": n })));
+        assert_eq!(before, seen(2, 3, 4));
+
+        // `b` refuses (not a number): `a` goes back to 2, `c` never saw the new one.
+        let bad = config(&dir, r#"{"a": 20, "b": "x", "c": 40}"#);
+        let (name, e) = configure_all(&mut kernel, &bad, &old).unwrap_err();
+        assert_eq!(name, "b");
+        assert!(e.to_string().contains('b'), "{e}");
+        tick(&mut kernel);
+        assert_eq!(persisted(&kernel), seen(4, 6, 8));
+
+        // All accept: all change.
+        let good = config(&dir, r#"{"a": 100, "b": 200, "c": 300}"#);
+        configure_all(&mut kernel, &good, &old).unwrap();
+        tick(&mut kernel);
+        assert_eq!(persisted(&kernel), seen(104, 206, 308));
     }
 }

@@ -232,6 +232,36 @@ fn a_stop_handler_that_never_returns_is_ended_at_the_stop_timeout() {
 }
 
 #[test]
+fn sighup_applies_a_changed_stop_timeout_to_the_next_stop() {
+    let env = Env::new("hupstop");
+    // Started with the default stop timeout, 30 s: longer than the test waits.
+    env.write_config(r#"{"worker": {"hang_on_stop": true}}"#);
+    let mut fg = env.spawn_fg(&[]);
+    env.reload(
+        fg.pid,
+        r#"{"stop_timeout": 0.2, "worker": {"hang_on_stop": true}}"#,
+    );
+    fg.wait_log("reload complete");
+    let log = fg.stderr();
+    assert!(
+        log.contains("'stop_timeout' changed to 0.2 s: it applies to the next stop"),
+        "{log}"
+    );
+    assert!(!log.contains("next start"), "{log}");
+    fg.signal(Signal::SIGINT);
+    fg.wait_log("hanging in its stop handler");
+    // The stop watchdog uses the reloaded timeout.
+    let code = fg.wait();
+    let log = fg.stderr();
+    assert_eq!(code, code::FAILURE, "{log}");
+    assert!(
+        log.contains("did not return within the stop timeout of 0.2 s (plus 0.1 s)"),
+        "{log}"
+    );
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+}
+
+#[test]
 fn sigterm_ends_the_daemon_and_removes_the_pidfile() {
     let env = Env::new("term");
     let mut fg = env.spawn_fg(&[]);
