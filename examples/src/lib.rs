@@ -15,3 +15,9 @@ pub mod follow;
 
 pub use count::{CountSettings, LineCounter};
 pub use follow::{FollowEvent, FollowEvents, FollowSettings, Follower, Line, StartAt};
+
+/// The repository's README, whose walkthrough snippet is compiled as a doctest here so it
+/// stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
