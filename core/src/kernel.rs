@@ -39,7 +39,7 @@ use crate::event::{Event, Kind, UserEvent, BUILTIN_KINDS};
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
 use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
 use crate::stats::{KernelStats, Rate};
-use crate::time::{duration_to_ticks, instant_ticks, TickInt};
+use crate::time::{duration_to_ticks, TickInt};
 use crate::timer::{TimerError, TimerHandle};
 
 /// Lifecycle settings.
@@ -531,9 +531,7 @@ where
         }
         match self.queue.next(now) {
             Next::Timed(fired) => {
-                // `fired.deadline` is in raw clock ticks; lateness is under a wrap period.
-                let late = instant_ticks(now).wrapping_sub(fired.deadline) & C::T::MAX_U64;
-                self.stats.lateness.record(late);
+                self.stats.lateness.record(fired.late);
                 Ok(fired.event)
             }
             Next::Sequential(event) => Ok(event),

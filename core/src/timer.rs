@@ -121,6 +121,8 @@ pub struct Fired<E> {
     /// Whole periods a periodic timer skipped because it fired this late (see
     /// [`TimerQueue::pop_due`]). Always 0 for a one-shot timer.
     pub missed: u64,
+    /// How far past its deadline the timer was taken, in ticks (`now - deadline`).
+    pub late: u64,
 }
 
 /// Fixed-capacity timed queue of `N` timers.
@@ -334,6 +336,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
                     handle,
                     deadline: top.deadline,
                     missed,
+                    late,
                 }
             }
             None => {
@@ -343,6 +346,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
                     handle,
                     deadline: top.deadline,
                     missed: 0,
+                    late: now.saturating_sub(top.deadline),
                 }
             }
         }

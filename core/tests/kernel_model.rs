@@ -158,7 +158,6 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
 /// real figure. The kernel measures lateness on raw clock ticks (`Fired::deadline`); the model
 /// mirrors that so the property test stays green.
 #[test]
-#[ignore = "kernel bug, reported: lateness is recorded modulo the clock's wrap period"]
 fn lateness_of_a_timer_overdue_by_more_than_a_wrap_period() {
     let clock = ManualClock::<u32>::new();
     let mut k = Kernel::<'_, (), ManualClock<u32>, 1, 7, 1, 1, 1>::new(Settings::default());
