@@ -18,6 +18,11 @@
 //!   the driver listens on, in the foreground and in daemon mode (there also until the
 //!   launching process exits with the daemon's result); resident memory after start.
 //!
+//! * `icount` (not in the default set; needs valgrind): instructions per event through the
+//!   full shell loop, 1 and 3 handlers: the `dispatch` daemon under callgrind with two event
+//!   counts, the difference divided by the difference in events (`.ci/icount` checks these
+//!   against its baseline).
+//!
 //! `--quick` takes fewer samples. `--figures` adds `figure <name> <value>` lines for scripts
 //! (`.ci/pyzenkit-bench` reads them). The figures are wall-clock times: they vary with the
 //! machine and its load, so nothing here is asserted; the driver prints the load average.
@@ -562,6 +567,58 @@ impl Output {
     }
 }
 
+/// Instructions of one `dispatch` daemon run of `events` events under callgrind.
+fn dispatch_instructions(env: &Env, handlers: usize, events: u64) -> u64 {
+    env.drain();
+    let role = [
+        ("ZD_BENCH_ROLE", "dispatch".to_owned()),
+        ("ZD_BENCH_HANDLERS", handlers.to_string()),
+        ("ZD_BENCH_EVENTS", events.to_string()),
+    ];
+    let daemon = env.command(&role, true);
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(daemon.get_program())
+        .args(daemon.get_args());
+    for (key, value) in daemon.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let output = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run valgrind (is it installed?)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "callgrind run failed:\n{stderr}");
+    let _ = env.receive(Duration::from_secs(1));
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("Collected : ")
+                .map(|(_, n)| n.trim().parse().ok())
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no instruction count in callgrind's output:\n{stderr}"))
+}
+
+fn bench_icount(env: &Env, out: &Output) {
+    const LOW: u64 = 100_000;
+    const HIGH: u64 = 300_000;
+    println!("\n## icount: instructions per event through the full shell loop (callgrind)\n");
+    println!("{:<10} {:>14}", "handlers", "instr/event");
+    for handlers in [1usize, 3] {
+        let low = dispatch_instructions(env, handlers, LOW);
+        let high = dispatch_instructions(env, handlers, HIGH);
+        let per_event = high.saturating_sub(low) as f64 / (HIGH - LOW) as f64;
+        println!("{handlers:<10} {per_event:>14.2}");
+        out.figure(&format!("shell{handlers}_instructions"), per_event);
+    }
+}
+
 fn bench_dispatch(env: &Env, out: &Output, events: u64) {
     println!("\n## dispatch: {events} events through the full shell loop (no signals sent)\n");
     println!(
@@ -796,11 +853,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
-            "dispatch" | "timers" | "signal" | "start" => groups.push(arg),
+            "dispatch" | "timers" | "signal" | "start" | "icount" => groups.push(arg),
             other => {
                 eprintln!(
                     "daemon bench: unknown argument '{other}' \
-                     (groups: dispatch timers signal start; --quick, --figures, --events N)"
+                     (groups: dispatch timers signal start icount; --quick, --figures, --events N)"
                 );
                 return ExitCode::FAILURE;
             }
@@ -828,6 +885,7 @@ fn main() -> ExitCode {
             "timers" => bench_timers(&env, &out, quick),
             "signal" => bench_signal(&env, &out, quick),
             "start" => bench_start(&env, &out, quick),
+            "icount" => bench_icount(&env, &out),
             _ => unreachable!(),
         }
     }
