@@ -7,9 +7,9 @@
 //!
 //! # Why these choices
 //!
-//! * Microseconds: fine enough that rounding never matters next to `poll`'s millisecond
-//!   timeouts, and a `u64` of them lasts 584,000 years, so the kernel's wrap-safe timeline never
-//!   has to extend anything.
+//! * Microseconds: fine enough that rounding never matters next to the wake-up latency of a
+//!   sleeping loop (tens of microseconds), and a `u64` of them lasts 584,000 years, so the
+//!   kernel's wrap-safe timeline never has to extend anything.
 //! * One origin for the process (not per value): every `StdClock` agrees, so an instant taken
 //!   from one can be handed to another, and [`StdClock::to_std`] / [`StdClock::from_std`] are
 //!   plain functions. The origin survives `fork` (the monotonic clock is system-wide).
@@ -37,7 +37,7 @@ static ORIGIN: OnceLock<StdInstant> = OnceLock::new();
 /// let a = StdClock::now();
 /// let b = StdClock.try_now().unwrap();
 /// assert!(b >= a);
-/// // Round trip through std's Instant, for `poll` timeouts.
+/// // Round trip through std's Instant, for the loop's deadlines.
 /// assert_eq!(StdClock::from_std(StdClock::to_std(a).unwrap()), a);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

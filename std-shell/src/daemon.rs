@@ -76,7 +76,8 @@
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
 //! An event without a handler is logged and recorded as an error of the run. No turn allocates
-//! unless it logs or writes a file.
+//! unless it logs or writes a file. A turn without a signal costs the shell six plain loads
+//! ([`Signals::take_pending`]) and one clock read (two with watchdog pings) besides the step.
 //!
 //! # Reload (`SIGHUP`)
 //!
@@ -768,8 +769,17 @@ impl Runner {
         );
     }
 
-    /// Pings systemd's watchdog when due; returns the next ping's instant.
-    fn ping_if_due(&mut self, now: StdInstant) -> Option<StdInstant> {
+    /// Pings systemd's watchdog when due; returns the next ping's instant. Without pings (no
+    /// `WATCHDOG_USEC`, the usual case) this is one inlined branch: no call, no clock read.
+    #[inline]
+    fn ping_if_due(&mut self) -> Option<StdInstant> {
+        self.ping?;
+        self.ping_now(StdInstant::now())
+    }
+
+    /// [`Runner::ping_if_due`] when systemd asked for pings.
+    #[inline(never)]
+    fn ping_now(&mut self, now: StdInstant) -> Option<StdInstant> {
         let (next, every) = self.ping?;
         if now < next {
             return Some(next);
@@ -791,7 +801,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         loop {
-            let next_ping = self.ping_if_due(StdInstant::now());
+            let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
             let now = StdClock::now();
             match kernel.step(now) {

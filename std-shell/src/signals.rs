@@ -9,6 +9,18 @@
 //! spurious wake-up, never a lost one. (pyzenkit's `alarm()` + `pause()` lost a signal that
 //! came between its check and the `pause`.)
 //!
+//! # Waking on time
+//!
+//! The deadline is a `timerfd` on `CLOCK_MONOTONIC`, armed with the absolute deadline
+//! (`TFD_TIMER_ABSTIME`) and polled beside the pipe with no timeout. Why not a timeout on
+//! `poll` itself: `poll` takes whole milliseconds (rounded up so it never wakes early, which
+//! made timers up to 1 ms late), and even `ppoll`'s nanosecond timeout gets the kernel's
+//! timer slack: the larger of the thread's slack (50 µs by default) and 0.1% of the timeout
+//! (1 ms on a 1 s sleep), which `prctl(PR_SET_TIMERSLACK)` cannot lower. A timerfd's timer
+//! has no slack, so the loop wakes within scheduling latency of the deadline, without
+//! changing a process-wide setting behind the user's back. The cost is one
+//! `timerfd_settime` per sleep (not per event: a busy loop never sleeps).
+//!
 //! The handlers never log, allocate or take locks; turning signals into events is the loop's
 //! job. Counters count: three `SIGINT`s delivered separately are three, as long as each was
 //! delivered before the next was sent (the kernel merges a signal that is still pending).
@@ -30,6 +42,9 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::clock_gettime;
 use signal_hook::SigId;
 
 use crate::error::{Error, Result};
@@ -110,24 +125,34 @@ struct Shared {
     wake: OwnedFd,
 }
 
-/// The registered handlers for the six [`Signal`]s, their counters and the wake-up pipe.
+/// The registered handlers for the six [`Signal`]s, their counters, the wake-up pipe and the
+/// deadline timer.
 #[derive(Debug)]
 pub struct Signals {
     shared: Arc<Shared>,
     /// The pipe's read end, non-blocking.
     wake: OwnedFd,
+    /// [`Signals::wait_until`]'s deadline (see "Waking on time" in the module docs).
+    timer: TimerFd,
     ids: Vec<SigId>,
 }
 
 impl Signals {
-    /// Creates the pipe (close-on-exec, non-blocking) and installs the handlers.
+    /// Creates the pipe and the deadline timer (both close-on-exec, non-blocking) and installs
+    /// the handlers.
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the pipe cannot be created or a handler cannot be installed.
+    /// [`Error::Os`] when the pipe or the timer cannot be created or a handler cannot be
+    /// installed.
     pub fn new() -> Result<Signals> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("create the signal pipe", e.into()))?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+        )
+        .map_err(|e| Error::os("create the deadline timer", e.into()))?;
         let shared = Arc::new(Shared {
             counts: Default::default(),
             wake: write,
@@ -135,6 +160,7 @@ impl Signals {
         let mut signals = Signals {
             shared,
             wake: read,
+            timer,
             ids: Vec::with_capacity(Signal::ALL.len()),
         };
         for signal in Signal::ALL {
@@ -163,38 +189,72 @@ impl Signals {
 
     /// Takes the signals that arrived since the last call, with how many times each came,
     /// and resets their counters. Signals without a delivery are left out. Allocation-free.
+    ///
+    /// Called every turn of the loop, almost always with nothing pending: each counter is
+    /// loaded first and only a non-zero one is swapped (a locked read-modify-write), so the
+    /// usual turn costs six plain loads. A delivery between the load and the swap is taken by
+    /// the swap; one after a zero load stays in its counter, announced by its byte in the pipe.
     pub fn take_pending(&self) -> Pending {
-        let mut counts = [0; 6];
-        for (count, counter) in counts.iter_mut().zip(&self.shared.counts) {
-            *count = counter.swap(0, Ordering::SeqCst);
+        let mut pending = Pending {
+            counts: [0; 6],
+            left: 0,
+        };
+        for (index, counter) in self.shared.counts.iter().enumerate() {
+            if counter.load(Ordering::SeqCst) != 0 {
+                let n = counter.swap(0, Ordering::SeqCst);
+                pending.counts[index] = n;
+                // Zero when another thread's `take_pending` took it in between.
+                pending.left |= u8::from(n != 0) << index;
+            }
         }
-        Pending { counts, next: 0 }
+        pending
     }
 
     /// Sleeps until `deadline` (for ever when `None`) or until a signal arrives, whichever is
     /// first; returns at once if a signal came since the last wait. Then empties the pipe.
     ///
-    /// The timeout is rounded up to whole milliseconds, so it never returns before the
-    /// deadline (unless a signal came); it retries after `EINTR`.
+    /// It never returns before the deadline (unless a signal came): the timer is armed at the
+    /// deadline or a few nanoseconds after it, never before, and a wake-up that still finds
+    /// the deadline ahead waits again. A deadline already past does not sleep at all. It
+    /// retries after `EINTR`.
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if `poll` fails for another reason than `EINTR`.
+    /// [`Error::Os`] if arming the timer fails, or `poll` fails for another reason than
+    /// `EINTR`.
     pub fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
         loop {
-            let timeout = match deadline {
-                None => PollTimeout::NONE,
-                Some(deadline) => poll_timeout(deadline.saturating_duration_since(Instant::now())),
-            };
-            let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, timeout) {
-                Ok(0) => {
-                    // A timeout. Longer waits than poll can express come back here early.
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+            let fds = &mut [
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+            ];
+            let fds = match deadline {
+                // Only the pipe: a timer left armed by an earlier wait cannot wake us.
+                None => &mut fds[..1],
+                Some(deadline) => {
+                    // std's `Instant` first, then the timer's clock: the second reading is the
+                    // later one, so the deadline moved onto it can only come out late.
+                    let now = Instant::now();
+                    if now >= deadline {
                         break;
                     }
+                    let mono = clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                        .map_err(|e| Error::os("read the monotonic clock", e.into()))?;
+                    let at = timer_deadline(mono.into(), deadline - now);
+                    // Re-arming also clears an expiry left over from an earlier wait.
+                    self.timer
+                        .set(
+                            Expiration::OneShot(at),
+                            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                        )
+                        .map_err(|e| Error::os("arm the deadline timer", e.into()))?;
+                    &mut fds[..]
                 }
-                Ok(_) => break,
+            };
+            match poll(fds, PollTimeout::NONE) {
+                Ok(_) if fds[0].any().unwrap_or(true) => break,
+                // The timer: the deadline has come (the check above ends the wait).
+                Ok(_) => {}
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::os("wait for signals", e.into())),
             }
@@ -237,23 +297,29 @@ impl AsFd for Signals {
     }
 }
 
-/// `remaining`, rounded up to whole milliseconds and clamped to what `poll` takes.
-fn poll_timeout(remaining: Duration) -> PollTimeout {
-    let millis = remaining.as_nanos().div_ceil(1_000_000);
-    PollTimeout::try_from(millis.min(i32::MAX as u128)).unwrap_or(PollTimeout::MAX)
+/// The absolute timer value `remaining` after the monotonic reading `now`; a value beyond what
+/// a `timespec` holds becomes the largest one (in effect never: the kernel saturates it).
+fn timer_deadline(now: Duration, remaining: Duration) -> TimeSpec {
+    const MAX_SECS: u64 = libc::time_t::MAX as u64;
+    match now.checked_add(remaining) {
+        Some(at) if at.as_secs() <= MAX_SECS => TimeSpec::from(at),
+        _ => TimeSpec::new(libc::time_t::MAX, 999_999_999),
+    }
 }
 
 /// The signals taken by [`Signals::take_pending`]: `(signal, how many times)`.
 #[derive(Debug, Clone)]
 pub struct Pending {
     counts: [usize; 6],
-    next: usize,
+    /// Bit `i` set: `counts[i]` is not reported yet (and is not zero). An empty set, the
+    /// usual turn of the loop, ends the iteration at once.
+    left: u8,
 }
 
 impl Pending {
     /// Whether no signal arrived.
     pub fn is_empty(&self) -> bool {
-        self.counts[self.next..].iter().all(|&c| c == 0)
+        self.left == 0
     }
 }
 
@@ -261,14 +327,12 @@ impl Iterator for Pending {
     type Item = (Signal, usize);
 
     fn next(&mut self) -> Option<(Signal, usize)> {
-        while self.next < self.counts.len() {
-            let index = self.next;
-            self.next += 1;
-            if self.counts[index] > 0 {
-                return Some((Signal::ALL[index], self.counts[index]));
-            }
+        if self.left == 0 {
+            return None;
         }
-        None
+        let index = self.left.trailing_zeros() as usize;
+        self.left &= self.left - 1;
+        Some((Signal::ALL[index], self.counts[index]))
     }
 }
 
@@ -304,13 +368,35 @@ mod tests {
     }
 
     #[test]
-    fn poll_timeout_rounds_up() {
-        let ms = |d| poll_timeout(d).as_millis().unwrap();
-        assert_eq!(ms(Duration::ZERO), 0);
-        assert_eq!(ms(Duration::from_nanos(1)), 1);
-        assert_eq!(ms(Duration::from_micros(1000)), 1);
-        assert_eq!(ms(Duration::from_micros(1001)), 2);
-        assert_eq!(ms(Duration::from_secs(10 * 365 * 86400)), i32::MAX as u32);
+    fn timer_deadlines_are_exact_and_saturate() {
+        let at = timer_deadline(Duration::new(5, 999_999_999), Duration::from_nanos(2));
+        assert_eq!(at, TimeSpec::new(6, 1));
+        assert_eq!(
+            timer_deadline(Duration::from_secs(1), Duration::MAX),
+            TimeSpec::new(libc::time_t::MAX, 999_999_999)
+        );
+        let huge = Duration::from_secs(libc::time_t::MAX as u64 + 1);
+        assert_eq!(
+            timer_deadline(Duration::ZERO, huge),
+            TimeSpec::new(libc::time_t::MAX, 999_999_999)
+        );
+    }
+
+    #[test]
+    fn a_wait_wakes_close_to_its_deadline() {
+        let _serial = serial();
+        let signals = Signals::new().unwrap();
+        // A wait that a signal cut short leaves its timer armed: it must not end the next one.
+        raise_n(Signal::Alrm, 1);
+        signals
+            .wait_until(Some(Instant::now() + Duration::from_millis(1)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let deadline = Instant::now() + Duration::from_millis(20);
+        signals.wait_until(Some(deadline)).unwrap();
+        let late = Instant::now() - deadline;
+        // Not early; late only by scheduling (no millisecond rounding). Generous for CI.
+        assert!(late < Duration::from_millis(15), "{late:?} late");
     }
 
     #[test]
