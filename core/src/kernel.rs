@@ -504,16 +504,15 @@ where
     /// The next event to dispatch at `now`, or what `step` returns instead. One function
     /// picks the event so `dispatch` has a single call site (and is inlined into `step`).
     fn take_next(&mut self, now: Instant<C>) -> Result<Event<U>, Result<Step, StepError>> {
-        if !self.started {
-            return Err(Err(StepError::NotStarted));
-        }
-        if let Some(reason) = self.ended {
-            return Err(Ok(Step::Ended(reason)));
+        if !self.started || self.ended.is_some() {
+            return Err(self.not_running());
         }
         self.queue.advance(now);
-        self.drain_posts();
-        if let Some(reason) = self.ended {
-            return Err(Ok(Step::Ended(reason)));
+        if self.requests.is_some() || self.inbox.is_some() {
+            self.drain_posts();
+            if self.ended.is_some() {
+                return Err(self.not_running());
+            }
         }
         let now_ticks = self.now_ticks();
         if self.terminate_at.is_some_and(|t| t <= now_ticks) {
@@ -661,6 +660,15 @@ where
 
     fn now_ticks(&self) -> u64 {
         self.queue.now_ticks()
+    }
+
+    /// What `step` reports before `start` or after the end (kept out of the hot path).
+    #[cold]
+    fn not_running(&self) -> Result<Step, StepError> {
+        match self.ended {
+            Some(reason) if self.started => Ok(Step::Ended(reason)),
+            _ => Err(StepError::NotStarted),
+        }
     }
 
     /// Turns posted requests into lifecycle flags and inbox events into queued events.
