@@ -27,8 +27,9 @@ use serde::{Serialize, Serializer};
 
 use crate::component::{Component, StateValue, StateVisitor};
 use crate::event::{Kind, UserEvent, BUILTIN_KINDS};
-use crate::kernel::Kernel;
-use crate::stats::{Lateness, Rate, LATENESS_BUCKETS};
+use crate::kernel::{EndReason, Kernel};
+use crate::queue::QueueStats;
+use crate::stats::{CounterSet, Lateness, Rate, LATENESS_BUCKETS};
 use crate::time::TickInt;
 
 /// A snapshot did not fit into the caller's buffer. Nothing usable was written: a truncated
@@ -54,18 +55,73 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<usize
     serde_json_core::to_slice(value, buf).map_err(|_| BufferTooSmall)
 }
 
-type K<
-    'k,
-    'c,
-    U,
-    C,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D,
-> = &'k Kernel<'c, U, C, M, KN, H, S, T, D>;
+/// What the views need to read from a kernel, without its capacities and component type in
+/// their signatures: one implementation for `Kernel`, and every view is generic over the
+/// event type and the clock only.
+trait Inspect<U, C: Clock> {
+    fn stats(&self) -> (&[u64], u64, u32, u64, &Lateness);
+    fn queue_stats(&self) -> QueueStats;
+    fn ended(&self) -> Option<EndReason>;
+    fn component_count(&self) -> usize;
+    fn component_name(&self, i: usize) -> &'static str;
+    fn component_counters(&self, i: usize) -> Option<&dyn CounterSet>;
+    fn component_state(&self, i: usize, out: &mut dyn StateVisitor);
+    fn for_each_route(&self, kind: Kind, f: &mut dyn FnMut(&'static str));
+    fn for_each_rate(&self, now: Instant<C>, f: &mut dyn FnMut(&'static str, &'static str, Rate));
+}
+
+impl<
+        U,
+        C,
+        const M: usize,
+        const KN: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D: ?Sized + Component<U, C>,
+    > Inspect<U, C> for Kernel<'_, U, C, M, KN, H, S, T, D>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+{
+    fn stats(&self) -> (&[u64], u64, u32, u64, &Lateness) {
+        let s = Kernel::stats(self);
+        (
+            &s.dispatched,
+            s.unhandled,
+            s.stop_requests,
+            s.inbox_deferred,
+            &s.lateness,
+        )
+    }
+    fn queue_stats(&self) -> QueueStats {
+        Kernel::queue_stats(self)
+    }
+    fn ended(&self) -> Option<EndReason> {
+        Kernel::ended(self)
+    }
+    fn component_count(&self) -> usize {
+        self.components().count()
+    }
+    fn component_name(&self, i: usize) -> &'static str {
+        self.components().nth(i).map_or("", |c| c.name())
+    }
+    fn component_counters(&self, i: usize) -> Option<&dyn CounterSet> {
+        self.components().nth(i).and_then(|c| c.counters())
+    }
+    fn component_state(&self, i: usize, out: &mut dyn StateVisitor) {
+        if let Some(c) = self.components().nth(i) {
+            c.state(out);
+        }
+    }
+    fn for_each_route(&self, kind: Kind, f: &mut dyn FnMut(&'static str)) {
+        self.route(kind).for_each(f);
+    }
+    fn for_each_rate(&self, now: Instant<C>, f: &mut dyn FnMut(&'static str, &'static str, Rate)) {
+        Kernel::for_each_rate(self, now, f);
+    }
+}
 
 impl<
         'c,
@@ -84,22 +140,19 @@ where
     C::T: TickInt,
 {
     /// The kernel's figures and each component's raw counters (the runlog's `statistics`).
-    pub fn runlog(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
-        RunlogView(self)
+    pub fn runlog(&self) -> impl Serialize + '_ {
+        RunlogView::<U, C>(self)
     }
 
     /// Each component's counters with rates since the previous
     /// [`rotate_statistics`](Kernel::rotate_statistics), at `now`.
-    pub fn statistics(
-        &self,
-        now: Instant<C>,
-    ) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
-        StatisticsView { kernel: self, now }
+    pub fn statistics(&self, now: Instant<C>) -> impl Serialize + '_ {
+        StatisticsView::<U, C> { kernel: self, now }
     }
 
     /// Routes, each component's state, and the runlog (pyzenkit's state dump).
-    pub fn state(&self) -> impl Serialize + use<'_, 'c, U, C, M, KN, H, S, T, D> {
-        StateView(self)
+    pub fn state(&self) -> impl Serialize + '_ {
+        StateView::<U, C>(self)
     }
 }
 
@@ -122,48 +175,28 @@ fn kinds<U: UserEvent>() -> impl Iterator<Item = Kind> {
     })
 }
 
-struct RunlogView<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
->(K<'k, 'c, U, C, M, KN, H, S, T, D>);
+/// Keeps the first error of a serializer call made from a callback that cannot return one.
+fn first_error<E>(slot: &mut Result<(), E>, result: Result<(), E>) {
+    if slot.is_ok() {
+        *slot = result;
+    }
+}
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for RunlogView<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
+struct RunlogView<'k, U, C: Clock>(&'k dyn Inspect<U, C>);
+
+impl<U: UserEvent, C: Clock> Serialize for RunlogView<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         let k = self.0;
-        let stats = k.stats();
+        let (dispatched, unhandled, stop_requests, inbox_deferred, lateness) = k.stats();
         let queue = k.queue_stats();
+        let total: u64 = dispatched.iter().sum();
         let mut map = ser.serialize_map(None)?;
-        map.serialize_entry("events", &stats.total_dispatched())?;
-        map.serialize_entry(
-            "dispatched",
-            &Dispatched::<U, KN>(&stats.dispatched, core::marker::PhantomData),
-        )?;
-        map.serialize_entry("unhandled", &stats.unhandled)?;
+        map.serialize_entry("events", &total)?;
+        map.serialize_entry("dispatched", &Dispatched::<U>(dispatched, PhantomData))?;
+        map.serialize_entry("unhandled", &unhandled)?;
         map.serialize_entry("rejected", &queue.rejected)?;
-        map.serialize_entry("stop_requests", &stats.stop_requests)?;
-        map.serialize_entry("inbox_deferred", &stats.inbox_deferred)?;
+        map.serialize_entry("stop_requests", &stop_requests)?;
+        map.serialize_entry("inbox_deferred", &inbox_deferred)?;
         map.serialize_entry("missed_periods", &queue.missed_periods)?;
         map.serialize_entry(
             "high_water",
@@ -172,16 +205,16 @@ where
                 timed: queue.timed_high_water,
             },
         )?;
-        map.serialize_entry("lateness", &LatenessView(&stats.lateness))?;
+        map.serialize_entry("lateness", &LatenessView(lateness))?;
         map.serialize_entry("end", &k.ended())?;
         map.serialize_entry("components", &ComponentCounts(k))?;
         map.end()
     }
 }
 
-struct Dispatched<'a, U, const KN: usize>(&'a [u64; KN], core::marker::PhantomData<U>);
+struct Dispatched<'a, U>(&'a [u64], PhantomData<U>);
 
-impl<U: UserEvent, const KN: usize> Serialize for Dispatched<'_, U, KN> {
+impl<U: UserEvent> Serialize for Dispatched<'_, U> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         let mut map = ser.serialize_map(None)?;
         for kind in kinds::<U>() {
@@ -226,36 +259,11 @@ impl Serialize for LatenessView<'_> {
     }
 }
 
-struct ComponentCounts<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
->(K<'k, 'c, U, C, M, KN, H, S, T, D>);
+struct ComponentCounts<'k, U, C: Clock>(&'k dyn Inspect<U, C>);
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for ComponentCounts<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
+impl<U, C: Clock> Serialize for ComponentCounts<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
-        struct Counts<'a>(&'a dyn crate::stats::CounterSet);
+        struct Counts<'a>(&'a dyn CounterSet);
         impl Serialize for Counts<'_> {
             fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
                 let mut map = ser.serialize_map(Some(self.0.len()))?;
@@ -267,46 +275,21 @@ where
             }
         }
         let mut map = ser.serialize_map(None)?;
-        for c in self.0.components() {
-            if let Some(counters) = c.counters() {
-                map.serialize_entry(c.name(), &Counts(counters))?;
+        for i in 0..self.0.component_count() {
+            if let Some(counters) = self.0.component_counters(i) {
+                map.serialize_entry(self.0.component_name(i), &Counts(counters))?;
             }
         }
         map.end()
     }
 }
 
-struct StatisticsView<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
-> {
-    kernel: K<'k, 'c, U, C, M, KN, H, S, T, D>,
+struct StatisticsView<'k, U, C: Clock> {
+    kernel: &'k dyn Inspect<U, C>,
     now: Instant<C>,
 }
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for StatisticsView<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
+impl<U, C: Clock> Serialize for StatisticsView<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         struct RateView(Rate);
         impl Serialize for RateView {
@@ -319,45 +302,19 @@ where
                 map.end()
             }
         }
-        struct Rates<
-            'a,
-            'k,
-            'c,
-            U,
-            C: Clock,
-            const M: usize,
-            const KN: usize,
-            const H: usize,
-            const S: usize,
-            const T: usize,
-            D: ?Sized + Component<U, C>,
-        > {
-            view: &'a StatisticsView<'k, 'c, U, C, M, KN, H, S, T, D>,
+        struct Rates<'a, 'k, U, C: Clock> {
+            view: &'a StatisticsView<'k, U, C>,
             component: &'static str,
         }
-        impl<
-                U,
-                C,
-                const M: usize,
-                const KN: usize,
-                const H: usize,
-                const S: usize,
-                const T: usize,
-                D: ?Sized + Component<U, C>,
-            > Serialize for Rates<'_, '_, '_, U, C, M, KN, H, S, T, D>
-        where
-            U: UserEvent + Clone,
-            C: Clock,
-            C::T: TickInt,
-        {
+        impl<U, C: Clock> Serialize for Rates<'_, '_, U, C> {
             fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
                 let mut map = ser.serialize_map(None)?;
                 let mut result = Ok(());
                 self.view
                     .kernel
-                    .for_each_rate(self.view.now, |component, key, rate| {
-                        if component == self.component && result.is_ok() {
-                            result = map.serialize_entry(key, &RateView(rate));
+                    .for_each_rate(self.view.now, &mut |component, key, rate| {
+                        if component == self.component {
+                            first_error(&mut result, map.serialize_entry(key, &RateView(rate)));
                         }
                     });
                 result?;
@@ -365,13 +322,14 @@ where
             }
         }
         let mut map = ser.serialize_map(None)?;
-        for c in self.kernel.components() {
-            if c.counters().is_some() {
+        for i in 0..self.kernel.component_count() {
+            if self.kernel.component_counters(i).is_some() {
+                let component = self.kernel.component_name(i);
                 map.serialize_entry(
-                    c.name(),
+                    component,
                     &Rates {
                         view: self,
-                        component: c.name(),
+                        component,
                     },
                 )?;
             }
@@ -380,161 +338,79 @@ where
     }
 }
 
-struct StateView<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
->(K<'k, 'c, U, C, M, KN, H, S, T, D>);
+struct StateView<'k, U, C: Clock>(&'k dyn Inspect<U, C>);
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for StateView<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
+impl<U: UserEvent, C: Clock> Serialize for StateView<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
-        let k = self.0;
         let mut map = ser.serialize_map(Some(3))?;
-        map.serialize_entry("routes", &RoutesView(k))?;
-        map.serialize_entry("components", &ComponentStates(k))?;
-        map.serialize_entry("runlog", &RunlogView(k))?;
+        map.serialize_entry("routes", &RoutesView(self.0))?;
+        map.serialize_entry("components", &ComponentStates(self.0))?;
+        map.serialize_entry("runlog", &RunlogView(self.0))?;
         map.end()
     }
 }
 
-struct RoutesView<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
->(K<'k, 'c, U, C, M, KN, H, S, T, D>);
+struct RoutesView<'k, U, C: Clock>(&'k dyn Inspect<U, C>);
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for RoutesView<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
+impl<U: UserEvent, C: Clock> Serialize for RoutesView<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
-        struct Names<'a, I: Iterator<Item = &'static str> + Clone>(&'a I);
-        impl<I: Iterator<Item = &'static str> + Clone> Serialize for Names<'_, I> {
+        struct Names<'k, U, C: Clock>(&'k dyn Inspect<U, C>, Kind);
+        impl<U, C: Clock> Serialize for Names<'_, U, C> {
             fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
                 let mut seq = ser.serialize_seq(None)?;
-                for name in self.0.clone() {
-                    seq.serialize_element(name)?;
-                }
+                let mut result = Ok(());
+                self.0.for_each_route(self.1, &mut |name| {
+                    first_error(&mut result, seq.serialize_element(name));
+                });
+                result?;
                 seq.end()
             }
         }
         let mut map = ser.serialize_map(None)?;
         for kind in kinds::<U>() {
-            let route = self.0.route(kind);
-            map.serialize_entry(kind.name::<U>(), &Names(&route))?;
+            map.serialize_entry(kind.name::<U>(), &Names(self.0, kind))?;
         }
         map.end()
     }
 }
 
-struct ComponentStates<
-    'k,
-    'c,
-    U,
-    C: Clock,
-    const M: usize,
-    const KN: usize,
-    const H: usize,
-    const S: usize,
-    const T: usize,
-    D: ?Sized + Component<U, C>,
->(K<'k, 'c, U, C, M, KN, H, S, T, D>);
+struct ComponentStates<'k, U, C: Clock>(&'k dyn Inspect<U, C>);
 
-impl<
-        U,
-        C,
-        const M: usize,
-        const KN: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D: ?Sized + Component<U, C>,
-    > Serialize for ComponentStates<'_, '_, U, C, M, KN, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-{
-    fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
-        let mut map = ser.serialize_map(None)?;
-        for c in self.0.components() {
-            map.serialize_entry(c.name(), &OneState(c, PhantomData))?;
-        }
-        map.end()
-    }
-}
-
-struct OneState<'a, U, C: Clock, D: ?Sized>(&'a D, PhantomData<fn(U, C)>);
-
-impl<U, C: Clock, D: ?Sized + Component<U, C>> Serialize for OneState<'_, U, C, D> {
+impl<U, C: Clock> Serialize for ComponentStates<'_, U, C> {
     fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
         /// Forwards each field the component reports into the serializer's map.
         struct Fields<M: SerializeMap> {
             map: M,
-            error: Option<M::Error>,
+            error: Result<(), M::Error>,
         }
         impl<M: SerializeMap> StateVisitor for Fields<M> {
             fn field(&mut self, key: &str, value: StateValue<'_>) {
-                if self.error.is_some() {
-                    return;
-                }
                 let result = match value {
                     StateValue::U64(v) => self.map.serialize_entry(key, &v),
                     StateValue::I64(v) => self.map.serialize_entry(key, &v),
                     StateValue::Bool(v) => self.map.serialize_entry(key, &v),
                     StateValue::Str(v) => self.map.serialize_entry(key, v),
                 };
-                self.error = result.err();
+                first_error(&mut self.error, result);
             }
         }
-        let mut fields = Fields {
-            map: ser.serialize_map(None)?,
-            error: None,
-        };
-        self.0.state(&mut fields);
-        match fields.error {
-            Some(e) => Err(e),
-            None => fields.map.end(),
+        struct OneState<'k, U, C: Clock>(&'k dyn Inspect<U, C>, usize);
+        impl<U, C: Clock> Serialize for OneState<'_, U, C> {
+            fn serialize<Z: Serializer>(&self, ser: Z) -> Result<Z::Ok, Z::Error> {
+                let mut fields = Fields {
+                    map: ser.serialize_map(None)?,
+                    error: Ok(()),
+                };
+                self.0.component_state(self.1, &mut fields);
+                fields.error?;
+                fields.map.end()
+            }
         }
+        let mut map = ser.serialize_map(None)?;
+        for i in 0..self.0.component_count() {
+            map.serialize_entry(self.0.component_name(i), &OneState(self.0, i))?;
+        }
+        map.end()
     }
 }
 
