@@ -8,8 +8,15 @@
 //!   lifecycle flags, queue, routing table, pipeline with `dyn` calls, statistics).
 //! * `heapless Deque push_back+pop_front + 1 call`: the floor: the same event moved through a
 //!   bare deque and handed to one (non-inlined) handler.
+//! * `pipeline floor`: what any pipeline dispatcher pays before it keeps a rule: the deque,
+//!   a routing-table lookup by kind and one `dyn` call per handler; no timers, lifecycle,
+//!   statistics or errors. The kernel's rules cost the difference between it and the kernel.
+//! * `batch of 16`: the same three, with 16 events scheduled and then taken out together
+//!   (`Kernel::run(now, 16)`, as a host that reads its clock once per batch does); the time is
+//!   per batch, so divide by 16 for the time per event.
 
 use std::hint::black_box;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
@@ -52,6 +59,43 @@ impl Component<Ev, ManualClock> for Sum {
     }
 }
 
+/// The pipeline floor's handler trait: the event only, no context.
+trait Handler {
+    fn handle(&mut self, event: &mut Ev) -> Flow;
+}
+
+impl Handler for Sum {
+    fn handle(&mut self, event: &mut Ev) -> Flow {
+        self.0 = self.0.wrapping_add(u64::from(event.0));
+        Flow::Continue
+    }
+}
+
+/// A deque, a routing table and `dyn` handlers, nothing else.
+struct Floor<'h> {
+    queue: Deque<Ev, 64>,
+    routes: [heapless::Vec<u8, 3>; 8],
+    handlers: heapless::Vec<&'h mut dyn Handler, 3>,
+}
+
+impl Floor<'_> {
+    #[inline(never)]
+    fn step(&mut self) -> Option<u8> {
+        let mut event = self.queue.pop_front()?;
+        // Every event here is of kind 0 (the comparison keeps the index a runtime value).
+        let kind = usize::from(event.0 == u32::MAX);
+        let route = self.routes.get(kind)?;
+        let mut ran = 0;
+        for &index in route {
+            ran += 1;
+            if self.handlers[usize::from(index)].handle(&mut event) == Flow::Stop {
+                break;
+            }
+        }
+        Some(ran)
+    }
+}
+
 #[inline(never)]
 fn handle_raw(sum: &mut Sum, n: u32) {
     sum.0 = sum.0.wrapping_add(u64::from(n));
@@ -59,7 +103,10 @@ fn handle_raw(sum: &mut Sum, n: u32) {
 
 type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, 8, 3, 64, 4>;
 
-fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize) {
+/// Events per batch in the `batch of 16` benchmarks.
+const BATCH: u32 = 16;
+
+fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize, batched: bool) {
     let clock = ManualClock::new();
     let mut sums = [Sum(0), Sum(0), Sum(0)];
     let mut kernel = BenchKernel::new(Settings::default());
@@ -84,19 +131,30 @@ fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize) {
             ..
         })
     ));
-    let name = if handlers == 1 {
-        "kernel schedule+step/1 handler"
-    } else {
-        "kernel schedule+step/3 handlers"
-    };
+    let plural = if handlers == 1 { "" } else { "s" };
     let mut i = 0u32;
-    group.bench_function(name, |b| {
-        b.iter(|| {
-            i = i.wrapping_add(1);
-            let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
-            black_box(kernel.step(black_box(now)))
-        })
-    });
+    if batched {
+        let batch = NonZeroU32::new(BATCH).unwrap();
+        let name = format!("batch of 16/kernel schedule+run/{handlers} handler{plural}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    i = i.wrapping_add(1);
+                    let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
+                }
+                black_box(kernel.run(black_box(now), batch))
+            })
+        });
+    } else {
+        let name = format!("kernel schedule+step/{handlers} handler{plural}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
+                black_box(kernel.step(black_box(now)))
+            })
+        });
+    }
     drop(kernel);
     black_box(sums[0].0);
 }
@@ -119,8 +177,52 @@ fn dispatch(c: &mut Criterion) {
         });
         black_box(sum.0);
     });
-    kernel_loop(&mut group, 1);
-    kernel_loop(&mut group, 3);
+    group.bench_function("pipeline floor: Deque + routing table + 1 dyn call", |b| {
+        let mut sum = Sum(0);
+        let mut floor = Floor {
+            queue: Deque::new(),
+            routes: Default::default(),
+            handlers: heapless::Vec::new(),
+        };
+        floor.routes[0].push(0).unwrap();
+        let _ = floor.handlers.push(&mut sum);
+        for i in 0..8 {
+            floor.queue.push_back(Ev(i)).unwrap();
+        }
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let _ = floor.queue.push_back(Ev(black_box(i)));
+            black_box(floor.step())
+        });
+    });
+    kernel_loop(&mut group, 1, false);
+    kernel_loop(&mut group, 3, false);
+    group.bench_function(
+        "batch of 16/heapless Deque push_back+pop_front + 1 call",
+        |b| {
+            let mut q = Deque::<Ev, 64>::new();
+            for i in 0..8 {
+                q.push_back(Ev(i)).unwrap();
+            }
+            let mut sum = Sum(0);
+            let mut i = 0u32;
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    i = i.wrapping_add(1);
+                    let _ = q.push_back(Ev(black_box(i)));
+                }
+                for _ in 0..BATCH {
+                    if let Some(Ev(n)) = q.pop_front() {
+                        handle_raw(&mut sum, n);
+                    }
+                }
+            });
+            black_box(sum.0);
+        },
+    );
+    kernel_loop(&mut group, 1, true);
+    kernel_loop(&mut group, 3, true);
     group.finish();
 }
 

@@ -12,6 +12,9 @@
 //! * `queue`: `EventQueue::schedule` + `EventQueue::next(now)`, the event summed inline.
 //! * `kernel1`: `schedule` + `Kernel::step(now)` through a pipeline of 1 handler.
 //! * `kernel3`: the same through a pipeline of 3 handlers.
+//! * `kernel1-run`, `kernel3-run`: the same pipelines, with the events scheduled 16 at a
+//!   time and dispatched by one `Kernel::run(now, 16)`, as a host that reads its clock once
+//!   per batch does.
 //! * `shell-kernel3`: `kernel3` with the std shell's default capacities (`Daemon::new`), to
 //!   show that larger tables and queues do not slow a dispatch.
 //!
@@ -22,13 +25,14 @@
 
 use std::hint::black_box;
 use std::mem::size_of;
+use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::time::Instant as WallInstant;
 
 use embedded_time::duration::Milliseconds;
 use zendaemon_core::{
     Component, Context, Event, EventQueue, Flow, Kernel, Kind, ManualClock, Next, RouteError,
-    Routes, Settings, Step, TimerQueue, UserEvent,
+    Routes, Run, Settings, Step, TimerQueue, UserEvent,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +77,8 @@ type BenchQueue = EventQueue<Event<Ev>, ManualClock, 64, 4>;
 
 /// Events kept waiting in the sequential queue while the loop runs.
 const BACKLOG: u32 = 8;
+/// Events per `Kernel::run` call in the `-run` scenarios.
+const BATCH: u32 = 16;
 
 fn run_queue(n: u64) -> u64 {
     let clock = ManualClock::new();
@@ -98,7 +104,7 @@ fn run_queue(n: u64) -> u64 {
 /// `run_kernel` for a kernel type (generic code over the capacities would need every bound of
 /// `Kernel` repeated; a macro keeps the two loops the same).
 macro_rules! kernel_loop {
-    ($kernel:ty, $handlers:expr, $n:expr) => {{
+    ($kernel:ty, $handlers:expr, $n:expr, $batch:expr) => {{
         let (handlers, n): (usize, u64) = ($handlers, $n);
         let clock = ManualClock::new();
         let mut sums = [Sum(0), Sum(0), Sum(0)];
@@ -124,26 +130,48 @@ macro_rules! kernel_loop {
             })
         ));
         let mut dispatched = 0u64;
-        for i in 0..n {
-            let _ = kernel
-                .queue()
-                .schedule(Event::User(Ev(black_box(i as u32))));
-            if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
-                dispatched += 1;
+        match NonZeroU32::new($batch) {
+            // One `step` per event.
+            None => {
+                for i in 0..n {
+                    let _ = kernel
+                        .queue()
+                        .schedule(Event::User(Ev(black_box(i as u32))));
+                    if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
+                        dispatched += 1;
+                    }
+                }
+            }
+            // `batch` events scheduled, then one `run` for them.
+            Some(batch) => {
+                for i in 0..n / u64::from(batch.get()) {
+                    for j in 0..batch.get() {
+                        let _ = kernel
+                            .queue()
+                            .schedule(Event::User(Ev(black_box(i as u32 ^ j))));
+                    }
+                    if let Ok(Run::Limit) = kernel.run(black_box(now), batch) {
+                        dispatched += u64::from(batch.get());
+                    }
+                }
             }
         }
-        assert_eq!(dispatched, n, "every step dispatched one event");
+        assert_eq!(dispatched, n, "every event was dispatched");
         drop(kernel);
         sums.iter().fold(0u64, |a, s| a.wrapping_add(s.0))
     }};
 }
 
 fn run_kernel(handlers: usize, n: u64) -> u64 {
-    kernel_loop!(BenchKernel<'_>, handlers, n)
+    kernel_loop!(BenchKernel<'_>, handlers, n, 0)
+}
+
+fn run_kernel_batched(handlers: usize, n: u64) -> u64 {
+    kernel_loop!(BenchKernel<'_>, handlers, n, BATCH)
 }
 
 fn run_shell_kernel(handlers: usize, n: u64) -> u64 {
-    kernel_loop!(ShellKernel<'_>, handlers, n)
+    kernel_loop!(ShellKernel<'_>, handlers, n, 0)
 }
 
 fn run(scenario: &str, n: u64) -> Option<u64> {
@@ -151,6 +179,8 @@ fn run(scenario: &str, n: u64) -> Option<u64> {
         "queue" => Some(run_queue(n)),
         "kernel1" => Some(run_kernel(1, n)),
         "kernel3" => Some(run_kernel(3, n)),
+        "kernel1-run" => Some(run_kernel_batched(1, n)),
+        "kernel3-run" => Some(run_kernel_batched(3, n)),
         "shell-kernel3" => Some(run_shell_kernel(3, n)),
         _ => None,
     }

@@ -27,6 +27,7 @@
 //! until nothing is due.
 
 use core::fmt;
+use core::num::NonZeroU32;
 
 use embedded_time::duration::Milliseconds;
 use embedded_time::{Clock, Instant};
@@ -134,6 +135,21 @@ pub enum Idle {
     Ended(EndReason),
 }
 
+/// What [`Kernel::run`] stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Run {
+    /// It dispatched `limit` events; more may be due.
+    Limit,
+    /// A lifecycle event of this kind went through its pipeline (the last event of the
+    /// call): the host does its part for it, as after [`Step::Dispatched`].
+    Lifecycle(Kind),
+    /// Nothing is due now; [`Kernel::next_deadline`] tells until when the host may sleep.
+    Idle,
+    /// The loop is over.
+    Ended(EndReason),
+}
+
 /// A step that went wrong. The kernel stays usable: the host decides whether to go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -220,6 +236,15 @@ impl Due {
     }
 }
 
+/// Why [`Kernel::step`] and [`Kernel::run`] find no event to dispatch.
+enum NoEvent {
+    Idle,
+    Ended(EndReason),
+    NotStarted,
+}
+
+type Pick<U> = Result<Event<U>, NoEvent>;
+
 /// The routing table: for each of `K` kinds, up to `H` component indices in pipeline order.
 struct Table<const K: usize, const H: usize> {
     routes: [Vec<u8, H>; K],
@@ -269,6 +294,8 @@ pub struct Kernel<
     requests: Option<&'c Requests>,
     request_reader: RequestReader,
     inbox: Option<&'c dyn Mailbox<U>>,
+    /// A `Requests` or an inbox is attached: steps drain them.
+    posts_attached: bool,
     due: Due,
     started: bool,
     /// Timeline tick of `start`: the baseline of the first statistics interval.
@@ -339,6 +366,7 @@ where
             requests: None,
             request_reader: RequestReader::new(),
             inbox: None,
+            posts_attached: false,
             due: Due::default(),
             started: false,
             started_at: 0,
@@ -379,11 +407,13 @@ where
         self.request_reader = RequestReader::new();
         // Requests posted before attaching are not lost: start counting from zero.
         self.requests = Some(requests);
+        self.posts_attached = true;
     }
 
     /// Lets interrupt handlers and threads post user events (drained every step).
     pub fn attach_inbox(&mut self, inbox: &'c dyn Mailbox<U>) {
         self.inbox = Some(inbox);
+        self.posts_attached = true;
     }
 
     /// Starts the run at `now`: `start` goes first, periodic lifecycle events are armed
@@ -489,10 +519,17 @@ where
     /// [`StepError::Unhandled`] for a user event without handlers (consumed and counted);
     /// [`StepError::NotStarted`] before [`start`](Self::start).
     pub fn step(&mut self, now: Instant<C>) -> Result<Step, StepError> {
-        let event = match self.take_next(now) {
-            Ok(event) => event,
-            Err(done) => return done,
-        };
+        match self.take_next(now) {
+            Ok(event) => self.dispatch_and_check(event, now),
+            Err(NoEvent::Idle) => Ok(Step::Idle),
+            Err(NoEvent::Ended(reason)) => Ok(Step::Ended(reason)),
+            Err(NoEvent::NotStarted) => Err(StepError::NotStarted),
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch), then the end of the loop if the event was `terminate`.
+    #[inline(always)]
+    fn dispatch_and_check(&mut self, event: Event<U>, now: Instant<C>) -> Result<Step, StepError> {
         let terminating = matches!(event, Event::Terminate);
         let step = self.dispatch(event, now);
         if terminating {
@@ -501,40 +538,28 @@ where
         step
     }
 
-    /// The next event to dispatch at `now`, or what `step` returns instead. One function
-    /// picks the event so `dispatch` has a single call site (and is inlined into `step`).
-    fn take_next(&mut self, now: Instant<C>) -> Result<Event<U>, Result<Step, StepError>> {
+    /// The next event to dispatch at `now`, or why there is none. Inlined into both of its
+    /// callers, `step` and `run`, as `dispatch` is: a call each would cost a tenth of a step.
+    #[inline(always)]
+    fn take_next(&mut self, now: Instant<C>) -> Pick<U> {
         if !self.started || self.ended.is_some() {
-            return Err(self.not_running());
+            return self.not_running();
         }
         self.queue.advance(now);
-        if self.requests.is_some() || self.inbox.is_some() {
-            self.drain_posts();
-            if self.ended.is_some() {
-                return Err(self.not_running());
+        // The usual step has nothing posted, no lifecycle event waiting and no stop under
+        // way: one test, and the queue decides.
+        if self.posts_attached || self.due.any() || self.done {
+            if let Some(taken) = self.take_lifecycle() {
+                return taken;
             }
         }
-        let now_ticks = self.now_ticks();
-        if self.terminate_at.is_some_and(|t| t <= now_ticks) {
-            self.terminate_at = None;
-            return Ok(Event::Terminate);
-        }
-        if let Some(lifecycle) = self.due.take() {
-            if matches!(lifecycle, Event::Stop) {
-                // The stop timeout runs from the moment `stop` is dispatched.
-                let timeout =
-                    duration_to_ticks::<C, _>(self.settings.stop_timeout).unwrap_or(u64::MAX);
-                self.terminate_at = Some(now_ticks.saturating_add(timeout));
-            }
-            return Ok(lifecycle);
-        }
-        match self.queue.next(now) {
+        match self.queue.next_at_last_now() {
             Next::Timed(fired) => {
                 self.stats.lateness.record(fired.late);
                 Ok(fired.event)
             }
             Next::Sequential(event) => Ok(event),
-            Next::Wait(_) if !self.done => Err(Ok(Step::Idle)),
+            Next::Wait(_) if !self.done => Err(NoEvent::Idle),
             Next::Wait(_) | Next::Empty => {
                 let reason = if self.done {
                     EndReason::Stopped
@@ -542,9 +567,33 @@ where
                     EndReason::QueueEmpty
                 };
                 self.ended = Some(reason);
-                Err(Ok(Step::Ended(reason)))
+                Err(NoEvent::Ended(reason))
             }
         }
+    }
+
+    /// Drains posts, then the stop timeout and the lifecycle flags: the event they give, if
+    /// any, or the end of the loop. Kept out of line so the usual step stays small.
+    #[inline(never)]
+    fn take_lifecycle(&mut self) -> Option<Pick<U>> {
+        if self.posts_attached {
+            self.drain_posts();
+            if self.ended.is_some() {
+                return Some(self.not_running());
+            }
+        }
+        let now_ticks = self.now_ticks();
+        if self.terminate_at.is_some_and(|t| t <= now_ticks) {
+            self.terminate_at = None;
+            return Some(Ok(Event::Terminate));
+        }
+        let lifecycle = self.due.take()?;
+        if matches!(lifecycle, Event::Stop) {
+            // The stop timeout runs from the moment `stop` is dispatched.
+            let timeout = duration_to_ticks::<C, _>(self.settings.stop_timeout).unwrap_or(u64::MAX);
+            self.terminate_at = Some(now_ticks.saturating_add(timeout));
+        }
+        Some(Ok(lifecycle))
     }
 
     /// Steps until nothing is due at `now` or the loop ends. Stops at the first error, which
@@ -555,12 +604,42 @@ where
     /// The first [`StepError`].
     pub fn run_until_idle(&mut self, now: Instant<C>) -> Result<Idle, StepError> {
         loop {
-            match self.step(now)? {
-                Step::Dispatched { .. } => {}
-                Step::Idle => return Ok(Idle::Waiting),
-                Step::Ended(reason) => return Ok(Idle::Ended(reason)),
+            match self.run(now, NonZeroU32::MAX)? {
+                Run::Limit | Run::Lifecycle(_) => {}
+                Run::Idle => return Ok(Idle::Waiting),
+                Run::Ended(reason) => return Ok(Idle::Ended(reason)),
             }
         }
+    }
+
+    /// Dispatches up to `limit` events at `now`, as that many [`step`](Self::step)s would,
+    /// but returns as soon as a lifecycle event went through its pipeline, so the host can do
+    /// its part for it (see [`Step::Dispatched`]).
+    ///
+    /// For hosts whose clock is dear to read: they read it once per call instead of once per
+    /// event, and the per-step bookkeeping is not repeated. A timer that falls due during the
+    /// call waits for the next one, so `limit` bounds how late that makes it (`limit` events'
+    /// handling time).
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Self::step): the first [`StepError`] ends the call (events dispatched
+    /// before it stay dispatched).
+    pub fn run(&mut self, now: Instant<C>, limit: NonZeroU32) -> Result<Run, StepError> {
+        for _ in 0..limit.get() {
+            let event = match self.take_next(now) {
+                Ok(event) => event,
+                Err(NoEvent::Idle) => return Ok(Run::Idle),
+                Err(NoEvent::Ended(reason)) => return Ok(Run::Ended(reason)),
+                Err(NoEvent::NotStarted) => return Err(StepError::NotStarted),
+            };
+            let kind = event.kind();
+            self.dispatch_and_check(event, now)?;
+            if kind.is_builtin() {
+                return Ok(Run::Lifecycle(kind));
+            }
+        }
+        Ok(Run::Limit)
     }
 
     /// Until when the host may sleep: `Some(instant)` of the earliest deadline (the `terminate`
@@ -662,12 +741,12 @@ where
         self.queue.now_ticks()
     }
 
-    /// What `step` reports before `start` or after the end (kept out of the hot path).
+    /// What a step finds before `start` or after the end (kept out of the hot path).
     #[cold]
-    fn not_running(&self) -> Result<Step, StepError> {
+    fn not_running(&self) -> Pick<U> {
         match self.ended {
-            Some(reason) if self.started => Ok(Step::Ended(reason)),
-            _ => Err(StepError::NotStarted),
+            Some(reason) if self.started => Err(NoEvent::Ended(reason)),
+            _ => Err(NoEvent::NotStarted),
         }
     }
 
@@ -704,7 +783,7 @@ where
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dispatch(&mut self, mut event: Event<U>, now: Instant<C>) -> Result<Step, StepError> {
         let kind = event.kind();
         if let Some(n) = self.stats.dispatched.get_mut(kind.index()) {
@@ -1158,6 +1237,52 @@ mod tests {
         assert_eq!(
             k.run_until_idle(clock.now()),
             Ok(Idle::Ended(EndReason::QueueEmpty))
+        );
+    }
+
+    #[test]
+    fn run_stops_at_its_limit_after_lifecycle_events_and_when_idle() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::START, WORK, Kind::SAVE_RUNLOG]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        let two = NonZeroU32::new(2).unwrap();
+        assert_eq!(k.run(clock.now(), two), Err(StepError::NotStarted));
+        for n in 0..5 {
+            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+        }
+        let timer = k.queue().schedule_after(ms(10), Event::User(Ev::Ping));
+        k.start(clock.now()).unwrap();
+        // `start` is a lifecycle event: the host hears of it before any work runs.
+        assert_eq!(k.run(clock.now(), two), Ok(Run::Lifecycle(Kind::START)));
+        assert_eq!(k.run(clock.now(), two), Ok(Run::Limit));
+        // A request posted between calls goes first, and ends the call.
+        k.request_runlog();
+        assert_eq!(
+            k.run(clock.now(), two),
+            Ok(Run::Lifecycle(Kind::SAVE_RUNLOG))
+        );
+        assert_eq!(k.run(clock.now(), NonZeroU32::MAX), Ok(Run::Idle));
+        assert_eq!(
+            events(&log),
+            [
+                Event::Start,
+                Event::User(Ev::Work(0)),
+                Event::User(Ev::Work(1)),
+                Event::SaveRunlog,
+                Event::User(Ev::Work(2)),
+                Event::User(Ev::Work(3)),
+                Event::User(Ev::Work(4)),
+            ]
+        );
+        // The timer has no handler: the call that dispatches it reports it.
+        assert!(timer.is_ok());
+        clock.advance(ms(10));
+        assert_eq!(k.run(clock.now(), two), Err(StepError::Unhandled(PING)));
+        assert_eq!(
+            k.run(clock.now(), two),
+            Ok(Run::Ended(EndReason::QueueEmpty))
         );
     }
 

@@ -371,7 +371,15 @@ where
     /// order and the fairness rule.
     #[inline]
     pub fn next(&mut self, now: Instant<C>) -> Next<E, C> {
-        let now = self.timeline.observe(instant_ticks(now));
+        self.advance(now);
+        self.next_at_last_now()
+    }
+
+    /// [`next`](Self::next) at the last `now` the queue saw, for a host that has just
+    /// called [`advance`](Self::advance) (or reads its clock once for several events).
+    #[inline]
+    pub fn next_at_last_now(&mut self) -> Next<E, C> {
+        let now = self.timeline.now();
         if let Some((deadline, seq)) = self.timers.peek() {
             if deadline <= now {
                 // Scheduled (or rescheduled, or re-armed) since the current burst began?

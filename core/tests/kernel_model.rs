@@ -73,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Start),
         8 => Just(Op::Step),
         2 => Just(Op::RunUntilIdle),
+        2 => (1..5u8).prop_map(|limit| Op::Run { limit }),
     ]
 }
 

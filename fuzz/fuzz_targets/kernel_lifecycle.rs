@@ -98,6 +98,9 @@ impl<'a> Arbitrary<'a> for Op {
             20 => Op::Observe,
             21 => Op::Start,
             22..=23 => Op::RunUntilIdle,
+            24..=25 => Op::Run {
+                limit: u.int_in_range(1..=4)?,
+            },
             _ => Op::Step,
         })
     }

@@ -46,12 +46,13 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
+use std::num::NonZeroU32;
 
 use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
     Component, Context, EndReason, Event, EventQueue, Flow, Idle, Inbox, Kernel, KernelStats, Kind,
-    Mailbox, ManualClock, Next, QueueStats, Request, Requests, RouteError, Routes,
+    Mailbox, ManualClock, Next, QueueStats, Request, Requests, RouteError, Routes, Run,
     ScheduleErrorKind, Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
 };
 
@@ -462,6 +463,8 @@ pub enum Op {
     Step,
     /// `kernel.run_until_idle(now)`.
     RunUntilIdle,
+    /// `kernel.run(now, limit)` (`limit` at least 1).
+    Run { limit: u8 },
 }
 
 /// A run's settings.
@@ -1067,6 +1070,20 @@ impl Model {
         panic!("run_until_idle does not come to rest");
     }
 
+    fn run(&mut self, limit: u8, log: &mut Vec<Seen>) -> Result<Run, StepError> {
+        for _ in 0..limit {
+            match self.step(log)? {
+                Step::Dispatched { kind, .. } if kind.is_builtin() => {
+                    return Ok(Run::Lifecycle(kind))
+                }
+                Step::Dispatched { .. } => {}
+                Step::Idle => return Ok(Run::Idle),
+                Step::Ended(reason) => return Ok(Run::Ended(reason)),
+            }
+        }
+        Ok(Run::Limit)
+    }
+
     fn next_deadline(&self) -> Option<u32> {
         if self.ended.is_some() || self.due != 0 || !self.sequential.is_empty() {
             return Some(self.raw(self.seen));
@@ -1130,11 +1147,13 @@ struct Accepted {
     cancelled: bool,
 }
 
-/// What one kernel call (`step` or `run_until_idle`) returned, for the audit.
+/// What one kernel call (`step`, `run_until_idle` or `run`) returned, for the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Returned {
     Step(Result<Step, StepError>),
     Run(Result<Idle, StepError>),
+    /// With the `limit` it was called with.
+    Batch(Result<Run, StepError>, u8),
 }
 
 /// The documented rules, checked on the real kernel's behaviour (see the module docs).
@@ -1241,20 +1260,28 @@ impl Audit {
         ended_after: Option<EndReason>,
         snapshot: &Snapshot,
     ) {
-        let (result, step): (Result<Option<EndReason>, StepError>, bool) = match returned {
+        // The result as an end reason, and whether it claims that nothing is due.
+        let (result, idle): (Result<Option<EndReason>, StepError>, bool) = match returned {
             Returned::Step(r) => (
                 r.map(|s| match s {
                     Step::Ended(e) => Some(e),
                     _ => None,
                 }),
-                true,
+                r == Ok(Step::Idle),
             ),
             Returned::Run(r) => (
                 r.map(|s| match s {
                     Idle::Ended(e) => Some(e),
                     _ => None,
                 }),
-                false,
+                r == Ok(Idle::Waiting),
+            ),
+            Returned::Batch(r, _) => (
+                r.map(|s| match s {
+                    Run::Ended(e) => Some(e),
+                    _ => None,
+                }),
+                r == Ok(Run::Idle),
             ),
         };
         if !self.started {
@@ -1368,8 +1395,43 @@ impl Audit {
                 _ => assert!(groups.is_empty(), "the step reported no dispatch: {log:?}"),
             }
         }
+        if let Returned::Batch(r, limit) = returned {
+            // Only the last dispatch of a batch may be a lifecycle event, and then it says so.
+            let (last, earlier) = match groups.split_last() {
+                Some((last, earlier)) => (Some(last[0].event.kind()), earlier),
+                None => (None, &groups[..]),
+            };
+            for group in earlier {
+                assert!(
+                    !group[0].event.kind().is_builtin(),
+                    "a batch went on after {group:?}"
+                );
+            }
+            match r {
+                Ok(Run::Lifecycle(kind)) => assert_eq!(last, Some(kind)),
+                Ok(Run::Limit) => {
+                    assert_eq!(
+                        groups.len(),
+                        usize::from(limit),
+                        "a batch cut short: {log:?}"
+                    );
+                    assert!(
+                        !last.is_some_and(Kind::is_builtin),
+                        "Limit after a lifecycle event"
+                    );
+                }
+                _ => assert!(
+                    !last.is_some_and(Kind::is_builtin),
+                    "a lifecycle event was not reported: {log:?}"
+                ),
+            }
+            assert!(
+                groups.len() <= usize::from(limit),
+                "a batch beyond its limit"
+            );
+        }
         match result {
-            Ok(None) if !step || returned == Returned::Step(Ok(Step::Idle)) => {
+            Ok(None) if idle => {
                 assert!(!snapshot.done, "a stopping loop idled instead of ending");
                 self.nothing_due("idle", snapshot);
             }
@@ -1874,17 +1936,29 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 }
             }
             Op::Observe => self.observe(),
-            Op::Step | Op::RunUntilIdle => {
+            Op::Step | Op::RunUntilIdle | Op::Run { .. } => {
                 let ended_before = self.kernel.ended();
                 self.audit.before_call(ended_before);
                 let now = self.clock.now();
                 let mut want_log = Vec::new();
-                let (got, want) = if op == Op::Step {
-                    let got = Returned::Step(self.kernel.step(now));
-                    (got, Returned::Step(self.model.step(&mut want_log)))
-                } else {
-                    let got = Returned::Run(self.kernel.run_until_idle(now));
-                    (got, Returned::Run(self.model.run_until_idle(&mut want_log)))
+                let (got, want) = match op {
+                    Op::Step => {
+                        let got = Returned::Step(self.kernel.step(now));
+                        (got, Returned::Step(self.model.step(&mut want_log)))
+                    }
+                    Op::Run { limit } => {
+                        let got = Returned::Batch(
+                            self.kernel
+                                .run(now, NonZeroU32::new(u32::from(limit)).unwrap()),
+                            limit,
+                        );
+                        let want = self.model.run(limit, &mut want_log);
+                        (got, Returned::Batch(want, limit))
+                    }
+                    _ => {
+                        let got = Returned::Run(self.kernel.run_until_idle(now));
+                        (got, Returned::Run(self.model.run_until_idle(&mut want_log)))
+                    }
                 };
                 let log = std::mem::take(&mut self.shared.borrow_mut().log);
                 self.same(&log, &want_log, "what the handlers saw");
