@@ -548,7 +548,7 @@ where
         self.queue.advance(now);
         // The usual step has nothing posted, no lifecycle event waiting and no stop under
         // way: one test, and the queue decides.
-        if self.posts_attached || self.due.any() || self.done {
+        if self.due.any() || self.done || self.posts_waiting() {
             if let Some(taken) = self.take_lifecycle() {
                 return taken;
             }
@@ -750,9 +750,20 @@ where
         }
     }
 
+    /// True when something may have been posted: an atomic load per attached mechanism.
+    #[inline(always)]
+    fn posts_waiting(&self) -> bool {
+        self.posts_attached
+            && (self
+                .requests
+                .is_some_and(|r| self.request_reader.has_new(r))
+                || self.inbox.is_some_and(|i| i.may_have_events()))
+    }
+
     /// Turns posted requests into lifecycle flags and inbox events into queued events.
     fn drain_posts(&mut self) {
-        if let Some(requests) = self.requests {
+        if let Some(requests) = self.requests.filter(|r| self.request_reader.has_new(r)) {
+            self.request_reader.catch_up(requests);
             for request in Request::ALL {
                 let n = self.request_reader.take(requests, request);
                 if n == 0 {
@@ -767,7 +778,7 @@ where
                 }
             }
         }
-        if let Some(inbox) = self.inbox {
+        if let Some(inbox) = self.inbox.filter(|i| i.may_have_events()) {
             let queue = &mut self.queue;
             let mut accept = |u| queue.schedule(Event::User(u)).map_err(unwrap_user);
             loop {

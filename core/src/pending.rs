@@ -15,11 +15,14 @@
 //!
 //! The kernel drains both at the start of every step: requests become front-of-queue events,
 //! inbox events join the back of the sequential queue in the order they were posted (as many as
-//! fit; the rest wait in the inbox, nothing is lost).
+//! fit; the rest wait in the inbox, nothing is lost). A step with nothing posted finds that out
+//! with one atomic load per mechanism (a total of posts, a "not empty" flag): no critical
+//! section, no read of each counter.
 
 use core::cell::RefCell;
 #[cfg(target_has_atomic = "32")]
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use critical_section::Mutex;
 use heapless::Deque;
@@ -72,9 +75,11 @@ impl PostCounter {
     const fn new() -> Self {
         Self(AtomicU32::new(0))
     }
+    #[inline]
     fn post(&self) {
         self.0.fetch_add(1, Ordering::Release);
     }
+    #[inline]
     fn read(&self) -> u32 {
         self.0.load(Ordering::Acquire)
     }
@@ -102,6 +107,8 @@ impl PostCounter {
 /// Lifecycle requests posted from handlers; see the module docs. Put it in a `static`.
 pub struct Requests {
     posted: [PostCounter; REQUESTS],
+    /// Posts of any request: the reader's cheap "anything new?" test.
+    total: PostCounter,
 }
 
 impl core::fmt::Debug for Requests {
@@ -125,12 +132,16 @@ impl Requests {
     pub const fn new() -> Self {
         Self {
             posted: [const { PostCounter::new() }; REQUESTS],
+            total: PostCounter::new(),
         }
     }
 
     /// Posts a request. Lock-free where the target has atomic add (see the module docs).
     pub fn post(&self, request: Request) {
+        // The request's own count first: a reader that sees the new total (acquire) then
+        // sees this count too.
         self.posted[request.index()].post();
+        self.total.post();
     }
 
     /// Total posts of `request` so far (wrapping). The reader keeps its own count of what it
@@ -144,6 +155,8 @@ impl Requests {
 #[derive(Debug, Default, Clone)]
 pub struct RequestReader {
     taken: [u32; REQUESTS],
+    /// The total of posts when the reader last caught up.
+    seen_total: u32,
 }
 
 impl RequestReader {
@@ -151,7 +164,21 @@ impl RequestReader {
     pub const fn new() -> Self {
         Self {
             taken: [0; REQUESTS],
+            seen_total: 0,
         }
+    }
+
+    /// True when anything was posted since the last [`catch_up`](Self::catch_up): one load.
+    #[inline]
+    pub fn has_new(&self, requests: &Requests) -> bool {
+        requests.total.read() != self.seen_total
+    }
+
+    /// Notes the current total of posts; call it before [`take`](Self::take)ing the
+    /// requests. A post that lands after it moves the total again, so [`has_new`]
+    /// (Self::has_new) reports it even if this round of `take`s already counted it.
+    pub fn catch_up(&mut self, requests: &Requests) {
+        self.seen_total = requests.total.read();
     }
 
     /// How many new posts of `request` arrived since the last call, and takes them.
@@ -167,6 +194,8 @@ impl RequestReader {
 /// A fixed queue of `N` user events that ISRs and threads post into. Put it in a `static`.
 pub struct Inbox<U, const N: usize> {
     events: Mutex<RefCell<Deque<U, N>>>,
+    /// Set while events wait; written inside the critical section, read without it.
+    waiting: AtomicBool,
 }
 
 impl<U, const N: usize> core::fmt::Debug for Inbox<U, N> {
@@ -186,12 +215,19 @@ impl<U, const N: usize> Inbox<U, N> {
     pub const fn new() -> Self {
         Self {
             events: Mutex::new(RefCell::new(Deque::new())),
+            waiting: AtomicBool::new(false),
         }
     }
 
     /// Posts an event; a full inbox hands it back.
     pub fn post(&self, event: U) -> Result<(), U> {
-        critical_section::with(|cs| self.events.borrow_ref_mut(cs).push_back(event))
+        critical_section::with(|cs| {
+            let pushed = self.events.borrow_ref_mut(cs).push_back(event);
+            if pushed.is_ok() {
+                self.waiting.store(true, Ordering::Release);
+            }
+            pushed
+        })
     }
 
     /// Events waiting.
@@ -221,6 +257,10 @@ pub trait Mailbox<U> {
     /// Offers the oldest event to `accept`, which hands it back to refuse it.
     /// Called with the critical section held, so keep `accept` short.
     fn take_one(&self, accept: &mut dyn FnMut(U) -> Result<(), U>) -> Take;
+
+    /// False only when nothing waits; cheap (no critical section), so the kernel asks it
+    /// every step before taking anything.
+    fn may_have_events(&self) -> bool;
 }
 
 impl<U, const N: usize> Mailbox<U> for Inbox<U, N> {
@@ -231,7 +271,12 @@ impl<U, const N: usize> Mailbox<U> for Inbox<U, N> {
                 return Take::Empty;
             };
             match accept(event) {
-                Ok(()) => Take::Taken,
+                Ok(()) => {
+                    if events.is_empty() {
+                        self.waiting.store(false, Ordering::Relaxed);
+                    }
+                    Take::Taken
+                }
                 Err(back) => {
                     // Cannot fail: we just made room.
                     let _ = events.push_front(back);
@@ -240,11 +285,53 @@ impl<U, const N: usize> Mailbox<U> for Inbox<U, N> {
             }
         })
     }
+
+    #[inline]
+    fn may_have_events(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_total_tells_whether_anything_is_new() {
+        let requests = Requests::new();
+        let mut reader = RequestReader::new();
+        assert!(!reader.has_new(&requests));
+        requests.post(Request::Reload);
+        assert!(reader.has_new(&requests));
+        reader.catch_up(&requests);
+        assert!(!reader.has_new(&requests));
+        // Posted between the catch-up and the takes: taken now, and announced once more
+        // (the next round then finds nothing, which is harmless; missing it would not be).
+        requests.post(Request::Stop);
+        assert_eq!(reader.take(&requests, Request::Reload), 1);
+        assert_eq!(reader.take(&requests, Request::Stop), 1);
+        assert!(reader.has_new(&requests));
+        reader.catch_up(&requests);
+        assert_eq!(reader.take(&requests, Request::Stop), 0);
+        assert!(!reader.has_new(&requests));
+    }
+
+    #[test]
+    fn the_inbox_flag_follows_its_contents() {
+        let inbox: Inbox<u32, 2> = Inbox::new();
+        assert!(!inbox.may_have_events());
+        inbox.post(1).unwrap();
+        inbox.post(2).unwrap();
+        assert_eq!(inbox.post(3), Err(3));
+        assert!(inbox.may_have_events());
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(inbox.may_have_events());
+        assert_eq!(inbox.take_one(&mut Err), Take::Refused);
+        assert!(inbox.may_have_events());
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(!inbox.may_have_events());
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Empty);
+    }
 
     #[test]
     fn requests_are_counted_not_flagged() {

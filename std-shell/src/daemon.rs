@@ -63,7 +63,13 @@
 //! [`Requests`] the kernel drains): `SIGINT` → stop (each one
 //! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
-//! one [`Kernel::step`]. After an event's pipeline ran, the shell does its part:
+//! one clock reading and one [`Kernel::run`]: a batch of up to 16 events at that reading. The
+//! batch size adapts: a batch that took more than 20 µs makes the next one a single event, and
+//! it doubles again while batches stay quicker. So with quick handlers the clock and the
+//! signals are read every few microseconds, not for every event, and with slow handlers once
+//! per event; a timer or a signal waits at most for the batch under way (the first batch of
+//! slow events after quick ones can hold up to 16 of them). The batch ends early after a
+//! lifecycle event, for which the shell does its part:
 //!
 //! | kind | the shell's part |
 //! |---|---|
@@ -77,7 +83,7 @@
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
 //! An event without a handler is logged and recorded as an error of the run. No turn allocates
 //! unless it logs or writes a file. A turn without a signal costs the shell six plain loads
-//! ([`Signals::take_pending`]) and one clock read (two with watchdog pings) besides the step.
+//! ([`Signals::take_pending`]) and one clock read (two with watchdog pings) besides the batch.
 //!
 //! # Reload (`SIGHUP`)
 //!
@@ -116,6 +122,7 @@
 //! two of the `T` timers.
 
 use std::fs;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
@@ -123,8 +130,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Event, Kernel, Kind, Request, Requests, Settings as KernelSettings, Step, StepError,
-    TimerHandle, UserEvent,
+    EndReason, Event, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step,
+    StepError, TimerHandle, UserEvent,
 };
 
 use crate::actions;
@@ -699,6 +706,55 @@ struct Runner {
 type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize> =
     ServiceKernel<'k, U, M, KK, H, S, T>;
 
+/// How many events the loop hands the kernel per clock reading (see the module docs).
+///
+/// Reading the clock and the signal counters costs more than a quick event, so the loop
+/// does both once per batch of up to [`Batch::MAX`] events. A timer that falls due, or a
+/// signal that comes, during a batch waits for its end, so a batch must stay short: one
+/// that took longer than [`Batch::BUDGET_US`] makes the next batch a single event, and the
+/// size doubles again from there while batches stay under it. Slow handlers therefore get
+/// a clock reading and a signal check per event, as without batching; quick ones share them.
+#[derive(Debug)]
+struct Batch {
+    limit: NonZeroU32,
+    /// When the last batch that used its whole limit began.
+    full_since: Option<Instant<StdClock>>,
+}
+
+impl Batch {
+    /// The most events per batch.
+    const MAX: NonZeroU32 = NonZeroU32::new(16).unwrap();
+    /// The longest a batch may take before the next one is a single event, in µs.
+    const BUDGET_US: u64 = 20;
+
+    fn new() -> Self {
+        Self {
+            limit: NonZeroU32::MIN,
+            full_since: None,
+        }
+    }
+
+    /// The limit for a batch starting `now`, adapted to how long the last full one took.
+    fn limit(&mut self, now: Instant<StdClock>) -> NonZeroU32 {
+        if let Some(since) = self.full_since.take() {
+            let took = StdClock::ticks(now).saturating_sub(StdClock::ticks(since));
+            self.limit = if took > Self::BUDGET_US {
+                NonZeroU32::MIN
+            } else {
+                self.limit
+                    .saturating_mul(NonZeroU32::new(2).unwrap())
+                    .min(Self::MAX)
+            };
+        }
+        self.limit
+    }
+
+    /// The batch that began at `since` dispatched its whole limit.
+    fn was_full(&mut self, since: Instant<StdClock>) {
+        self.full_since = Some(since);
+    }
+}
+
 impl Runner {
     fn notify(&self, what: impl FnOnce(&Notifier) -> Result<()>) {
         if let Some(n) = &self.notifier {
@@ -800,13 +856,16 @@ impl Runner {
     where
         U: UserEvent + Clone,
     {
+        let mut batch = Batch::new();
         loop {
             let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
             let now = StdClock::now();
-            match kernel.step(now) {
-                Ok(Step::Dispatched { kind, .. }) => self.after(kind, kernel, now),
-                Ok(Step::Idle) => {
+            let limit = batch.limit(now);
+            match kernel.run(now, limit) {
+                Ok(Run::Limit) => batch.was_full(now),
+                Ok(Run::Lifecycle(kind)) => self.after(kind, kernel, now),
+                Ok(Run::Idle) => {
                     let deadline = kernel.next_deadline().and_then(StdClock::to_std);
                     let deadline = match (deadline, next_ping) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -818,7 +877,7 @@ impl Runner {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
-                Ok(Step::Ended(reason)) => return reason,
+                Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
                     let message = format!("no handler for event '{}'", kind.name::<U>());
                     log::error!("{message}");
@@ -1182,6 +1241,39 @@ fn log_statistics<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(us: u64) -> Instant<StdClock> {
+        Instant::new(us)
+    }
+
+    #[test]
+    fn batches_double_while_quick_and_fall_to_one_event_after_a_slow_one() {
+        let mut batch = Batch::new();
+        let mut t = 1_000;
+        let mut limits = Vec::new();
+        for _ in 0..7 {
+            limits.push(batch.limit(at(t)).get());
+            batch.was_full(at(t));
+            t += Batch::BUDGET_US; // exactly the budget: still quick
+        }
+        assert_eq!(limits, [1, 2, 4, 8, 16, 16, 16]);
+        // This batch takes longer than the budget: the next one is a single event.
+        batch.was_full(at(t));
+        t += Batch::BUDGET_US + 1;
+        assert_eq!(batch.limit(at(t)).get(), 1);
+    }
+
+    #[test]
+    fn only_batches_that_used_their_limit_are_timed() {
+        let mut batch = Batch::new();
+        assert_eq!(batch.limit(at(0)).get(), 1);
+        batch.was_full(at(0));
+        assert_eq!(batch.limit(at(5)).get(), 2);
+        // Not full (idle, a lifecycle event): the time until the next batch is not its cost,
+        // and the limit stays.
+        assert_eq!(batch.limit(at(1_000_000)).get(), 2);
+        assert_eq!(batch.limit(at(2_000_000)).get(), 2);
+    }
 
     #[test]
     fn durations_become_milliseconds_rounded_up() {
