@@ -23,8 +23,9 @@
 //!
 //! The kernel never reads a clock. The host calls [`step`](Kernel::step) with `now`; each call
 //! dispatches at most one event and says what happened. [`next_deadline`](Kernel::next_deadline)
-//! tells the host until when it may sleep. [`run_until_idle`](Kernel::run_until_idle) steps
-//! until nothing is due.
+//! tells the host until when it may sleep. [`run`](Kernel::run) dispatches a batch of events at
+//! one `now` and stops early after a lifecycle event, for hosts whose clock is dear to read;
+//! [`run_until_idle`](Kernel::run_until_idle) steps until nothing is due.
 
 use core::fmt;
 use core::num::NonZeroU32;
