@@ -16,7 +16,9 @@
 //!   both instants read from `CLOCK_MONOTONIC`; one signal at a time.
 //! * `start`: from spawning the daemon until systemd's `READY=1` arrives on a `NOTIFY_SOCKET`
 //!   the driver listens on, in the foreground and in daemon mode (there also until the
-//!   launching process exits with the daemon's result); resident memory after start.
+//!   launching process exits with the daemon's result); resident memory after start, in both
+//!   modes, and the anonymous part of it (the rest is mapped files: the binary, and libc when
+//!   it is linked dynamically; `.ci/rss-bench` compares a glibc and a static musl build).
 //!
 //! * `icount` (not in the default set; needs valgrind): instructions per event through the
 //!   full shell loop, 1 and 3 handlers: the `dispatch` daemon under callgrind with two event
@@ -762,6 +764,8 @@ fn bench_start(env: &Env, out: &Output, quick: bool) {
     println!("{:<34} {:>8} {:>8} {:>8}", "mode", "p50", "p90", "max");
     let mut fg = Vec::new();
     let mut rss = Vec::new();
+    let mut rss_anon = Vec::new();
+    let mut rss_daemon = Vec::new();
     let mut bg_ready = Vec::new();
     let mut bg_launcher = Vec::new();
     for _ in 0..runs {
@@ -773,7 +777,9 @@ fn bench_start(env: &Env, out: &Output, quick: bool) {
         let mut child = cmd.spawn().expect("spawn the daemon");
         let ready = env.wait_ready_of(&mut child);
         fg.push(ready.duration_since(t0));
-        rss.push(proc_status_kib(&child.id().to_string(), "VmRSS:").unwrap_or(0));
+        let pid = child.id().to_string();
+        rss.push(proc_status_kib(&pid, "VmRSS:").unwrap_or(0));
+        rss_anon.push(proc_status_kib(&pid, "RssAnon:").unwrap_or(0));
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
         wait_exit(&mut child, "start (foreground)");
 
@@ -794,6 +800,7 @@ fn bench_start(env: &Env, out: &Output, quick: bool) {
             .trim()
             .parse()
             .expect("a PID in the pidfile");
+        rss_daemon.push(proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0));
         kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         while alive(pid) {
@@ -821,10 +828,30 @@ fn bench_start(env: &Env, out: &Output, quick: bool) {
         out.figure(&format!("{key}_p50_ms"), p50);
         out.figure(&format!("{key}_max_ms"), max);
     }
-    rss.sort_unstable();
-    let rss50 = percentile(&rss, 50.0);
-    println!("\nRSS after start (foreground, VmRSS): {rss50} KiB (median)");
-    out.figure("rss_start_kib", rss50 as f64);
+    let median = |mut kib: Vec<u64>| {
+        kib.sort_unstable();
+        percentile(&kib, 50.0)
+    };
+    let (rss, rss_anon, rss_daemon) = (median(rss), median(rss_anon), median(rss_daemon));
+    println!(
+        "\nRSS after start (VmRSS, median): {rss} KiB in the foreground ({rss_anon} KiB of it \
+         anonymous), {rss_daemon} KiB in daemon mode"
+    );
+    out.figure("rss_start_kib", rss as f64);
+    out.figure("rss_start_anon_kib", rss_anon as f64);
+    out.figure("rss_start_daemon_kib", rss_daemon as f64);
+}
+
+/// How this binary was linked: its resident memory depends on it (a dynamic libc's mapped
+/// pages count in the VmRSS of every process that uses them).
+fn libc_linkage() -> &'static str {
+    if cfg!(target_env = "musl") {
+        "musl, static"
+    } else if cfg!(target_feature = "crt-static") {
+        "glibc, static"
+    } else {
+        "glibc, dynamic"
+    }
 }
 
 fn main() -> ExitCode {
@@ -870,7 +897,8 @@ fn main() -> ExitCode {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "# zendaemon daemon bench ({} CPUs; load average before: {})",
+        "# zendaemon daemon bench ({}; {} CPUs; load average before: {})",
+        libc_linkage(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load.split_whitespace()
             .take(3)

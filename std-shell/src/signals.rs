@@ -297,13 +297,18 @@ impl AsFd for Signals {
     }
 }
 
+/// The largest `time_t`. (On musl targets the libc crate marks its `time_t` alias deprecated,
+/// because the type is to become 64-bit there; its largest value is what is wanted either way.)
+#[allow(deprecated)]
+const TIME_T_MAX: libc::time_t = libc::time_t::MAX;
+
 /// The absolute timer value `remaining` after the monotonic reading `now`; a value beyond what
 /// a `timespec` holds becomes the largest one (in effect never: the kernel saturates it).
 fn timer_deadline(now: Duration, remaining: Duration) -> TimeSpec {
-    const MAX_SECS: u64 = libc::time_t::MAX as u64;
+    const MAX_SECS: u64 = TIME_T_MAX as u64;
     match now.checked_add(remaining) {
         Some(at) if at.as_secs() <= MAX_SECS => TimeSpec::from(at),
-        _ => TimeSpec::new(libc::time_t::MAX, 999_999_999),
+        _ => TimeSpec::new(TIME_T_MAX, 999_999_999),
     }
 }
 
@@ -373,12 +378,12 @@ mod tests {
         assert_eq!(at, TimeSpec::new(6, 1));
         assert_eq!(
             timer_deadline(Duration::from_secs(1), Duration::MAX),
-            TimeSpec::new(libc::time_t::MAX, 999_999_999)
+            TimeSpec::new(TIME_T_MAX, 999_999_999)
         );
-        let huge = Duration::from_secs(libc::time_t::MAX as u64 + 1);
+        let huge = Duration::from_secs(TIME_T_MAX as u64 + 1);
         assert_eq!(
             timer_deadline(Duration::ZERO, huge),
-            TimeSpec::new(libc::time_t::MAX, 999_999_999)
+            TimeSpec::new(TIME_T_MAX, 999_999_999)
         );
     }
 
