@@ -90,11 +90,13 @@
 //! learned from how late the wake-ups were (the [`precise`](crate::precise) module explains
 //! the estimate), at most `precise_max_spin` (`--precise-max-spin`, default 2 ms).
 //!
-//! The cost: every timed wake-up spends up to the margin on the CPU, typically a few tens to a
-//! few hundred microseconds; with a 1 ms timer that can be a fifth of a CPU or more, with a
-//! 1 s timer a few hundredths of a percent. A loop that never sleeps (always busy) pays
-//! nothing; a wake-up that comes after the deadline anyway is simply late (no spinning past a
-//! deadline). Signals still end a spin at once. Both settings take effect at the next start.
+//! The cost: every timed wake-up spends the margin, less the wake-up's own latency, on the CPU;
+//! never more than `precise_max_spin`. In the bench (`BENCHMARKS.md`, a quiet 2-vCPU KVM
+//! guest) that was 5–60 µs more CPU time per wake-up than without (~25–50 µs in all per
+//! wake-up, 2.5–5% of a CPU, with a 1 ms timer), and a few hundred µs per wake-up when a run
+//! was disturbed and the margin grew. A loop that never sleeps (always busy) pays nothing; a
+//! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
+//! Signals still end a spin at once. Both settings take effect at the next start.
 //!
 //! # Reload (`SIGHUP`)
 //!

@@ -33,10 +33,10 @@
 //!
 //! # The cost
 //!
-//! Every timed wake-up spends up to the margin on the CPU (about the margin minus the actual
-//! latency, typically a few tens to a few hundred microseconds): with a 1 ms timer and a 200 µs
-//! margin that is a fifth of a CPU. A wake-up that comes later than the deadline anyway is just
-//! late: nothing spins past a deadline. Signals are not delayed: the spin checks for them
+//! Every timed wake-up spends up to the margin on the CPU (the margin minus the wake-up's own
+//! latency: tens of microseconds when wake-ups are steady, up to the maximum when they are
+//! erratic): with a 1 ms timer and a 200 µs spin that would be a fifth of a CPU. A wake-up that
+//! comes later than the deadline anyway is just late: nothing spins past a deadline. Signals are not delayed: the spin checks for them
 //! between clock reads.
 //!
 //! A wait shorter than both the margin and [`SHORT_WAIT`] is spun through. Any longer wait
