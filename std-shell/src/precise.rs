@@ -56,9 +56,6 @@ pub const SHORT_WAIT: Duration = Duration::from_micros(50);
 
 /// How many recent latencies the margin is taken from.
 pub const WINDOW: usize = 32;
-/// The margin is the latency at this rank (1 = the smallest) among [`WINDOW`] samples.
-const RANK: usize = WINDOW - 1;
-
 /// Learns how late timer wake-ups are and how early to wake to be on time (see the [module
 /// documentation](self)). Pure arithmetic on nanoseconds: it never reads a clock.
 ///
@@ -71,8 +68,8 @@ const RANK: usize = WINDOW - 1;
 /// for us in [120, 90, 110, 130, 100] {
 ///     e.record(Duration::from_micros(us));
 /// }
-/// // Fewer than 32 samples: the second largest of 32 scaled down, here the largest.
-/// assert_eq!(e.margin(), Duration::from_micros(130));
+/// // The second largest: one outlier alone does not move it.
+/// assert_eq!(e.margin(), Duration::from_micros(120));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WakeEstimator {
@@ -127,8 +124,7 @@ impl WakeEstimator {
     }
 
     /// How long before a deadline to wake up: the second largest of the last [`WINDOW`]
-    /// latencies (with fewer samples, the one at the same relative rank); the maximum before
-    /// the first sample.
+    /// latencies (the only one after the first sample); the maximum before the first sample.
     pub const fn margin(&self) -> Duration {
         Duration::from_nanos(self.margin)
     }
@@ -145,8 +141,9 @@ impl WakeEstimator {
         self.window[self.next] = x;
         self.next = (self.next + 1) % WINDOW;
         self.len = (self.len + 1).min(WINDOW);
-        // The same relative rank in a partly filled window: ceil(len * RANK / WINDOW).
-        let rank = (self.len * RANK).div_ceil(WINDOW).max(1);
+        // The second largest, also while the window fills (a 1 s timer takes 32 s to fill
+        // it: one early outlier must not set the margin until then).
+        let rank = (self.len - 1).max(1);
         let mut sorted = self.window;
         let filled = &mut sorted[..self.len];
         let (_, at, _) = filled.select_nth_unstable(rank - 1);
@@ -222,6 +219,13 @@ mod tests {
 
     #[test]
     fn a_single_outlier_changes_nothing() {
+        // Not while the window fills…
+        let mut e = WakeEstimator::new(MAX);
+        for latency in [100, 1_500, 90, 110] {
+            e.record(us(latency));
+        }
+        assert_eq!(e.margin(), us(110));
+        // …nor once it is full.
         let mut e = WakeEstimator::new(MAX);
         for _ in 0..WINDOW {
             e.record(us(100));
