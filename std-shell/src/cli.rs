@@ -7,8 +7,8 @@
 //!
 //! Values:
 //! - `--umask`: octal, with or without a `0`/`0o` prefix (`022`, `0022`, `0o022`), at most `0777`.
-//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`: seconds, decimals allowed
-//!   (`300`, `0.5`), from 0.001 (one millisecond) up.
+//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--precise-max-spin`: seconds,
+//!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
 //! - `--action`: see [`Action`].
 //! - `--limit`: a positive integer.
@@ -272,6 +272,15 @@ pub struct Cli {
     #[argh(switch)]
     pub parallel: bool,
 
+    /// precise timers: wake a learned margin before each deadline and spin on the clock for
+    /// the rest (timers on time to microseconds, at the cost of CPU time per wake-up)
+    #[argh(switch)]
+    pub precise_timers: bool,
+
+    /// with --precise-timers, the longest spin per wake-up, in seconds (default: 0.002)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub precise_max_spin: Option<Duration>,
+
     /// configuration file (JSON; lines starting with # or // are comments)
     #[argh(option, from_str_fn(parse_path))]
     pub config_file: Option<PathBuf>,
@@ -317,7 +326,13 @@ pub enum Parsed {
 }
 
 /// The flags that take no value (every other `--flag` takes one).
-const SWITCHES: [&str; 4] = ["--no-daemon", "--parallel", "--help", "-h"];
+const SWITCHES: [&str; 5] = [
+    "--no-daemon",
+    "--parallel",
+    "--precise-timers",
+    "--help",
+    "-h",
+];
 
 /// Splits every `--opt=value` into `--opt`, `value`, so argh (which only knows the first form)
 /// accepts both. `args` excludes the program name.
@@ -435,6 +450,8 @@ impl Cli {
         put("runlog_interval", self.runlog_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
         put("parallel", switch(self.parallel));
+        put("precise_timers", switch(self.precise_timers));
+        put("precise_max_spin", self.precise_max_spin.map(seconds_value));
         put("config_file", path(&self.config_file));
         put("config_dir", path(&self.config_dir));
         put("pstate_file", path(&self.pstate_file));
@@ -522,6 +539,9 @@ mod tests {
             "--stop-timeout",
             "30",
             "--parallel",
+            "--precise-timers",
+            "--precise-max-spin",
+            "0.003",
             "--config-file",
             "/cf",
             "--config-dir",
@@ -542,7 +562,7 @@ mod tests {
         let mut joined = Vec::new();
         let mut i = 0;
         while i < spaced.len() {
-            if matches!(spaced[i], "--no-daemon" | "--parallel") {
+            if matches!(spaced[i], "--no-daemon" | "--parallel" | "--precise-timers") {
                 joined.push(spaced[i].to_owned());
                 i += 1;
             } else {
@@ -554,7 +574,8 @@ mod tests {
         for list in [&spaced[..], &joined[..]] {
             let cli = run(list);
             assert_eq!(cli.name.as_deref(), Some("tail"));
-            assert!(cli.no_daemon && cli.parallel);
+            assert!(cli.no_daemon && cli.parallel && cli.precise_timers);
+            assert_eq!(cli.precise_max_spin, Some(Duration::from_millis(3)));
             assert_eq!(cli.pid_file, Some("/p.pid".into()));
             assert_eq!(cli.work_dir, Some("/w".into()));
             assert_eq!(cli.chroot_dir, Some("/c".into()));
@@ -576,7 +597,9 @@ mod tests {
             assert_eq!(cli.limit, Some(5));
 
             let o = cli.overrides();
-            assert_eq!(o.len(), 22);
+            assert_eq!(o.len(), 24);
+            assert_eq!(o["precise_timers"], true);
+            assert_eq!(o["precise_max_spin"], 0.003);
             assert_eq!(o["umask"], "0027");
             assert_eq!(o["stats_interval"], 10);
             assert_eq!(o["runlog_interval"], 0.5);
@@ -659,7 +682,12 @@ mod tests {
         ] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
-        for flag in ["--stats-interval", "--runlog-interval", "--stop-timeout"] {
+        for flag in [
+            "--stats-interval",
+            "--runlog-interval",
+            "--stop-timeout",
+            "--precise-max-spin",
+        ] {
             for bad in ["-5", "0", "abc"] {
                 let msg = usage(&[flag, bad]);
                 assert!(msg.contains(flag) && msg.contains(bad), "{msg}");

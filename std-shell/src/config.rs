@@ -35,8 +35,9 @@
 //!
 //! # Value types in files
 //!
-//! Paths, `user`, `group`: strings. `no_daemon`, `parallel`: booleans. `stats_interval`,
-//! `runlog_interval`, `stop_timeout`: numbers of seconds, decimals allowed, at least 0.001.
+//! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
+//! `stats_interval`, `runlog_interval`, `stop_timeout`, `precise_max_spin`: numbers of seconds,
+//! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
 //! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `action`: an action name. `limit`: a
 //! positive integer. `chroot_dir`, `user`, `group`, `action`, `input`, `limit` may be `null`.
@@ -64,7 +65,7 @@ use crate::logging::LogLevel;
 use crate::paths::{self, DefaultPaths};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 22] = [
+pub const SHELL_KEYS: [&str; 24] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -79,6 +80,8 @@ pub const SHELL_KEYS: [&str; 22] = [
     "runlog_interval",
     "stop_timeout",
     "parallel",
+    "precise_timers",
+    "precise_max_spin",
     "config_file",
     "config_dir",
     "pstate_file",
@@ -105,6 +108,8 @@ pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest spin per wake-up with precise timers (see [`crate::precise`]).
+pub const DEFAULT_PRECISE_MAX_SPIN: Duration = crate::precise::DEFAULT_MAX_SPIN;
 /// Default umask.
 pub const DEFAULT_UMASK: u32 = 0o002;
 /// Default working directory.
@@ -146,6 +151,13 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// Parallel mode.
     pub parallel: bool,
+    /// Precise timers: the loop wakes a learned margin before each deadline and spins on the
+    /// clock for the rest, trading CPU time (up to `precise_max_spin` per timed wake-up) for
+    /// timers on time to a few microseconds (see [`crate::precise`]). Off by default.
+    pub precise_timers: bool,
+    /// With precise timers, the largest margin, so the longest spin per wake-up.
+    #[serde(serialize_with = "ser_seconds")]
+    pub precise_max_spin: Duration,
     /// The configuration file (whether or not it exists).
     pub config_file: PathBuf,
     /// The configuration directory (whether or not it exists).
@@ -243,6 +255,11 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
     );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
     put("parallel", Value::Bool(false));
+    put("precise_timers", Value::Bool(false));
+    put(
+        "precise_max_spin",
+        cli::seconds_value(DEFAULT_PRECISE_MAX_SPIN),
+    );
     put("config_file", path_value(&d.config_file));
     put("config_dir", path_value(&d.config_dir));
     put("pstate_file", path_value(&d.pstate_file));
@@ -440,6 +457,8 @@ impl Fields<'_> {
             runlog_interval: self.required("runlog_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
             parallel: self.required("parallel", boolean)?,
+            precise_timers: self.required("precise_timers", boolean)?,
+            precise_max_spin: self.required("precise_max_spin", seconds)?,
             config_file: self.required("config_file", path)?,
             config_dir: self.required("config_dir", path)?,
             pstate_file: self.required("pstate_file", path)?,
@@ -747,6 +766,8 @@ mod tests {
         assert_eq!(s.stats_interval, Duration::from_secs(300));
         assert_eq!(s.runlog_interval, Duration::from_secs(300));
         assert_eq!(s.stop_timeout, Duration::from_secs(30));
+        assert!(!s.precise_timers);
+        assert_eq!(s.precise_max_spin, Duration::from_millis(2));
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(
             (s.chroot_dir.as_ref(), s.user.as_ref(), s.group.as_ref()),
@@ -921,6 +942,8 @@ mod tests {
             (r#"{"runlog_interval": 0}"#, "runlog_interval"),
             (r#"{"stop_timeout": "30"}"#, "stop_timeout"),
             (r#"{"no_daemon": "yes"}"#, "no_daemon"),
+            (r#"{"precise_timers": 1}"#, "precise_timers"),
+            (r#"{"precise_max_spin": 0}"#, "precise_max_spin"),
             (r#"{"log_level": "loud"}"#, "log_level"),
             (r#"{"action": "bogus"}"#, "action"),
             (r#"{"limit": 0}"#, "limit"),
@@ -944,7 +967,8 @@ mod tests {
         f.write(
             "etc/tail.conf",
             r#"{"umask": 18, "stats_interval": 0.5, "action": "status", "limit": 2,
-                "chroot_dir": "/jail", "parallel": true}"#,
+                "chroot_dir": "/jail", "parallel": true, "precise_timers": true,
+                "precise_max_spin": 0.004}"#,
         );
         let c = f.load(&[], &[]).unwrap();
         let s = c.settings();
@@ -953,7 +977,8 @@ mod tests {
         assert_eq!(s.action, Some(Action::Status));
         assert_eq!(s.limit, Some(2));
         assert_eq!(s.chroot_dir.as_deref(), Some(Path::new("/jail")));
-        assert!(s.parallel);
+        assert!(s.parallel && s.precise_timers);
+        assert_eq!(s.precise_max_spin, Duration::from_millis(4));
         // The command line's umask wins and shows as octal.
         let c = f.load(&["--umask", "0o077"], &[]).unwrap();
         assert_eq!(c.settings().umask, 0o077);

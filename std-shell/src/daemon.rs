@@ -85,6 +85,25 @@
 //! unless it logs or writes a file. A turn without a signal costs the shell six plain loads
 //! ([`Signals::take_pending`]) and one clock read (two with watchdog pings) besides the batch.
 //!
+//! # Precise timers (opt-in)
+//!
+//! An idle loop sleeps on an exact timer, yet its timers run late by the time the system takes
+//! to wake an idle CPU: tens to hundreds of microseconds, more on a virtual machine and after
+//! longer sleeps. `--precise-timers` (configuration key `precise_timers`, or
+//! `Daemon::new(..).default_setting("precise_timers", true)` to make it the program's
+//! default) trades CPU time for punctuality: each sleep ends a margin before the deadline and
+//! the loop spins on the clock for the rest ([`Signals::set_precise_timers`]). The margin is
+//! learned from how late the wake-ups were (the [`precise`](crate::precise) module explains
+//! the estimate), at most `precise_max_spin` (`--precise-max-spin`, default 2 ms).
+//!
+//! The cost: every timed wake-up spends the margin, less the wake-up's own latency, on the CPU;
+//! never more than `precise_max_spin`. In the bench (`BENCHMARKS.md`, a quiet 2-vCPU KVM
+//! guest) that was up to ~100 µs more CPU time per wake-up than without (25–50 µs in all per
+//! wake-up, 2.5–5% of a CPU, with a 1 ms timer), and 300–400 µs per wake-up in runs where a
+//! disturbance inflated the margin. A loop that never sleeps (always busy) pays nothing; a
+//! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
+//! Signals still end a spin at once. Both settings take effect at the next start.
+//!
 //! # Reload (`SIGHUP`)
 //!
 //! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
@@ -96,7 +115,8 @@
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
 //! starts at that stop); then [`Event::Reload`] goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
-//! directory, umask, daemon mode, parallel mode) are logged as such when they change.
+//! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
+//! change.
 //!
 //! # Stopping
 //!
@@ -608,10 +628,11 @@ impl Launch {
         if let Err(e) = written {
             return late.fail(&e, &pidfile);
         }
-        let signals = match Signals::new() {
+        let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => return late.fail(&e, &pidfile),
         };
+        signals.set_precise_timers(settings.precise_timers.then_some(settings.precise_max_spin));
         for s in kernel.components_mut() {
             if let Err(e) = s.activate() {
                 let e = match e {
@@ -1083,6 +1104,11 @@ impl Runner {
             ("group", old.group != s.group),
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
+            ("precise_timers", old.precise_timers != s.precise_timers),
+            (
+                "precise_max_spin",
+                old.precise_max_spin != s.precise_max_spin,
+            ),
         ];
         for (key, changed) in restart_only {
             if changed {

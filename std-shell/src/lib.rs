@@ -113,11 +113,11 @@
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
 //!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
-//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`watchdog`] (the
-//!   stop timeout enforced from outside the loop), [`notify`] (systemd), [`atomic`] (atomic
-//!   file replacement), [`runlog`] (runlog files and their actions), [`report`] (the runlog and
-//!   state documents), [`pstate`] (the persistent state file), [`error`] (errors and exit
-//!   codes).
+//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
+//!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
+//!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
+//!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
+//!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
@@ -148,6 +148,7 @@ pub mod logging;
 pub mod notify;
 pub mod paths;
 pub mod pidfile;
+pub mod precise;
 pub mod pstate;
 pub mod report;
 pub mod runlog;

@@ -21,6 +21,17 @@
 //! changing a process-wide setting behind the user's back. The cost is one
 //! `timerfd_settime` per sleep (not per event: a busy loop never sleeps).
 //!
+//! # Precise timers (opt-in)
+//!
+//! What remains after an exact sleep is the time the system takes to run the thread again,
+//! tens to hundreds of microseconds on an idle (virtual) CPU. With
+//! [`Signals::set_precise_timers`], a wait sleeps until the deadline minus a margin, then spins
+//! on the clock until the deadline. The margin is learned from how late the timer's wake-ups
+//! were ([`precise`](crate::precise) has the estimator and the reasons), at most a chosen
+//! maximum. The price is CPU time: up to the margin per timed wake-up. While it spins the wait
+//! checks, between clock reads, a delivery counter the handlers bump (one load), so a signal
+//! ends the spin at once, as it ends a sleep.
+//!
 //! The handlers never log, allocate or take locks; turning signals into events is the loop's
 //! job. Counters count: three `SIGINT`s delivered separately are three, as long as each was
 //! delivered before the next was sent (the kernel merges a signal that is still pending).
@@ -35,7 +46,7 @@
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -48,6 +59,7 @@ use nix::time::clock_gettime;
 use signal_hook::SigId;
 
 use crate::error::{Error, Result};
+use crate::precise::{WakeEstimator, SHORT_WAIT};
 
 /// The signals a daemon reacts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +133,9 @@ impl fmt::Display for Signal {
 #[derive(Debug)]
 struct Shared {
     counts: [AtomicUsize; 6],
+    /// Every delivery, of any signal, ever (wrapping); bumped between the count and the byte.
+    /// A spinning wait compares it with [`Signals::seen`] instead of reading the pipe.
+    deliveries: AtomicUsize,
     /// The pipe's write end, non-blocking: a full pipe already wakes the reader.
     wake: OwnedFd,
 }
@@ -134,6 +149,11 @@ pub struct Signals {
     wake: OwnedFd,
     /// [`Signals::wait_until`]'s deadline (see "Waking on time" in the module docs).
     timer: TimerFd,
+    /// `deliveries` as the last wait read it, just before it emptied the pipe.
+    seen: AtomicUsize,
+    /// Precise timers, when on: the learned margin (a lock taken once or twice per sleep,
+    /// never contended by the loop itself).
+    precise: Option<Mutex<WakeEstimator>>,
     ids: Vec<SigId>,
 }
 
@@ -155,12 +175,15 @@ impl Signals {
         .map_err(|e| Error::os("create the deadline timer", e.into()))?;
         let shared = Arc::new(Shared {
             counts: Default::default(),
+            deliveries: AtomicUsize::new(0),
             wake: write,
         });
         let mut signals = Signals {
             shared,
             wake: read,
             timer,
+            seen: AtomicUsize::new(0),
+            precise: None,
             ids: Vec::with_capacity(Signal::ALL.len()),
         };
         for signal in Signal::ALL {
@@ -170,6 +193,7 @@ impl Signals {
                 // Count first, then wake: the loop drains the pipe before it reads the
                 // counters, so a count is never left behind without a byte to announce it.
                 shared.counts[index].fetch_add(1, Ordering::SeqCst);
+                shared.deliveries.fetch_add(1, Ordering::SeqCst);
                 // SAFETY: write(2) is async-signal-safe; the buffer is a live one-byte
                 // array; the descriptor stays open as long as this action is registered
                 // (the action owns an `Arc` of it). A full pipe (EAGAIN) is fine: the
@@ -178,7 +202,7 @@ impl Signals {
                     libc::write(shared.wake.as_raw_fd(), [1u8].as_ptr().cast(), 1);
                 }
             };
-            // SAFETY: the action is async-signal-safe: an atomic increment and one write(2);
+            // SAFETY: the action is async-signal-safe: two atomic increments and one write(2);
             // no allocation, no locks, no panics.
             let id = unsafe { signal_hook::low_level::register(signal.number(), action) }
                 .map_err(|e| Error::os("install a signal handler", e))?;
@@ -210,6 +234,20 @@ impl Signals {
         pending
     }
 
+    /// Turns precise timers on with this maximum margin, or off with `None` (the default):
+    /// see "Precise timers" in the module documentation and [`precise`](crate::precise). On,
+    /// every timed wait sleeps until the deadline minus the learned margin and spins the
+    /// rest, so it costs up to `max_spin` of CPU time per wake-up. Turning them on again
+    /// starts the learning afresh.
+    pub fn set_precise_timers(&mut self, max_spin: Option<Duration>) {
+        self.precise = max_spin.map(|max| Mutex::new(WakeEstimator::new(max)));
+    }
+
+    /// With precise timers on, the margin the next timed wait will use.
+    pub fn precise_margin(&self) -> Option<Duration> {
+        self.precise.as_ref().map(|p| lock(p).margin())
+    }
+
     /// Sleeps until `deadline` (for ever when `None`) or until a signal arrives, whichever is
     /// first; returns at once if a signal came since the last wait. Then empties the pipe.
     ///
@@ -217,6 +255,11 @@ impl Signals {
     /// deadline or a few nanoseconds after it, never before, and a wake-up that still finds
     /// the deadline ahead waits again. A deadline already past does not sleep at all. It
     /// retries after `EINTR`.
+    ///
+    /// With [precise timers](Signals::set_precise_timers) the timer is armed a margin before
+    /// the deadline (at most half the way there), and the wait spins from the wake-up until
+    /// the deadline (or a signal); a wake-up at or after the deadline returns at once, without
+    /// spinning. A wait shorter than both the margin and [`SHORT_WAIT`] is spun through.
     ///
     /// # Errors
     ///
@@ -228,6 +271,8 @@ impl Signals {
                 PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
             ];
+            // Precise timers: the instant the timer is armed for, before the deadline.
+            let mut early = None;
             let fds = match deadline {
                 // Only the pipe: a timer left armed by an earlier wait cannot wake us.
                 None => &mut fds[..1],
@@ -238,9 +283,21 @@ impl Signals {
                     if now >= deadline {
                         break;
                     }
+                    let mut wake_at = deadline;
+                    if let Some(precise) = &self.precise {
+                        let remaining = deadline - now;
+                        let margin = lock(precise).margin();
+                        if remaining <= margin.min(SHORT_WAIT) {
+                            self.spin_until(deadline);
+                            break;
+                        }
+                        // At least half the way asleep, so the timer goes on measuring.
+                        wake_at = deadline - margin.min(remaining / 2);
+                        early = Some((precise, wake_at));
+                    }
                     let mono = clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
                         .map_err(|e| Error::os("read the monotonic clock", e.into()))?;
-                    let at = timer_deadline(mono.into(), deadline - now);
+                    let at = timer_deadline(mono.into(), wake_at - now);
                     // Re-arming also clears an expiry left over from an earlier wait.
                     self.timer
                         .set(
@@ -253,14 +310,50 @@ impl Signals {
             };
             match poll(fds, PollTimeout::NONE) {
                 Ok(_) if fds[0].any().unwrap_or(true) => break,
-                // The timer: the deadline has come (the check above ends the wait).
-                Ok(_) => {}
+                // The timer: the deadline has come (the check above ends the wait), or with
+                // precise timers the margin before it.
+                Ok(_) => {
+                    if let (Some((precise, wake_at)), Some(deadline)) = (early, deadline) {
+                        let now = Instant::now();
+                        if now >= wake_at {
+                            lock(precise).record(now - wake_at);
+                            self.spin_until(deadline);
+                            break;
+                        }
+                    }
+                }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::os("wait for signals", e.into())),
             }
         }
+        self.seen.store(
+            self.shared.deliveries.load(Ordering::SeqCst),
+            Ordering::Relaxed,
+        );
         self.drain();
         Ok(())
+    }
+
+    /// Reads the clock until `deadline`, or until a signal comes that the last wait did not
+    /// see. A signal counted before that wait emptied the pipe was counted before the
+    /// caller's next [`Signals::take_pending`] too, so the spin need not end for it.
+    ///
+    /// The spin-loop hint (`pause` on x86) comes once every [`PAUSE_EVERY`] rounds, not every
+    /// round: under KVM, a `pause` in every round (one clock read apart) trips the host's
+    /// pause-loop detection, which takes the vCPU out for ~5 µs (a VM exit, meant for guests
+    /// spinning on a lock) in most 500 µs spins; one `pause` in four did not.
+    fn spin_until(&self, deadline: Instant) {
+        let seen = self.seen.load(Ordering::Relaxed);
+        let mut round = 0u32;
+        while self.shared.deliveries.load(Ordering::Relaxed) == seen {
+            if Instant::now() >= deadline {
+                return;
+            }
+            round = round.wrapping_add(1);
+            if round.is_multiple_of(PAUSE_EVERY) {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Empties the pipe; the counters keep what it announced.
@@ -301,6 +394,14 @@ impl AsFd for Signals {
 /// because the type is to become 64-bit there; its largest value is what is wanted either way.)
 #[allow(deprecated)]
 const TIME_T_MAX: libc::time_t = libc::time_t::MAX;
+
+/// How many rounds of a spin (a signal check and a clock read each) per spin-loop hint.
+const PAUSE_EVERY: u32 = 4;
+
+/// The estimator, even if a panic poisoned its lock (it is a few numbers, always valid).
+fn lock(precise: &Mutex<WakeEstimator>) -> MutexGuard<'_, WakeEstimator> {
+    precise.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The absolute timer value `remaining` after the monotonic reading `now`; a value beyond what
 /// a `timespec` holds becomes the largest one (in effect never: the kernel saturates it).
@@ -500,6 +601,83 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(5);
         signals.wait_until(Some(deadline)).unwrap();
         assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn precise_waits_never_return_before_the_deadline() {
+        let _serial = serial();
+        let mut signals = Signals::new().unwrap();
+        signals.set_precise_timers(Some(Duration::from_millis(2)));
+        assert_eq!(signals.precise_margin(), Some(Duration::from_millis(2)));
+        // Shorter and longer than the margin, and in the past.
+        let lengths = [0, 30, 300, 1_000, 2_500, 5_000, 12_000];
+        for _ in 0..3 {
+            for us in lengths {
+                let deadline = Instant::now() + Duration::from_micros(us);
+                signals.wait_until(Some(deadline)).unwrap();
+                let now = Instant::now();
+                assert!(now >= deadline, "{:?} early", deadline - now);
+            }
+        }
+        signals
+            .wait_until(Some(Instant::now() - Duration::from_secs(1)))
+            .unwrap();
+        let margin = signals.precise_margin().unwrap();
+        assert!(margin <= Duration::from_millis(2), "{margin:?}");
+        assert!(signals.take_pending().is_empty());
+        // A maximum far beyond the waits: they still sleep half the way, so the timer's
+        // wake-ups go on teaching the margin (else it would stay at the maximum for ever).
+        signals.set_precise_timers(Some(Duration::from_secs(3600)));
+        for _ in 0..3 {
+            let deadline = Instant::now() + Duration::from_millis(10);
+            signals.wait_until(Some(deadline)).unwrap();
+            assert!(Instant::now() >= deadline);
+        }
+        let margin = signals.precise_margin().unwrap();
+        assert!(margin < Duration::from_secs(3600), "nothing learned");
+        signals.set_precise_timers(None);
+        assert_eq!(signals.precise_margin(), None);
+    }
+
+    #[test]
+    fn a_signal_ends_a_spin_at_once() {
+        let _serial = serial();
+        let mut signals = Signals::new().unwrap();
+        signals.set_precise_timers(Some(Duration::from_secs(3600)));
+        // The spin itself (a wait spins only near its deadline, too short to aim a signal at).
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let sender = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGALRM).unwrap();
+        });
+        signals.spin_until(deadline);
+        assert!(Instant::now() < deadline, "the spin ignored the signal");
+        sender.join().unwrap();
+        // The wait after it ends at once: the signal came since the last wait.
+        signals.wait_until(Some(deadline)).unwrap();
+        assert!(Instant::now() < deadline, "the signal was lost");
+        assert_eq!(
+            signals.take_pending().collect::<Vec<_>>(),
+            [(Signal::Alrm, 1)]
+        );
+        // A signal after the last wait ends the next wait (or spin) before it starts…
+        raise_n(Signal::Usr1, 1);
+        signals.wait_until(Some(deadline)).unwrap();
+        assert!(Instant::now() < deadline, "the signal was lost");
+        assert_eq!(
+            signals.take_pending().collect::<Vec<_>>(),
+            [(Signal::Usr1, 1)]
+        );
+        // …while one that the last wait already ended on does not end the next.
+        raise_n(Signal::Hup, 1);
+        signals.wait_until(None).unwrap();
+        let short = Instant::now() + Duration::from_millis(20);
+        signals.wait_until(Some(short)).unwrap();
+        assert!(Instant::now() >= short);
+        assert_eq!(
+            signals.take_pending().collect::<Vec<_>>(),
+            [(Signal::Hup, 1)]
+        );
     }
 
     #[test]

@@ -142,3 +142,23 @@ fn the_persistent_state_counts_runs_across_restarts() {
     assert_eq!(fg.wait(), code::OK, "{}", fg.stderr());
     assert_eq!(runs(), 4);
 }
+
+#[test]
+fn precise_timers_keep_the_timers_and_the_signals_working() {
+    let env = Env::new("precise");
+    // From a configuration file: a 1 ms timer that ends the run after 200 rounds.
+    env.write_config(
+        r#"{"precise_timers": true, "worker": {"work_interval_ms": 1, "stop_after": 200}}"#,
+    );
+    let mut fg = env.spawn_fg_unready(&["--precise-max-spin", "0.003"]);
+    assert_eq!(fg.wait(), code::OK, "{}", fg.stderr());
+
+    // From the command line; signals reach the idle, timed loop.
+    env.write_config(r#"{"worker": {"work_interval_ms": 5}}"#);
+    let mut fg = env.spawn_fg(&["--precise-timers"]);
+    let state = env.dump_state(fg.pid);
+    assert_eq!(state["config"]["precise_timers"], true, "{state:#}");
+    assert_eq!(state["config"]["precise_max_spin"], 0.002, "{state:#}");
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+}
