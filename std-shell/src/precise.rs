@@ -36,8 +36,8 @@
 //! Every timed wake-up spends up to the margin on the CPU (the margin minus the wake-up's own
 //! latency: tens of microseconds when wake-ups are steady, up to the maximum when they are
 //! erratic): with a 1 ms timer and a 200 µs spin that would be a fifth of a CPU. A wake-up that
-//! comes later than the deadline anyway is just late: nothing spins past a deadline. Signals are not delayed: the spin checks for them
-//! between clock reads.
+//! comes later than the deadline anyway is just late: nothing spins past a deadline. Signals
+//! are not delayed: the spin checks for them between clock reads.
 //!
 //! A wait shorter than both the margin and [`SHORT_WAIT`] is spun through. Any longer wait
 //! sleeps at least half the way, even when the margin is larger: only the timer's wake-ups
