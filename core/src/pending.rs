@@ -175,8 +175,8 @@ impl RequestReader {
     }
 
     /// Notes the current total of posts; call it before [`take`](Self::take)ing the
-    /// requests. A post that lands after it moves the total again, so [`has_new`]
-    /// (Self::has_new) reports it even if this round of `take`s already counted it.
+    /// requests. A post that lands after it moves the total again, so
+    /// [`has_new`](Self::has_new) reports it even if this round of `take`s already counted it.
     pub fn catch_up(&mut self, requests: &Requests) {
         self.seen_total = requests.total.read();
     }
