@@ -145,6 +145,10 @@ pub enum Run {
     /// A lifecycle event of this kind went through its pipeline (the last event of the
     /// call): the host does its part for it, as after [`Step::Dispatched`].
     Lifecycle(Kind),
+    /// A handler of the last event asked for a stop ([`Context::request_stop`]): `stop` goes
+    /// next, so a host that guards stops (a watchdog, a systemd notice) does so before it
+    /// calls again.
+    StopRequested,
     /// Nothing is due now; [`Kernel::next_deadline`] tells until when the host may sleep.
     Idle,
     /// The loop is over.
@@ -606,7 +610,7 @@ where
     pub fn run_until_idle(&mut self, now: Instant<C>) -> Result<Idle, StepError> {
         loop {
             match self.run(now, NonZeroU32::MAX)? {
-                Run::Limit | Run::Lifecycle(_) => {}
+                Run::Limit | Run::Lifecycle(_) | Run::StopRequested => {}
                 Run::Idle => return Ok(Idle::Waiting),
                 Run::Ended(reason) => return Ok(Idle::Ended(reason)),
             }
@@ -617,10 +621,13 @@ where
     /// but returns as soon as a lifecycle event went through its pipeline, so the host can do
     /// its part for it (see [`Step::Dispatched`]).
     ///
+    /// It also returns right after a handler asked for a stop ([`Run::StopRequested`]), before
+    /// `stop` runs.
+    ///
     /// For hosts whose clock is dear to read: they read it once per call instead of once per
-    /// event, and the per-step bookkeeping is not repeated. A timer that falls due during the
-    /// call waits for the next one, so `limit` bounds how late that makes it (`limit` events'
-    /// handling time).
+    /// event, and the per-step bookkeeping is not repeated. Every handler of the call sees
+    /// `now` as the time ([`Context::now`]), and a timer that falls due during the call waits
+    /// for the next one: `limit` bounds both lags (`limit` events' handling time).
     ///
     /// # Errors
     ///
@@ -635,9 +642,13 @@ where
                 Err(NoEvent::NotStarted) => return Err(StepError::NotStarted),
             };
             let kind = event.kind();
+            let was_done = self.done;
             self.dispatch_and_check(event, now)?;
             if kind.is_builtin() {
                 return Ok(Run::Lifecycle(kind));
+            }
+            if self.done && !was_done {
+                return Ok(Run::StopRequested);
             }
         }
         Ok(Run::Limit)
@@ -1297,6 +1308,37 @@ mod tests {
         assert_eq!(
             k.run(clock.now(), two),
             Ok(Run::Ended(EndReason::QueueEmpty))
+        );
+    }
+
+    #[test]
+    fn run_returns_when_a_handler_asks_for_a_stop_before_stop_runs() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK, Kind::STOP]);
+        a.action = |ctx, e| {
+            if *e == Event::User(Ev::Work(2)) {
+                ctx.request_stop();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        for n in 1..=4 {
+            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+        }
+        k.start(clock.now()).unwrap();
+        let many = NonZeroU32::new(10).unwrap();
+        assert_eq!(k.run(clock.now(), many), Ok(Run::Lifecycle(Kind::START)));
+        assert_eq!(k.run(clock.now(), many), Ok(Run::StopRequested));
+        assert!(k.is_done());
+        assert_eq!(k.run(clock.now(), many), Ok(Run::Lifecycle(Kind::STOP)));
+        assert_eq!(
+            events(&log),
+            [
+                Event::User(Ev::Work(1)),
+                Event::User(Ev::Work(2)),
+                Event::Stop
+            ]
         );
     }
 

@@ -7,6 +7,7 @@
 //!   (x86_64, ARMv7-M): lock-free, so safe from a **Unix signal handler**, which must never take
 //!   a lock the interrupted code may hold. On targets without it (ARMv6-M) posting runs in a
 //!   `critical-section`, which on a single-core MCU masks interrupts: safe from any **ISR**.
+//!   Reading is an atomic load everywhere.
 //!   Counting (not just flagging) keeps every request: three SIGINTs are three stop requests.
 //! * [`Inbox`]: a small fixed queue of full user events, behind a `critical-section` mutex, for
 //!   ISRs and threads. Do not post into it from a Unix signal handler: on std targets the
@@ -20,9 +21,7 @@
 //! section, no read of each counter.
 
 use core::cell::RefCell;
-#[cfg(target_has_atomic = "32")]
-use core::sync::atomic::AtomicU32;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use critical_section::Mutex;
 use heapless::Deque;
@@ -66,41 +65,35 @@ impl Request {
 
 const REQUESTS: usize = 5;
 
-/// A monotonically increasing post counter, shared with handlers.
-#[cfg(target_has_atomic = "32")]
+/// A monotonically increasing post counter, shared with handlers. Reading it is a plain
+/// atomic load on every target (ARMv6-M has atomic loads and stores, just no
+/// read-modify-write); posting is an atomic add where the target has one, else a load and a
+/// store inside a critical section, which excludes every other poster.
 struct PostCounter(AtomicU32);
 
-#[cfg(target_has_atomic = "32")]
 impl PostCounter {
     const fn new() -> Self {
         Self(AtomicU32::new(0))
     }
+
+    #[cfg(target_has_atomic = "32")]
     #[inline]
     fn post(&self) {
         self.0.fetch_add(1, Ordering::Release);
     }
+
+    #[cfg(not(target_has_atomic = "32"))]
+    #[inline]
+    fn post(&self) {
+        critical_section::with(|_| {
+            let n = self.0.load(Ordering::Relaxed);
+            self.0.store(n.wrapping_add(1), Ordering::Release);
+        });
+    }
+
     #[inline]
     fn read(&self) -> u32 {
         self.0.load(Ordering::Acquire)
-    }
-}
-
-#[cfg(not(target_has_atomic = "32"))]
-struct PostCounter(Mutex<core::cell::Cell<u32>>);
-
-#[cfg(not(target_has_atomic = "32"))]
-impl PostCounter {
-    const fn new() -> Self {
-        Self(Mutex::new(core::cell::Cell::new(0)))
-    }
-    fn post(&self) {
-        critical_section::with(|cs| {
-            let c = self.0.borrow(cs);
-            c.set(c.get().wrapping_add(1));
-        });
-    }
-    fn read(&self) -> u32 {
-        critical_section::with(|cs| self.0.borrow(cs).get())
     }
 }
 

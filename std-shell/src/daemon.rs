@@ -64,12 +64,14 @@
 //! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
 //! one clock reading and one [`Kernel::run`]: a batch of up to 16 events at that reading. The
-//! batch size adapts: a batch that took more than 20 µs makes the next one a single event, and
-//! it doubles again while batches stay quicker. So with quick handlers the clock and the
-//! signals are read every few microseconds, not for every event, and with slow handlers once
-//! per event; a timer or a signal waits at most for the batch under way (the first batch of
-//! slow events after quick ones can hold up to 16 of them). The batch ends early after a
-//! lifecycle event, for which the shell does its part:
+//! batch size adapts: a batch that took more than 20 µs (full or not) makes the next one a
+//! single event, and it doubles again after each full batch that stayed quicker. So with quick
+//! handlers the clock and the signals are read every few microseconds, not for every event,
+//! and with slow handlers once per event; a timer or a signal waits at most for the batch
+//! under way (the first batch of slow events after quick ones can hold up to 16 of them), and
+//! handlers within a batch see its clock reading as `ctx.now()`. A batch ends early when a
+//! handler asks for a stop, so the shell guards the stop (below) before `stop` runs, and after
+//! a lifecycle event, for which the shell does its part:
 //!
 //! | kind | the shell's part |
 //! |---|---|
@@ -733,8 +735,10 @@ type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize
 /// does both once per batch of up to [`Batch::MAX`] events. A timer that falls due, or a
 /// signal that comes, during a batch waits for its end, so a batch must stay short: one
 /// that took longer than [`Batch::BUDGET_US`] makes the next batch a single event, and the
-/// size doubles again from there while batches stay under it. Slow handlers therefore get
-/// a clock reading and a signal check per event, as without batching; quick ones share them.
+/// size doubles again from there after each batch that used its whole limit in time. Every
+/// batch is timed, also one that ended early (idle, a lifecycle event, a stop). Slow handlers
+/// therefore get a clock reading and a signal check per event, as without batching; quick
+/// ones share them.
 #[derive(Debug)]
 struct Batch {
     limit: NonZeroU32,
@@ -758,8 +762,7 @@ impl Batch {
     /// The limit for a batch starting `now`, adapted to how long the last full one took.
     fn limit(&mut self, now: Instant<StdClock>) -> NonZeroU32 {
         if let Some(since) = self.full_since.take() {
-            let took = StdClock::ticks(now).saturating_sub(StdClock::ticks(since));
-            self.limit = if took > Self::BUDGET_US {
+            self.limit = if Self::took(since, now) > Self::BUDGET_US {
                 NonZeroU32::MIN
             } else {
                 self.limit
@@ -770,9 +773,24 @@ impl Batch {
         self.limit
     }
 
-    /// The batch that began at `since` dispatched its whole limit.
+    /// The batch that began at `since` dispatched its whole limit; the next call to
+    /// [`limit`](Self::limit) times it.
     fn was_full(&mut self, since: Instant<StdClock>) {
         self.full_since = Some(since);
+    }
+
+    /// The batch that began at `since` ended early, at `until`: a slow one makes the next
+    /// batch a single event; a quick one leaves the limit as it is (it did not use it all).
+    fn ended_early(&mut self, since: Instant<StdClock>, until: Instant<StdClock>) {
+        self.full_since = None;
+        if Self::took(since, until) > Self::BUDGET_US {
+            self.limit = NonZeroU32::MIN;
+        }
+    }
+
+    /// Microseconds from `since` to `until`.
+    fn took(since: Instant<StdClock>, until: Instant<StdClock>) -> u64 {
+        StdClock::ticks(until).saturating_sub(StdClock::ticks(since))
     }
 }
 
@@ -879,12 +897,24 @@ impl Runner {
     {
         let mut batch = Batch::new();
         loop {
+            if kernel.is_done() && !self.stopping {
+                // A component asked for the stop (in the last batch, or in `start`): `stop`
+                // goes next, and is guarded from its start.
+                self.begin_stop(kernel);
+            }
             let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
             let now = StdClock::now();
             let limit = batch.limit(now);
-            match kernel.run(now, limit) {
-                Ok(Run::Limit) => batch.was_full(now),
+            let result = kernel.run(now, limit);
+            if result == Ok(Run::Limit) {
+                // Timed by the next turn's clock reading, which comes at once.
+                batch.was_full(now);
+            } else {
+                batch.ended_early(now, StdClock::now());
+            }
+            match result {
+                Ok(Run::Limit | Run::StopRequested) => {}
                 Ok(Run::Lifecycle(kind)) => self.after(kind, kernel, now),
                 Ok(Run::Idle) => {
                     let deadline = kernel.next_deadline().and_then(StdClock::to_std);
@@ -908,10 +938,6 @@ impl Runner {
                     log::error!("{e}");
                     self.info.record_error(e.to_string());
                 }
-            }
-            if kernel.is_done() && !self.stopping {
-                // A component asked for the stop: `stop` goes next, guarded from the start.
-                self.begin_stop(kernel);
             }
         }
     }
@@ -1290,15 +1316,30 @@ mod tests {
     }
 
     #[test]
-    fn only_batches_that_used_their_limit_are_timed() {
+    fn batches_that_end_early_are_timed_too() {
         let mut batch = Batch::new();
-        assert_eq!(batch.limit(at(0)).get(), 1);
-        batch.was_full(at(0));
-        assert_eq!(batch.limit(at(5)).get(), 2);
-        // Not full (idle, a lifecycle event): the time until the next batch is not its cost,
-        // and the limit stays.
-        assert_eq!(batch.limit(at(1_000_000)).get(), 2);
-        assert_eq!(batch.limit(at(2_000_000)).get(), 2);
+        let mut t = 0;
+        for _ in 0..5 {
+            batch.limit(at(t));
+            batch.was_full(at(t));
+            t += 1;
+        }
+        assert_eq!(batch.limit(at(t)).get(), 16);
+        // A quick batch that ended early (idle): the limit stays; the time asleep after it
+        // is not its cost.
+        batch.ended_early(at(t), at(t + Batch::BUDGET_US));
+        t += 1_000_000;
+        assert_eq!(batch.limit(at(t)).get(), 16);
+        // Bursts of slow events that never fill a batch (each ends idle): every one of them
+        // is timed, and the next batches hold one event each.
+        let mut limits = Vec::new();
+        for _ in 0..4 {
+            let limit = batch.limit(at(t)).get();
+            limits.push(limit);
+            batch.ended_early(at(t), at(t + 100_000));
+            t += 1_000_000;
+        }
+        assert_eq!(limits, [16, 1, 1, 1]);
     }
 
     #[test]

@@ -232,6 +232,24 @@ fn a_stop_handler_that_never_returns_is_ended_at_the_stop_timeout() {
 }
 
 #[test]
+fn a_stop_a_component_asks_for_is_guarded_by_the_watchdog_too() {
+    // The worker asks for the stop itself, in the middle of a batch of events, and then hangs
+    // in its stop handler: the shell must have started the stop watchdog before `stop` ran.
+    let env = Env::new("selfhang");
+    env.write_config(
+        r#"{"worker": {"hang_on_stop": true, "stop_after": 3, "work_interval_ms": 20}}"#,
+    );
+    let mut fg = env.spawn_fg(&["--stop-timeout", "0.5"]);
+    fg.wait_log("hanging in its stop handler");
+    let code = fg.wait();
+    let log = fg.stderr();
+    assert_eq!(code, code::FAILURE, "{log}");
+    assert!(log.contains("graceful stop initiated"), "{log}");
+    assert!(log.contains("stop timeout"), "{log}");
+    assert!(!env.pid_file().exists(), "pidfile left behind");
+}
+
+#[test]
 fn sighup_applies_a_changed_stop_timeout_to_the_next_stop() {
     let env = Env::new("hupstop");
     // Started with the default stop timeout, 30 s: longer than the test waits.

@@ -1072,10 +1072,12 @@ impl Model {
 
     fn run(&mut self, limit: u8, log: &mut Vec<Seen>) -> Result<Run, StepError> {
         for _ in 0..limit {
+            let was_done = self.done;
             match self.step(log)? {
                 Step::Dispatched { kind, .. } if kind.is_builtin() => {
                     return Ok(Run::Lifecycle(kind))
                 }
+                Step::Dispatched { .. } if self.done && !was_done => return Ok(Run::StopRequested),
                 Step::Dispatched { .. } => {}
                 Step::Idle => return Ok(Run::Idle),
                 Step::Ended(reason) => return Ok(Run::Ended(reason)),
@@ -1409,6 +1411,13 @@ impl Audit {
             }
             match r {
                 Ok(Run::Lifecycle(kind)) => assert_eq!(last, Some(kind)),
+                Ok(Run::StopRequested) => {
+                    assert!(snapshot.done, "StopRequested without a stop under way");
+                    assert!(
+                        last.is_some_and(|k| !k.is_builtin()),
+                        "StopRequested after {log:?}"
+                    );
+                }
                 Ok(Run::Limit) => {
                     assert_eq!(
                         groups.len(),
