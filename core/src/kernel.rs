@@ -299,7 +299,9 @@ pub struct Kernel<
     requests: Option<&'c Requests>,
     request_reader: RequestReader,
     inbox: Option<&'c dyn Mailbox<U>>,
-    /// A `Requests` or an inbox is attached: steps drain them.
+    /// A `Requests` or an inbox is attached: steps drain them. Redundant with the two
+    /// `Option`s, but one byte test in front of them saves 4–5 instructions per event when
+    /// nothing is attached (callgrind).
     posts_attached: bool,
     due: Due,
     started: bool,

@@ -100,8 +100,8 @@
 //!
 //! The cost: every timed wake-up spends the margin, less the wake-up's own latency, on the CPU;
 //! never more than `precise_max_spin`. In the bench (`BENCHMARKS.md`, a quiet 2-vCPU KVM
-//! guest) that was up to ~100 µs more CPU time per wake-up than without (25–50 µs in all per
-//! wake-up, 2.5–5% of a CPU, with a 1 ms timer), and 300–400 µs per wake-up in runs where a
+//! guest) that was 7–50 µs more CPU time per wake-up than without (25–113 µs in all; with a
+//! 1 ms timer 25–36 µs, 2.5–3.6% of a CPU), and 300–400 µs per wake-up in earlier runs where a
 //! disturbance inflated the margin. A loop that never sleeps (always busy) pays nothing; a
 //! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
 //! Signals still end a spin at once. Both settings take effect at the next start.
