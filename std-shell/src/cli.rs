@@ -7,7 +7,8 @@
 //!
 //! Values:
 //! - `--umask`: octal, with or without a `0`/`0o` prefix (`022`, `0022`, `0o022`), at most `0777`.
-//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--precise-max-spin`: seconds,
+//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--start-timeout`,
+//!   `--precise-max-spin`: seconds,
 //!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
 //! - `--action`: see [`Action`].
@@ -45,6 +46,9 @@ pub enum Action {
     SignalAlrm,
     /// `config-view`: print the effective configuration as JSON.
     ConfigView,
+    /// `config-check`: check the configuration as a start would (accounts, directories) and
+    /// start nothing.
+    ConfigCheck,
     /// `status`: LSB status of the daemon.
     Status,
     /// `stop`: SIGINT, wait up to the stop timeout, then SIGTERM.
@@ -59,7 +63,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order `--help` lists them.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Self::SignalCheck,
         Self::SignalHup,
         Self::SignalInt,
@@ -68,6 +72,7 @@ impl Action {
         Self::SignalUsr2,
         Self::SignalAlrm,
         Self::ConfigView,
+        Self::ConfigCheck,
         Self::Status,
         Self::Stop,
         Self::RunlogsList,
@@ -86,6 +91,7 @@ impl Action {
             Self::SignalUsr2 => "signal-usr2",
             Self::SignalAlrm => "signal-alrm",
             Self::ConfigView => "config-view",
+            Self::ConfigCheck => "config-check",
             Self::Status => "status",
             Self::Stop => "stop",
             Self::RunlogsList => "runlogs-list",
@@ -268,6 +274,10 @@ pub struct Cli {
     #[argh(option, from_str_fn(parse_seconds))]
     pub stop_timeout: Option<Duration>,
 
+    /// seconds the launching process waits for the daemon to report ready (default: 90)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub start_timeout: Option<Duration>,
+
     /// parallel mode: several instances, each with its PID in its pidfile's name
     #[argh(switch)]
     pub parallel: bool,
@@ -302,8 +312,8 @@ pub struct Cli {
     pub log_level: Option<LogLevel>,
 
     /// run an action instead of the daemon: signal-check, signal-hup, signal-int, signal-term,
-    /// signal-usr1, signal-usr2, signal-alrm, config-view, status, stop, runlogs-list,
-    /// runlog-view, runlogs-evaluate
+    /// signal-usr1, signal-usr2, signal-alrm, config-view, config-check, status, stop,
+    /// runlogs-list, runlog-view, runlogs-evaluate
     #[argh(option)]
     pub action: Option<Action>,
 
@@ -449,6 +459,7 @@ impl Cli {
         put("stats_interval", self.stats_interval.map(seconds_value));
         put("runlog_interval", self.runlog_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
+        put("start_timeout", self.start_timeout.map(seconds_value));
         put("parallel", switch(self.parallel));
         put("precise_timers", switch(self.precise_timers));
         put("precise_max_spin", self.precise_max_spin.map(seconds_value));

@@ -157,20 +157,22 @@ use zendaemon_core::{
 };
 
 use crate::actions;
-use crate::atomic::write_atomic;
+use crate::atomic;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
-use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Readiness};
+use crate::daemonize::{daemonize, foreground, DaemonOptions, Readiness};
 use crate::error::{exit, Error, Result};
 use crate::instances;
 use crate::logging::{Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
+use crate::preflight;
 use crate::pstate::Pstate;
 use crate::report::{self, RunInfo};
 use crate::runlog;
+use crate::safepath::{self, Dir};
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
 use crate::watchdog::StopWatchdog;
@@ -458,6 +460,66 @@ fn remove_pidfile(p: &SharedPidfile) {
     }
 }
 
+/// The runlog directory `dir`, created (mode 0755) when missing, through its parent's held
+/// descriptor; never a symbolic link (see [`safepath`]).
+fn runlog_dir(dir: &Path) -> Result<Dir> {
+    let open = |dir: &Path| {
+        let (parent, name) = Dir::open_parent(dir)?;
+        parent.subdir(&name, Some(0o755))
+    };
+    match open(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A missing parent (a runlog directory given a few levels deep): created by path.
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create runlog directory", dir, e))?;
+            }
+            open(dir)
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io("open runlog directory", dir, e))
+}
+
+/// Holds the directories of the state, persistent state and runlog files open from before the
+/// privilege drop, checks an existing runlog directory, and removes the temporary files that a
+/// killed run left behind in them (see [`atomic`]).
+fn prepare_dirs(files: &Files, settings: &Settings) -> Result<()> {
+    for path in [&files.state_file, &files.pstate_file, &files.runlog_dir] {
+        safepath::hold_parent(path).map_err(|e| Error::io("open the directory of", path, e))?;
+    }
+    let removed = |dir: &Dir, what: &Path, is_ours: &dyn Fn(&[u8]) -> bool| {
+        match atomic::remove_stale_temporaries(dir, is_ours) {
+            Ok(names) if !names.is_empty() => log::info!(
+                "removed {} stale temporary file(s) of '{}'",
+                names.len(),
+                what.display()
+            ),
+            _ => {}
+        }
+    };
+    let runlogs = &files.runlog_dir;
+    if fs::symlink_metadata(runlogs).is_ok() {
+        let dir = runlog_dir(runlogs)?;
+        removed(&dir, runlogs, &|t: &[u8]| t.ends_with(b".runlog"));
+    }
+    for path in [&files.state_file, &files.pstate_file] {
+        let Ok((dir, name)) = Dir::open_parent(path) else {
+            continue;
+        };
+        let name = name.to_string_lossy().into_owned();
+        // In parallel mode the instances' state files carry their PIDs: `<stem>.<pid>.<ext>`.
+        let parallel = settings.parallel;
+        removed(&dir, path, &|t: &[u8]| {
+            t == name.as_bytes()
+                || (parallel
+                    && std::str::from_utf8(t)
+                        .is_ok_and(|t| crate::instances::instance_pid(&name, t).is_some()))
+        });
+    }
+    Ok(())
+}
+
 /// Where errors go before the daemon runs: the terminal (and the log file, if open).
 struct Early<'a> {
     program: &'a str,
@@ -494,6 +556,14 @@ impl Launch {
             logger: false,
         };
 
+        // Every value from the configuration that needs the system (accounts, directories)
+        // is checked before anything else happens.
+        let accounts = match preflight::check(&self.config) {
+            Ok(a) => a,
+            Err(e) => return early.fail(&e),
+        };
+        safepath::set_service_user(accounts.user);
+
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
             let used = [
@@ -511,6 +581,17 @@ impl Launch {
                 }
             }
         }
+
+        // The pidfile's start lock, before any component runs: a second instance is refused
+        // before it configures anything or opens the log.
+        let mut pidfile = if settings.parallel {
+            None
+        } else {
+            match Pidfile::acquire(&files.pid_file) {
+                Ok(p) => Some(p),
+                Err(e) => return early.fail(&e),
+            }
+        };
 
         // Configure and restore the services, build the kernel: all before forking.
         for s in &mut services {
@@ -560,35 +641,24 @@ impl Launch {
         early.logger = true;
         early.console_logger = settings.no_daemon;
 
-        // Accounts and the pidfile lock.
-        let user = match settings.user.as_deref().map(daemonize::resolve_user) {
-            Some(Err(e)) => return early.fail(&e),
-            Some(Ok(uid)) => Some(uid),
-            None => None,
-        };
-        let group = match settings.group.as_deref().map(daemonize::resolve_group) {
-            Some(Err(e)) => return early.fail(&e),
-            Some(Ok(gid)) => Some(gid),
-            None => None,
-        };
-        let mut pidfile = if settings.parallel {
-            None
-        } else {
-            match Pidfile::acquire(&files.pid_file) {
-                Ok(p) => Some(p),
-                Err(e) => return early.fail(&e),
-            }
-        };
+        // The directories of the files written later, held open from before the privilege
+        // drop; temporary files that a killed run left in them are removed.
+        if let Err(e) = prepare_dirs(&files, &settings) {
+            return early.fail(&e);
+        }
+
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         keep_fds.extend(logger.file_fd());
+        keep_fds.extend(safepath::held_fds());
         let opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
             umask: Some(settings.umask),
-            user,
-            group,
+            user: accounts.user,
+            group: accounts.group,
             keep_fds,
+            start_timeout: Some(settings.start_timeout),
         };
         log::debug!(
             "configuration files read: {:?}; starting {}",
@@ -620,10 +690,13 @@ impl Launch {
         } else {
             files.pid_file.clone()
         };
+        // The run lock, taken by the daemon itself (record locks do not pass through fork).
         let written = match pidfile.as_mut() {
-            Some(p) => p.write_pid(pid as i32),
-            None => Pidfile::acquire(&pid_path).map(|p| {
+            Some(p) => p.hold(),
+            None => Pidfile::acquire(&pid_path).and_then(|mut p| {
+                p.hold()?;
                 pidfile = Some(p);
+                Ok(())
             }),
         };
         let pidfile: SharedPidfile = Arc::new(Mutex::new(pidfile));
@@ -1130,6 +1203,7 @@ impl Runner {
             ("group", old.group != s.group),
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
+            ("start_timeout", old.start_timeout != s.start_timeout),
             ("precise_timers", old.precise_timers != s.precise_timers),
             (
                 "precise_max_spin",
@@ -1175,10 +1249,16 @@ impl Runner {
     {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
-        let path = dir.join(runlog::file_name(SystemTime::now(), self.info.pid));
-        let written = fs::create_dir_all(dir)
-            .map_err(|e| Error::io("create runlog directory", dir, e))
-            .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
+        let name = runlog::file_name(SystemTime::now(), self.info.pid);
+        let path = dir.join(&name);
+        let written = runlog_dir(dir).and_then(|d| {
+            atomic::write_in(
+                &d,
+                name.as_ref(),
+                report::to_text(&doc).as_bytes(),
+                atomic::DEFAULT_MODE,
+            )
+        });
         match written {
             Ok(()) => log::info!("runlog saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
@@ -1201,7 +1281,11 @@ impl Runner {
     {
         let doc = report::state(&self.info, &self.config, kernel, now);
         let path = &self.files.state_file;
-        match write_atomic(path, report::to_text(&doc).as_bytes()) {
+        match atomic::write_atomic_mode(
+            path,
+            report::to_text(&doc).as_bytes(),
+            atomic::PRIVATE_MODE,
+        ) {
             Ok(()) => log::info!("state saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
         }

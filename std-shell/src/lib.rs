@@ -117,7 +117,9 @@
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
 //!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
-//!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
+//!   [`pstate`] (the persistent state file), [`safepath`] (ownership rules for the paths the
+//!   shell opens, directories held across the privilege drop), [`error`] (errors and exit
+//!   codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
@@ -149,9 +151,11 @@ pub mod notify;
 pub mod paths;
 pub mod pidfile;
 pub mod precise;
+pub mod preflight;
 pub mod pstate;
 pub mod report;
 pub mod runlog;
+pub mod safepath;
 pub mod service;
 pub mod signals;
 pub mod watchdog;

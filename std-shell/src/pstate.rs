@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic_mode, PRIVATE_MODE};
 use crate::config::parse_json_conf;
 use crate::error::{Error, Result};
 
@@ -99,7 +99,7 @@ impl Pstate {
     ///
     /// # Errors
     ///
-    /// As [`write_atomic`]; the old file is then untouched.
+    /// As [`write_atomic_mode`]; the old file is then untouched.
     pub fn save(&self) -> Result<()> {
         if !self.dirty {
             return Ok(());
@@ -108,7 +108,8 @@ impl Pstate {
         v.sort_all_objects();
         let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
         text.push('\n');
-        write_atomic(&self.path, text.as_bytes())
+        // 0600 for a new file: components may keep what others must not read.
+        write_atomic_mode(&self.path, text.as_bytes(), PRIVATE_MODE)
     }
 }
 
