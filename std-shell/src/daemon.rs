@@ -35,19 +35,26 @@
 //!    [`config_key`](Service::config_key): errors print and return 78. Relative paths from
 //!    configuration files are made absolute the same way.
 //! 3. With `--action`: runs the [action](crate::actions) and returns its code. Nothing else
-//!    happens: no component is configured, no file is written.
-//! 4. Configures every service, reads the persistent state file and restores every service
+//!    happens: no file is written, and no component is configured (except by `config-check`,
+//!    which configures every service to check its section, and runs [`preflight`]).
+//! 4. Runs the [`preflight`] checks (accounts, chroot and working directories: exit 78 naming
+//!    the file), creates the per-user runtime directory when a default path lies in it, and
+//!    takes the pidfile's start lock ([`Pidfile::acquire`]): a second instance is refused with
+//!    `already running (pid N)` and [`exit::ALREADY_RUNNING`] before any component runs.
+//! 5. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
-//!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
-//! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
-//!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
-//! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
-//!    `--no-daemon`, applies umask, chroot, working directory and privilege drop in place
-//!    ([`foreground`]). Every error up to here reached the terminal, with the exit code of
-//!    [`Error::exit_code`].
-//! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
-//!    and locks its own pidfile, named with that PID, see [`instances`]);
+//!    here).
+//! 6. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//!    Holds the directories of the state, persistent state and runlog files open and removes
+//!    the temporary files a killed run left in them ([`safepath`], [`atomic`]). Every file is
+//!    opened under the ownership rules of [`safepath`] (exit 77 when one is broken).
+//! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors and the
+//!    held directories) or, with `--no-daemon`, applies umask, chroot, working directory and
+//!    privilege drop in place ([`foreground`]). Every error up to here reached the terminal,
+//!    with the exit code of [`Error::exit_code`].
+//! 8. In the daemon: takes the pidfile's run lock and writes its PID ([`Pidfile::hold`]; in
+//!    `--parallel` mode it first creates and locks its own pidfile, named with that PID, see
+//!    [`instances`]);
 //!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
 //!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
 //!    `start`. A failure in this step reaches the launching process through the readiness pipe
@@ -55,7 +62,9 @@
 //!    foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
 //! 10. At the end: logs the reason, saves the persistent state, writes the final runlog,
-//!     removes the pidfile, and returns 0, or 1 if any error was recorded during the run.
+//!     removes the pidfile (or, after a privilege drop that leaves no right to remove it,
+//!     truncates it to empty, which reads as "not running"), and returns 0, or 1 if any error
+//!     was recorded during the run.
 //!
 //! # The loop
 //!
@@ -326,6 +335,14 @@ where
             Err(e) => return early(&program, &e),
         };
         if let Some(action) = config.settings().action {
+            if action == crate::cli::Action::ConfigCheck {
+                // The components' sections are checked as a start checks them.
+                for s in &mut self.services {
+                    if let Err(e) = s.configure(&config) {
+                        return early(&program, &e);
+                    }
+                }
+            }
             return actions::run(&config, action);
         }
         let launch = Launch {

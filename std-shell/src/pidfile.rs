@@ -201,7 +201,7 @@ impl Pidfile {
             };
             // The previous owner may have removed the file, or another start replaced it,
             // between our open and our lock: then start over with what the path names now.
-            if !pidfile.names_our_file() {
+            if pidfile.names_our_file() != Some(true) {
                 continue;
             }
             safepath::hold_dir(dir);
@@ -239,7 +239,7 @@ impl Pidfile {
             }
             Err(e) => return Err(Error::io("lock pidfile", &self.path, e)),
         }
-        if !self.names_our_file() {
+        if self.names_our_file() == Some(false) {
             return Err(Error::AlreadyRunning {
                 path: self.path.clone(),
                 pid: None,
@@ -280,10 +280,14 @@ impl Pidfile {
         &self.path
     }
 
-    /// Whether the path still names the file we hold.
-    fn names_our_file(&self) -> bool {
-        matches!(self.dir.stat(&self.name), Ok(Some(st))
-            if st.st_dev == self.dev && st.st_ino == self.ino)
+    /// Whether the path still names the file we hold; `None` when we cannot tell (after a
+    /// privilege drop, the directory may not be searchable any more).
+    fn names_our_file(&self) -> Option<bool> {
+        match self.dir.stat(&self.name) {
+            Ok(Some(st)) => Some(st.st_dev == self.dev && st.st_ino == self.ino),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// At a clean exit of the process whose PID was written: unlinks the file if the path
@@ -302,7 +306,11 @@ impl Pidfile {
 
     fn remove_if_ours(&self) -> Result<()> {
         let me = std::process::id() as i32;
-        if self.owner == 0 && self.acquirer == me && self.created && self.names_our_file() {
+        if self.owner == 0
+            && self.acquirer == me
+            && self.created
+            && self.names_our_file() == Some(true)
+        {
             // A start that failed before its daemon ran: remove the empty file it created.
             let _ = self.dir.unlink(&self.name);
             return Ok(());
@@ -310,10 +318,13 @@ impl Pidfile {
         if self.owner != me {
             return Ok(());
         }
-        if !self.names_our_file() {
-            return Ok(());
-        }
-        match self.dir.unlink(&self.name) {
+        let unlinked = match self.names_our_file() {
+            // Replaced meanwhile: the file at the path is not ours to remove.
+            Some(false) => return Ok(()),
+            Some(true) => self.dir.unlink(&self.name),
+            None => Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+        };
+        match unlinked {
             Ok(()) => Ok(()),
             Err(unlink) => self.file.set_len(0).map_err(|e| {
                 let e = io::Error::new(
