@@ -145,10 +145,7 @@ fn the_service_user_cannot_make_root_signal_another_process() {
     let out = run_with(&env, &flags, &["--user", "nobody"]);
     assert_eq!(out.code, code::OK, "{out:?}");
     let daemon = read_pid(&pid_file).unwrap();
-    // Root's daemon does not keep a file the service user owns: it replaced it with its own.
     let meta = fs::metadata(&pid_file).unwrap();
-    assert_eq!((meta.uid(), meta.mode() & 0o077), (0, 0), "{meta:?}");
-
     // The service user writes the victim's PID into the pidfile, or, since it cannot, puts a
     // file of its own naming the victim at the path.
     let p = s(&pid_file);
@@ -179,6 +176,9 @@ fn the_service_user_cannot_make_root_signal_another_process() {
         victim.0.try_wait().unwrap().is_none(),
         "root signalled the process the service user named"
     );
+    // Root's daemon did not keep the file the service user had made: it replaced it with
+    // its own, which only root may open.
+    assert_eq!((meta.uid(), meta.mode() & 0o077), (0, 0), "{meta:?}");
     assert!(alive(daemon));
     signal(daemon, Signal::SIGTERM);
     wait_gone(daemon);
