@@ -161,7 +161,7 @@ fn document(rng: &mut Rng) -> String {
         0 => text.truncate(text.len() / 2), // broken JSON
         1 => text = format!("# a comment\n// another\n{text}"),
         2 => text = "[1, 2]".into(),
-        3 => text.push_str("\u{0}"),
+        3 => text.push('\u{0}'),
         _ => {}
     }
     text
