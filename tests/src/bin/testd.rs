@@ -16,7 +16,8 @@
 //! | key | type, default | effect |
 //! |---|---|---|
 //! | `work_interval_ms` | u64, 100 | while not stopping, a `work` event every this many milliseconds, the first one interval after `start`. `0`: no `work` events at all (testd then idles until a signal: the shell's periodic `log_statistics` and `save_runlog` keep the queue from emptying) |
-//! | `hang_on_stop` | bool, false | its `stop` handler never returns. The shell's stop watchdog ends the process at the stop timeout plus min(stop timeout / 2, 1 s): exit 1, pidfile removed, no final runlog, no persistent state written |
+//! | `hang_on_stop` | bool, false | its `stop` handler never returns (it sleeps). The shell's stop watchdog ends the process at the stop timeout plus the watchdog margin: exit 70, pidfile removed, no final runlog, no persistent state written |
+//! | `hang_on_work` | string, `""` | its first `work` handler never returns: `"loop"` spins on the CPU, `"read"` blocks in `read(2)` on a pipe nobody writes to, `"sleep"` sleeps; `""` does not hang. It logs `worker: hanging in its work handler (<how>)` first. The stop watchdog ends the process as for `hang_on_stop`, and within the margin after `SIGTERM` or the third `SIGINT` |
 //! | `fail_after_fork` | bool, false | its start-up (`Service::activate`, after daemonizing) fails with the message `worker refused to start`: the launcher prints `testd: daemon failed to start: component 'worker': worker refused to start` and exits 1 (in the foreground, the same line is logged to the console and testd exits 1). The pidfile is removed |
 //! | `state_marker` | string, `""` | echoed in the state file as `components.worker.state_marker` |
 //! | `stop_after` | u64, 0 | after this many `work` events the worker asks for a graceful stop itself (0: never) |
@@ -123,6 +124,7 @@ const WORK: Kind = Kind::user(0);
 struct Settings {
     work_interval_ms: u64,
     hang_on_stop: bool,
+    hang_on_work: String,
     fail_after_fork: bool,
     state_marker: String,
     stop_after: u64,
@@ -134,6 +136,7 @@ impl Default for Settings {
         Self {
             work_interval_ms: 100,
             hang_on_stop: false,
+            hang_on_work: String::new(),
             fail_after_fork: false,
             state_marker: String::new(),
             stop_after: 0,
@@ -238,6 +241,7 @@ impl Component<Job, StdClock> for Worker {
                 }
             }
             Event::User(Job::Work) => {
+                hang(&self.settings.hang_on_work);
                 self.timer = None;
                 self.work += 1;
                 let _ = self.counters.inc("work", 1);
@@ -286,7 +290,17 @@ impl Service<Job> for Worker {
     }
 
     fn configure(&mut self, config: &Config) -> zendaemon::Result<()> {
-        self.settings = config.component_or_default("worker")?;
+        let settings: Settings = config.component_or_default("worker")?;
+        if !["", "loop", "read", "sleep"].contains(&settings.hang_on_work.as_str()) {
+            return Err(Error::config(
+                "worker",
+                format!(
+                    "hang_on_work: '{}' is not \"loop\", \"read\" or \"sleep\"",
+                    settings.hang_on_work
+                ),
+            ));
+        }
+        self.settings = settings;
         Ok(())
     }
 
@@ -308,6 +322,31 @@ impl Service<Job> for Worker {
 
     fn persist(&self) -> Option<serde_json::Value> {
         Some(serde_json::json!({ "runs": self.runs }))
+    }
+}
+
+/// Never returns, in the way `how` says (see `hang_on_work`); returns at once for `""`.
+fn hang(how: &str) {
+    if how.is_empty() {
+        return;
+    }
+    log::warn!("worker: hanging in its work handler ({how}), as configured");
+    match how {
+        "loop" => loop {
+            std::hint::spin_loop();
+        },
+        "read" => {
+            use std::io::Read;
+            // We hold the write end, so the read never sees the end of the pipe.
+            let (mut read, _write) = std::io::pipe().expect("create a pipe");
+            let mut byte = [0u8; 1];
+            loop {
+                let _ = read.read(&mut byte);
+            }
+        }
+        _ => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
     }
 }
 
