@@ -167,9 +167,10 @@ use crate::atomic::write_atomic;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
-use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Readiness};
+use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Privileges, Readiness};
 use crate::error::{exit, Error, Result};
 use crate::instances;
+use crate::listen::{Acquire, Listeners};
 use crate::logging::{Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
@@ -280,7 +281,30 @@ where
     /// Runs the daemon or the action the command line asks for, and returns the process's
     /// exit code (see the [module documentation](self)). In daemon mode the launching process
     /// never returns from here: it exits with the daemon's start-up result.
+    ///
+    /// First of all it takes the sockets of systemd's socket activation
+    /// ([`listen`](crate::listen)) and closes every other descriptor the process inherited:
+    /// every descriptor above 2 without close-on-exec
+    /// ([`close_inherited`](daemonize::close_inherited)). So before `run`, a program must not
+    /// hold a descriptor without close-on-exec that it means to keep (std opens everything
+    /// with close-on-exec; `nix::fcntl::open` without `O_CLOEXEC`, `dup` and sockets without
+    /// `SOCK_CLOEXEC` do not): components open what they need in
+    /// [`configure`](Service::configure), [`acquire`](Service::acquire) or
+    /// [`activate`](Service::activate), which all run later, and keep it through
+    /// daemonizing.
     pub fn run(mut self) -> i32 {
+        // First of all, before any component code runs: the sockets systemd handed over are
+        // ours, and whatever else the process inherited is closed (see `listen` and
+        // "Descriptors" in `daemonize`).
+        let listeners = match Listeners::from_env() {
+            Ok(l) => l,
+            Err(e) => return early(&self.name, &e),
+        };
+        // SAFETY: `run`'s documented precondition: before it, the program owns no descriptor
+        // without close-on-exec (it opens what it needs in the services' hooks, all later).
+        if let Err(e) = unsafe { daemonize::close_inherited(&listeners.raw_fds()) } {
+            return early(&self.name, &e);
+        }
         let args = match self.args.take() {
             Some(args) => args,
             None => match env_args() {
@@ -331,6 +355,7 @@ where
         }
         let launch = Launch {
             program,
+            listeners,
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
@@ -434,6 +459,8 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
 /// Everything decided before the kernel exists.
 struct Launch {
     program: String,
+    /// Sockets from systemd, for the services' `acquire`.
+    listeners: Listeners,
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
@@ -525,7 +552,7 @@ impl Early<'_> {
 
 impl Launch {
     fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
-        self,
+        mut self,
         mut services: Vec<&mut (dyn Service<U> + '_)>,
     ) -> i32
     where
@@ -629,7 +656,7 @@ impl Launch {
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         keep_fds.extend(logger.file_fd());
-        let opts = DaemonOptions {
+        let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
             umask: Some(settings.umask),
@@ -637,6 +664,12 @@ impl Launch {
             group,
             keep_fds,
         };
+        // The privilege drop comes after the services' `acquire`, in the daemon.
+        let privileges = match Privileges::plan(&opts) {
+            Ok(p) => p,
+            Err(e) => return early.fail(&e),
+        };
+        (opts.user, opts.group) = (None, None);
         log::debug!(
             "configuration files read: {:?}; starting {}",
             self.config.files(),
@@ -691,6 +724,20 @@ impl Launch {
             }
         };
         if let Err(e) = written {
+            return late.fail(&e, &pidfile);
+        }
+        let mut acquire = Acquire::new(&mut self.listeners);
+        for s in kernel.components_mut() {
+            if let Err(e) = s.acquire(&mut acquire) {
+                let e = match e {
+                    Error::Daemon(m) => Error::Daemon(format!("component '{}': {m}", s.name())),
+                    other => other,
+                };
+                return late.fail(&e, &pidfile);
+            }
+        }
+        self.listeners.close_unclaimed();
+        if let Err(e) = privileges.apply() {
             return late.fail(&e, &pidfile);
         }
         for s in kernel.components_mut() {
