@@ -113,9 +113,10 @@
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
 //!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
-//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
+//!   (daemon(7) steps, readiness, the privilege drop), [`listen`] (the `acquire` hook's
+//!   context and systemd's socket activation), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
-//!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
+//!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
 //!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
