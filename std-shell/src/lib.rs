@@ -155,6 +155,7 @@ pub mod runlog;
 pub mod service;
 pub mod signals;
 pub mod watchdog;
+pub mod words;
 
 pub use clock::StdClock;
 pub use config::Config;
