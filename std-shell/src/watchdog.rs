@@ -16,6 +16,9 @@
 //! | `SIGTERM` arrived | then + margin |
 //! | the `max_stops`-th `SIGINT` arrived (the third, as the kernel counts) | then + margin |
 //!
+//! With [`Limits::sigterm_stops`] (the `sigterm: stop` setting) a `SIGTERM` counts as a
+//! `SIGINT`.
+//!
 //! The margin (`watchdog_margin`, 1 s by default) lets the loop do it itself whenever it still
 //! turns: the kernel's `terminate` after the stop timeout, the end of the loop after `SIGTERM`,
 //! and the shell's end of the run (persistent state, final runlog, pidfile). If the deadline
@@ -57,6 +60,9 @@ pub struct Limits {
     pub margin: Duration,
     /// The `SIGINT` that ends the run at once (the kernel's `max_stop_requests`, 3).
     pub max_stops: usize,
+    /// `SIGTERM` asks for a graceful stop, as `SIGINT` does, instead of the end of the run
+    /// (the `sigterm: stop` setting): it then counts as a `SIGINT` here too.
+    pub sigterm_stops: bool,
 }
 
 /// Why the watchdog fired.
@@ -224,14 +230,19 @@ impl StopWatchdog {
                 .map_err(|e| Error::os("install the stop watchdog's signal handlers", e))?;
             watchdog.ids.push(id);
         }
+        let (running, started) = mpsc::sync_channel(0);
         let thread = thread::Builder::new()
             .name("stop-watchdog".into())
             .spawn(move || {
+                let _ = running.send(());
                 if let Some((why, limits)) = watch(&shared, &read) {
                     fire(grace, exit_code, move || last_words(why, limits));
                 }
             })
             .map_err(|e| Error::os("start the stop watchdog thread", e))?;
+        // The thread's own start-up (which allocates) is over before the loop runs: the
+        // steady state allocates nothing, on any thread.
+        let _ = started.recv();
         watchdog.thread = Some(thread);
         Ok(watchdog)
     }
@@ -248,6 +259,11 @@ impl StopWatchdog {
     /// A new stop timeout, for a stop that has not begun yet (a reload).
     pub fn set_stop_timeout(&self, stop_timeout: Duration) {
         self.shared.lock().limits.stop_timeout = stop_timeout;
+    }
+
+    /// Whether `SIGTERM` counts as a `SIGINT` from now on (a reload of `sigterm`).
+    pub fn set_sigterm_stops(&self, sigterm_stops: bool) {
+        self.shared.lock().limits.sigterm_stops = sigterm_stops;
     }
 
     /// Stops the watchdog before it fires and waits for its thread to end. The signal
@@ -304,7 +320,11 @@ fn watch(shared: &Shared, read: &OwnedFd) -> Option<(Fired, Limits)> {
         if state.cancelled {
             return None;
         }
-        let ints = shared.ints.load(Ordering::SeqCst);
+        let mut ints = shared.ints.load(Ordering::SeqCst);
+        let terms = shared.terms.load(Ordering::SeqCst);
+        if state.limits.sigterm_stops {
+            ints = ints.wrapping_add(terms);
+        }
         if ints > state.ints_seen {
             state.ints_seen = ints;
             state.begin_stop(now);
@@ -313,8 +333,7 @@ fn watch(shared: &Shared, read: &OwnedFd) -> Option<(Fired, Limits)> {
                 state.tighten(at, Fired::RepeatedStops);
             }
         }
-        let terms = shared.terms.load(Ordering::SeqCst);
-        if terms > state.terms_seen {
+        if terms > state.terms_seen && !state.limits.sigterm_stops {
             state.terms_seen = terms;
             let at = now.checked_add(state.limits.margin);
             state.tighten(at, Fired::Terminate);
@@ -368,6 +387,7 @@ mod tests {
             stop_timeout: Duration::from_millis(stop_timeout_ms),
             margin: Duration::from_millis(margin_ms),
             max_stops: 3,
+            sigterm_stops: false,
         }
     }
 
