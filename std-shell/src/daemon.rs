@@ -49,7 +49,8 @@
 //! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
 //!    [`StopWatchdog`]; then writes its PID into the pidfile (in `--parallel` mode it first
 //!    creates and locks its own pidfile, named with that PID, see [`instances`]);
-//!    [activates](Service::activate) the services; starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
+//!    [activates](Service::activate) the services; starts the kernel, which arms the periodic
+//!    `log_statistics`, `save_runlog` and `checkpoint` events; dispatches
 //!    `start`. A failure in this step reaches the launching process through the readiness pipe
 //!    (it prints the message and exits with the error's code), or the console in the
 //!    foreground.
@@ -80,7 +81,7 @@
 //! | `save_state` | writes the state file |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
-//! | `stop` | cancels the periodic events, starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` |
+//! | `stop` | starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
 //!
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
@@ -114,9 +115,9 @@
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
 //! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now), and the stop timeout (for the next stop: the
+//! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`]'s);
-//! then [`Event::Reload`] goes through the kernel and `READY=1` follows
+//! then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
 //! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
 //! change.
@@ -144,11 +145,12 @@
 //!
 //! # Capacities
 //!
-//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
-//! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
+//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least
+//! [`kinds::<U>()`](zendaemon_core::kinds): the lifecycle kinds plus the user's, checked at
+//! compile time), `H` handlers per kind, `S` sequential and `T`
 //! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
-//! [`Daemon::with_capacities`] takes them from the type. The shell's two periodic events use
-//! two of the `T` timers.
+//! [`Daemon::with_capacities`] takes them from the type. The kernel's periodic events use up to
+//! three of the `T` timers.
 
 use std::fs;
 use std::num::NonZeroU32;
@@ -159,8 +161,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    Activity, EndReason, Event, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings,
-    Step, StepError, TimerHandle, UserEvent,
+    Activity, EndReason, Kernel, Kind, Periodic, Request, Requests, Run,
+    Settings as KernelSettings, Step, StepError, UserEvent,
 };
 
 use crate::actions;
@@ -186,7 +188,7 @@ use crate::words::Sigterm;
 
 /// Default capacity: components.
 pub const DEFAULT_COMPONENTS: usize = 16;
-/// Default capacity: event kinds (7 lifecycle kinds plus up to 57 of the user's).
+/// Default capacity: event kinds (the 8 lifecycle kinds plus up to 56 of the user's).
 pub const DEFAULT_KINDS: usize = 64;
 /// Default capacity: handlers per event kind.
 pub const DEFAULT_HANDLERS: usize = 16;
@@ -451,13 +453,14 @@ fn millis(d: Duration) -> Milliseconds<u32> {
     Milliseconds(u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX))
 }
 
-/// The kernel's settings from the shell's. The periodic events are the shell's own (so a
-/// reload can change their intervals).
+/// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
+/// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
     KernelSettings {
         stop_timeout: millis(s.stop_timeout),
-        stats_interval: None,
-        runlog_interval: None,
+        stats_interval: Some(millis(s.stats_interval)),
+        runlog_interval: Some(millis(s.runlog_interval)),
+        checkpoint_interval: None,
         max_stop_requests: 3,
     }
 }
@@ -514,7 +517,7 @@ where
         stop_timeout: settings.stop_timeout,
         margin: settings.watchdog_margin,
         max_stops: kernel_settings(settings).max_stop_requests as usize,
-        sigterm_stops: settings.sigterm == Sigterm::Stop,
+        term_is_stop: settings.sigterm == Sigterm::Stop,
     };
     StopWatchdog::start(limits, exit::WATCHDOG, move |why, limits| {
         let running = match activity.current() {
@@ -774,7 +777,6 @@ impl Launch {
             notifier,
             pidfile,
             watchdog: Some(watchdog),
-            periodic: [None, None],
             stopping: false,
             reload_pending: false,
             ping: None,
@@ -829,8 +831,6 @@ struct Runner {
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
-    /// The periodic `log_statistics` and `save_runlog` timers.
-    periodic: [Option<TimerHandle>; 2],
     stopping: bool,
     /// A reload was applied; `READY=1` follows its event.
     reload_pending: bool,
@@ -915,7 +915,7 @@ impl Runner {
         }
     }
 
-    /// Starts the kernel, arms the periodic events, dispatches `start`.
+    /// Starts the kernel (which arms the periodic events), dispatches `start`.
     fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
@@ -926,39 +926,12 @@ impl Runner {
         kernel
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
-        self.arm(kernel)?;
         match kernel.step(StdClock::now()) {
             Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
             other => Err(Error::Daemon(format!(
                 "the kernel did not dispatch start first: {other:?}"
             ))),
         }
-    }
-
-    /// (Re-)arms the periodic lifecycle events with the current intervals, from now.
-    fn arm<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
-        &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) -> Result<()>
-    where
-        U: UserEvent + Clone,
-    {
-        let s = self.config.settings();
-        let plan = [
-            (s.stats_interval, Event::LogStatistics, "log_statistics"),
-            (s.runlog_interval, Event::SaveRunlog, "save_runlog"),
-        ];
-        for (slot, (interval, event, name)) in plan.into_iter().enumerate() {
-            if let Some(handle) = self.periodic[slot].take() {
-                let _ = kernel.queue().cancel(handle);
-            }
-            let handle = kernel
-                .queue()
-                .schedule_every(millis(interval), event)
-                .map_err(|e| Error::Daemon(format!("cannot arm the periodic {name}: {e}")))?;
-            self.periodic[slot] = Some(handle);
-        }
-        Ok(())
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -1147,6 +1120,8 @@ impl Runner {
         }
     }
 
+    /// Guards a stop from its start: the [`StopWatchdog`]'s stop timeout, counted from the
+    /// signal's arrival, and systemd's `STOPPING=1`.
     fn begin_stop<
         U,
         const M: usize,
@@ -1166,9 +1141,6 @@ impl Runner {
         self.stopping = true;
         log::info!("graceful stop initiated");
         self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
-        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-            let _ = kernel.queue().cancel(handle);
-        }
         // The stop timeout counts from the stop's beginning: the first SIGINT's arrival, as
         // the watchdog saw it, which may lie well before now if a handler held the loop.
         if let Some(w) = &self.watchdog {
@@ -1255,6 +1227,12 @@ impl Runner {
                 log::warn!("'{key}' changed: it takes effect at the next start");
             }
         }
+        if old.sigterm != s.sigterm {
+            if let Some(w) = &self.watchdog {
+                w.set_term_is_stop(s.sigterm == Sigterm::Stop);
+            }
+            log::info!("'sigterm' changed to {}", s.sigterm.as_str());
+        }
         if old.stop_timeout != s.stop_timeout {
             // Reload is refused while stopping, so no stop is under way: both the kernel's
             // `terminate` deadline and the stop watchdog (`begin_stop` reads `self.config`)
@@ -1268,12 +1246,25 @@ impl Runner {
                 s.stop_timeout.as_secs_f64()
             );
         }
-        if let Some(w) = &self.watchdog {
-            w.set_sigterm_stops(s.sigterm == Sigterm::Stop);
-        }
-        if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
-            if let Err(e) = self.arm(kernel) {
-                log::error!("{e}");
+        let periods = [
+            (
+                Periodic::Statistics,
+                "stats_interval",
+                old.stats_interval,
+                s.stats_interval,
+            ),
+            (
+                Periodic::Runlog,
+                "runlog_interval",
+                old.runlog_interval,
+                s.runlog_interval,
+            ),
+        ];
+        for (which, key, was, is) in periods {
+            if was != is {
+                if let Err(e) = kernel.set_period(which, Some(millis(is)), StdClock::now()) {
+                    log::error!("cannot re-arm '{key}' with {} s: {e}", is.as_secs_f64());
+                }
             }
         }
         log::info!("configuration reloaded");

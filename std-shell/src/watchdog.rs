@@ -13,11 +13,8 @@
 //! | what happened | deadline |
 //! |---|---|
 //! | the first `SIGINT` arrived, or the loop began a stop ([`StopWatchdog::stop_began`]) | then + stop timeout + margin |
-//! | `SIGTERM` arrived | then + margin |
+//! | `SIGTERM` arrived | then + margin (under `sigterm: stop`, `SIGTERM` counts as `SIGINT`) |
 //! | the `max_stops`-th `SIGINT` arrived (the third, as the kernel counts) | then + margin |
-//!
-//! With [`Limits::sigterm_stops`] (the `sigterm: stop` setting) a `SIGTERM` counts as a
-//! `SIGINT`.
 //!
 //! The margin (`watchdog_margin`, 1 s by default) lets the loop do it itself whenever it still
 //! turns: the kernel's `terminate` after the stop timeout, the end of the loop after `SIGTERM`,
@@ -60,9 +57,9 @@ pub struct Limits {
     pub margin: Duration,
     /// The `SIGINT` that ends the run at once (the kernel's `max_stop_requests`, 3).
     pub max_stops: usize,
-    /// `SIGTERM` asks for a graceful stop, as `SIGINT` does, instead of the end of the run
-    /// (the `sigterm: stop` setting): it then counts as a `SIGINT` here too.
-    pub sigterm_stops: bool,
+    /// `SIGTERM` asks for a graceful stop, as `SIGINT` does (the `sigterm: stop` policy),
+    /// rather than the end of the run within the margin.
+    pub term_is_stop: bool,
 }
 
 /// Why the watchdog fired.
@@ -261,9 +258,9 @@ impl StopWatchdog {
         self.shared.lock().limits.stop_timeout = stop_timeout;
     }
 
-    /// Whether `SIGTERM` counts as a `SIGINT` from now on (a reload of `sigterm`).
-    pub fn set_sigterm_stops(&self, sigterm_stops: bool) {
-        self.shared.lock().limits.sigterm_stops = sigterm_stops;
+    /// A new `SIGTERM` policy (a reload): see [`Limits::term_is_stop`].
+    pub fn set_term_is_stop(&self, term_is_stop: bool) {
+        self.shared.lock().limits.term_is_stop = term_is_stop;
     }
 
     /// Stops the watchdog before it fires and waits for its thread to end. The signal
@@ -322,8 +319,13 @@ fn watch(shared: &Shared, read: &OwnedFd) -> Option<(Fired, Limits)> {
         }
         let mut ints = shared.ints.load(Ordering::SeqCst);
         let terms = shared.terms.load(Ordering::SeqCst);
-        if state.limits.sigterm_stops {
-            ints = ints.wrapping_add(terms);
+        if state.limits.term_is_stop {
+            // Under `sigterm: stop` the loop counts each SIGTERM as a stop request.
+            ints += terms;
+        } else if terms > state.terms_seen {
+            state.terms_seen = terms;
+            let at = now.checked_add(state.limits.margin);
+            state.tighten(at, Fired::Terminate);
         }
         if ints > state.ints_seen {
             state.ints_seen = ints;
@@ -332,11 +334,6 @@ fn watch(shared: &Shared, read: &OwnedFd) -> Option<(Fired, Limits)> {
                 let at = now.checked_add(state.limits.margin);
                 state.tighten(at, Fired::RepeatedStops);
             }
-        }
-        if terms > state.terms_seen && !state.limits.sigterm_stops {
-            state.terms_seen = terms;
-            let at = now.checked_add(state.limits.margin);
-            state.tighten(at, Fired::Terminate);
         }
         if let Some((at, why)) = state.deadline {
             if now >= at {
@@ -387,7 +384,7 @@ mod tests {
             stop_timeout: Duration::from_millis(stop_timeout_ms),
             margin: Duration::from_millis(margin_ms),
             max_stops: 3,
-            sigterm_stops: false,
+            term_is_stop: false,
         }
     }
 
