@@ -39,7 +39,10 @@
 //! 4. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//! 5. Chooses where log lines go and installs the logger ([`logging`](crate::logging)): the
+//!    program's own logger if it installed one before `run` (the shell then logs through it
+//!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
 //! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
 //!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
 //! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
@@ -165,7 +168,7 @@ use crate::config::{Config, Settings};
 use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Readiness};
 use crate::error::{exit, Error, Result};
 use crate::instances;
-use crate::logging::{Logger, Target};
+use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
@@ -440,6 +443,46 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
     }
 }
 
+/// Where the shell's logger writes, from `log_target` (see [`logging`](crate::logging)), and
+/// what to use instead if that target cannot be opened (`auto`'s journald only).
+fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
+    let foreground_only = |word: LogTarget| {
+        if settings.no_daemon {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "log_target",
+                format!(
+                    "'{word}' works only in the foreground (no_daemon): a daemon's stderr is \
+                     /dev/null and the journal needs it"
+                ),
+            ))
+        }
+    };
+    Ok(match settings.log_target {
+        LogTarget::Auto if !settings.no_daemon => (Target::File(files.log_file.clone()), None),
+        LogTarget::Auto => match logging::Console::from_env() {
+            logging::Console::Journal if cfg!(feature = "journald") => {
+                (Target::Journald, Some(Target::ConsolePrefixed))
+            }
+            logging::Console::Journal | logging::Console::Prefixed => {
+                (Target::ConsolePrefixed, None)
+            }
+            logging::Console::Plain => (Target::Console, None),
+        },
+        LogTarget::Console => {
+            foreground_only(LogTarget::Console)?;
+            (Target::Console, None)
+        }
+        LogTarget::File => (Target::File(files.log_file.clone()), None),
+        LogTarget::Syslog => (Target::Syslog(settings.syslog_socket.clone()), None),
+        LogTarget::Journald => {
+            foreground_only(LogTarget::Journald)?;
+            (Target::Journald, None)
+        }
+    })
+}
+
 /// Everything decided before the kernel exists.
 struct Launch {
     program: String,
@@ -552,19 +595,43 @@ impl Launch {
         }
 
         // Logging.
-        let target = if settings.no_daemon {
-            Target::Console
+        let logger = if logging::claim_facade() {
+            let (target, fallback) = match log_target(&settings, &files) {
+                Ok(t) => t,
+                Err(e) => return early.fail(&e),
+            };
+            let mut fell_back = None;
+            let made =
+                Logger::new(&settings.name, target, settings.log_level).or_else(
+                    |e| match fallback {
+                        Some(f) => {
+                            fell_back = Some(e);
+                            Logger::new(&settings.name, f, settings.log_level)
+                        }
+                        None => Err(e),
+                    },
+                );
+            let logger = match made.and_then(Logger::install) {
+                Ok(l) => l,
+                Err(e) => return early.fail(&e),
+            };
+            logger.set_format(settings.log_format);
+            if let Some(e) = fell_back {
+                log::warn!("{e}: logging to stderr with priority prefixes instead");
+            }
+            early.console_logger = matches!(
+                logger.target(),
+                Target::Console | Target::ConsolePrefixed | Target::Journald
+            );
+            Some(logger)
         } else {
-            Target::File(files.log_file.clone())
-        };
-        let logger = match Logger::new(&settings.name, target, settings.log_level)
-            .and_then(Logger::install)
-        {
-            Ok(l) => l,
-            Err(e) => return early.fail(&e),
+            log::info!(
+                "logging through the program's own logger: log_target, log_format and \
+                 log_level do not apply"
+            );
+            None
         };
         early.logger = true;
-        early.console_logger = settings.no_daemon;
 
         // Accounts and the pidfile lock.
         let user = match settings.user.as_deref().map(daemonize::resolve_user) {
@@ -587,7 +654,8 @@ impl Launch {
         };
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        keep_fds.extend(logger.file_fd());
+        keep_fds.extend(logger.and_then(Logger::file_fd));
+        keep_fds.extend(logger.and_then(Logger::socket_fd));
         let opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
@@ -663,7 +731,6 @@ impl Launch {
             base: self.base,
             files,
             parallel: settings.parallel,
-            no_daemon: settings.no_daemon,
             logger,
             notifier,
             pidfile,
@@ -718,8 +785,8 @@ struct Runner {
     base: PathBuf,
     files: Files,
     parallel: bool,
-    no_daemon: bool,
-    logger: &'static Logger,
+    /// The shell's logger; `None` when the program installed its own.
+    logger: Option<&'static Logger>,
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
@@ -936,8 +1003,9 @@ impl Runner {
                 }
                 Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
-                    let message = format!("no handler for event '{}'", kind.name::<U>());
-                    log::error!("{message}");
+                    let event = kind.name::<U>();
+                    let message = format!("no handler for event '{event}'");
+                    log::error!(event = event; "{message}");
                     self.info.record_error(message);
                 }
                 Err(e) => {
@@ -1092,7 +1160,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         self.notify(Notifier::reloading);
-        if let Err(e) = self.logger.reopen() {
+        if let Err(e) = self.logger.map_or(Ok(()), Logger::reopen) {
             log::error!("{e}");
         }
         let new = match self.config.reload() {
@@ -1126,12 +1194,16 @@ impl Runner {
         let old = self.config.settings().clone();
         let s = new.settings().clone();
         self.config = new;
-        self.logger.set_level(s.log_level);
         let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
-        if !self.no_daemon && files.log_file != self.files.log_file {
-            match self.logger.set_target(Target::File(files.log_file.clone())) {
-                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
-                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+        if let Some(logger) = self.logger {
+            logger.set_level(s.log_level);
+            logger.set_format(s.log_format);
+            let to_file = matches!(logger.target(), Target::File(_));
+            if to_file && files.log_file != self.files.log_file {
+                match logger.set_target(Target::File(files.log_file.clone())) {
+                    Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                    Err(e) => log::error!("{e}; logging goes on to the previous file"),
+                }
             }
         }
         let pid_file = self.files.pid_file.clone();
@@ -1146,6 +1218,8 @@ impl Runner {
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
             ("precise_timers", old.precise_timers != s.precise_timers),
+            ("log_target", old.log_target != s.log_target),
+            ("syslog_socket", old.syslog_socket != s.syslog_socket),
             (
                 "precise_max_spin",
                 old.precise_max_spin != s.precise_max_spin,
@@ -1296,6 +1370,7 @@ fn log_statistics<
     );
     kernel.for_each_rate(now, |component, key, rate| {
         log::info!(
+            component = component;
             "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
             rate.cnt,
             rate.inc,

@@ -157,6 +157,8 @@ pub mod report;
 pub mod runlog;
 pub mod service;
 pub mod signals;
+#[cfg(feature = "syslog")]
+pub mod syslog;
 pub mod watchdog;
 pub mod words;
 
