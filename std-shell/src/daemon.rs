@@ -543,6 +543,15 @@ impl Launch {
             logger: false,
         };
 
+        #[cfg(not(feature = "metrics"))]
+        if settings.metrics_file.is_some() {
+            let e = Error::config(
+                "metrics_file",
+                "this program was built without zendaemon's 'metrics' feature",
+            );
+            return early.fail(&e);
+        }
+
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
             let used = [
@@ -889,7 +898,10 @@ impl Runner {
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
         self.arm(kernel)?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => {
+                self.write_metrics(kernel);
+                Ok(())
+            }
             other => Err(Error::Daemon(format!(
                 "the kernel did not dispatch start first: {other:?}"
             ))),
@@ -1093,6 +1105,7 @@ impl Runner {
             Kind::SAVE_STATE => self.write_state(kernel, now),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
+                self.write_metrics(kernel);
                 kernel.rotate_statistics(now);
             }
             Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
@@ -1274,6 +1287,32 @@ impl Runner {
         }
     }
 
+    /// Writes the metrics file, if there is one (see [`metrics`](crate::metrics)).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn write_metrics<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        #[cfg(feature = "metrics")]
+        if let Some(path) = &self.files.metrics_file {
+            let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
+            if let Err(e) = write_atomic(path, text.as_bytes()) {
+                log::error!("metrics not written: {e}");
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = kernel;
+    }
+
     fn write_state<
         U,
         const M: usize,
@@ -1341,6 +1380,75 @@ impl Runner {
         let rc = self.info.rc();
         log::info!("{} exits with code {rc}", self.info.name);
         rc
+    }
+}
+
+/// The kernel's and the components' figures for the metrics file.
+#[cfg(feature = "metrics")]
+fn metric_figures<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    daemon: &str,
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+) -> crate::metrics::Figures
+where
+    U: UserEvent + Clone,
+{
+    use embedded_time::Clock as _;
+    let stats = kernel.stats();
+    let queue = kernel.queue_stats();
+    let builtin = [
+        Kind::START,
+        Kind::STOP,
+        Kind::TERMINATE,
+        Kind::RELOAD,
+        Kind::SAVE_RUNLOG,
+        Kind::SAVE_STATE,
+        Kind::LOG_STATISTICS,
+    ];
+    let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
+    let dispatched = kinds
+        .filter_map(|k| {
+            let n = *stats.dispatched.get(k.index())?;
+            Some((k.name::<U>(), n))
+        })
+        .collect();
+    let components = kernel
+        .components()
+        .map(|c| {
+            let counters = c
+                .counters()
+                .map(|set| {
+                    (0..set.len())
+                        .map(|i| {
+                            let (key, value, _) = set.entry(i);
+                            (key, value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (c.name(), counters)
+        })
+        .collect();
+    let scale = StdClock::SCALING_FACTOR;
+    crate::metrics::Figures {
+        daemon: daemon.to_owned(),
+        components,
+        dispatched,
+        unhandled: stats.unhandled,
+        rejected: u64::from(queue.rejected),
+        stop_requests: u64::from(stats.stop_requests),
+        inbox_deferred: stats.inbox_deferred,
+        missed_periods: u64::from(queue.missed_periods),
+        sequential_high_water: u64::from(queue.sequential_high_water),
+        timed_high_water: u64::from(queue.timed_high_water),
+        lateness: stats.lateness,
+        ticks_per_second: f64::from(*scale.denominator()) / f64::from(*scale.numerator()),
     }
 }
 

@@ -148,6 +148,8 @@ pub mod daemonize;
 pub mod error;
 pub mod instances;
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod pidfile;

@@ -258,3 +258,140 @@ fn journald_gets_native_entries_with_fields() {
     // Everything went to the journal, nothing to stderr.
     assert_eq!(fg.stderr(), "");
 }
+
+/// `promtool check metrics` on `text`; panics with promtool's words when it fails.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {said}\n{text}");
+    assert_eq!(said.trim(), "", "promtool has remarks:\n{said}\n{text}");
+}
+
+/// The samples of a metrics file: `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Waits until the file at `path` exists and differs from `previous`; returns its text.
+fn next_version(path: &std::path::Path, previous: &str) -> String {
+    common::wait_for("a new metrics file", || {
+        fs::read_to_string(path)
+            .ok()
+            .filter(|t| t != previous && !t.is_empty())
+    })
+}
+
+#[test]
+fn the_metrics_file_passes_promtool_and_its_counters_only_grow() {
+    let env = Env::new("metr");
+    let path = env.path("metr.prom");
+    let arg = format!("--metrics-file={}", path.display());
+    let mut fg = env.spawn_fg(&[&arg, "--stats-interval", "0.1"]);
+    let mut text = next_version(&path, "");
+    let mut before = samples(&text);
+    for _ in 0..3 {
+        text = next_version(&path, &text);
+        promtool_check(&text);
+        let now = samples(&text);
+        for (series, value) in &now {
+            let counter = series.contains("_total{")
+                || series.contains("_bucket{")
+                || series.contains("_count{")
+                || series.contains("_sum{");
+            if let (true, Some(old)) = (counter, before.get(series)) {
+                assert!(value >= old, "{series} went from {old} to {value}");
+            }
+        }
+        before = now;
+    }
+    let work = r#"zendaemon_component_work_total{daemon="metr",component="worker"}"#;
+    assert!(before[work] > 0.0, "{text}");
+    let stats = r#"zendaemon_events_dispatched_total{daemon="metr",event="log_statistics"}"#;
+    assert!(before[stats] >= 3.0, "{text}");
+    assert!(text.contains(r#"zendaemon_timer_lateness_seconds_bucket{daemon="metr",le="+Inf"}"#));
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+}
+
+/// A small tmpfs at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_metrics_file_whole() {
+    let env = Env::new("metrfull");
+    let Some(fs_) = Tmpfs::mount(&env.path("small")) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let path = fs_.0.join("metrfull.prom");
+    let arg = format!("--metrics-file={}", path.display());
+    let mut fg = env.spawn_fg(&[&arg, "--stats-interval", "0.1"]);
+    let text = next_version(&path, "");
+    // Fill the file system to the last byte.
+    let filler = fs_.0.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..1]).is_ok() {}
+    }
+    fg.wait_log("metrics not written");
+    let kept = fs::read_to_string(&path).unwrap();
+    promtool_check(&kept);
+    // The file is one of the daemon's complete versions, and no temporary file is left.
+    assert!(kept.ends_with('\n'));
+    assert!(samples(&kept).len() >= samples(&text).len());
+    let names: Vec<_> = fs::read_dir(&fs_.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Room again: the next interval writes a new file.
+    fs::remove_file(&filler).unwrap();
+    let again = next_version(&path, &kept);
+    promtool_check(&again);
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+}
