@@ -39,7 +39,7 @@
 //! 4. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Chooses where log lines go and installs the logger ([`logging`](crate::logging)): the
+//! 5. Chooses where log lines go and installs the logger ([`logging`]): the
 //!    program's own logger if it installed one before `run` (the shell then logs through it
 //!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
 //!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
@@ -443,7 +443,7 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
     }
 }
 
-/// Where the shell's logger writes, from `log_target` (see [`logging`](crate::logging)), and
+/// Where the shell's logger writes, from `log_target` (see [`logging`]), and
 /// what to use instead if that target cannot be opened (`auto`'s journald only).
 fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
     let foreground_only = |word: LogTarget| {

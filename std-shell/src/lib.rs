@@ -114,7 +114,10 @@
 //! * The runner: [`daemon`] ([`Daemon`]), [`service`] ([`Service`]), [`clock`] ([`StdClock`]),
 //!   [`actions`].
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
-//!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
+//!   validation), [`words`] (one-word settings: `sigterm`, `log_target`, `log_format`),
+//!   [`paths`] (default paths without root), [`logging`] (the `log` backend and the choice of
+//!   target), `syslog` (the syslog target, feature `syslog`), `metrics` (the Prometheus file,
+//!   feature `metrics`),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
 //!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
@@ -126,7 +129,8 @@
 //! # Limitations
 //!
 //! * Linux (the thread count before forking comes from `/proc`; abstract notify sockets).
-//! * One [`Daemon`] per process: it installs the process's logger and signal handlers.
+//! * One [`Daemon`] per process: it installs the process's logger (unless the program installed
+//!   its own first) and signal handlers.
 //! * The kernel borrows the components (`&mut`) for the whole run, so they must outlive the
 //!   [`Daemon`] (locals of `main` do). The shell reaches them between kernel steps through the
 //!   kernel itself, which holds them as [`Service`]s (see [`service`]); the runner has no

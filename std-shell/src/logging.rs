@@ -13,7 +13,7 @@
 //! | foreground under systemd otherwise (`INVOCATION_ID` or `JOURNAL_STREAM` set) | stderr with `<N>` priority prefixes ([`Target::ConsolePrefixed`], sd-daemon(3)) |
 //! | foreground | plain stderr |
 //!
-//! `syslog` sends RFC 3164 lines to `syslog_socket` (`/dev/log`; the [`syslog`](crate::syslog)
+//! `syslog` sends RFC 3164 lines to `syslog_socket` (`/dev/log`; the `syslog`
 //! module, feature `syslog`).
 //!
 //! # Formats
