@@ -1581,6 +1581,47 @@ mod tests {
     }
 
     #[test]
+    fn log_targets_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "d.state".into(),
+            pstate_file: "d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let target = |args: &[&str]| {
+            let mut argv = vec!["d".to_owned()];
+            argv.extend(args.iter().map(|a| (*a).to_owned()));
+            let Ok(Parsed::Run(cli)) = Cli::parse(&argv) else {
+                panic!("{args:?}")
+            };
+            let config = Config::load("d", &cli, &defaults, &[]).unwrap();
+            let files = Files::of(config.settings(), Path::new("/b"), None);
+            log_target(config.settings(), &files)
+        };
+        let log = Target::File("/b/d.log".into());
+        assert_eq!(target(&[]).unwrap(), (log.clone(), None));
+        assert_eq!(target(&["--log-target", "file"]).unwrap(), (log, None));
+        assert_eq!(
+            target(&["--log-target", "syslog", "--syslog-socket", "/s"]).unwrap(),
+            (Target::Syslog("/s".into()), None)
+        );
+        assert_eq!(
+            target(&["--log-target", "console", "--no-daemon"]).unwrap(),
+            (Target::Console, None)
+        );
+        for word in ["console", "journald"] {
+            let err = target(&["--log-target", word]).unwrap_err();
+            assert_eq!(err.exit_code(), exit::CONFIG);
+            assert!(err.to_string().contains("only in the foreground"), "{err}");
+        }
+    }
+
+    #[test]
     fn parallel_instances_get_their_own_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let defaults = paths::DefaultPaths {

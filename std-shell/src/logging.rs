@@ -194,9 +194,13 @@ impl Sink {
             #[allow(unreachable_patterns)]
             other => {
                 let _ = name;
+                let feature = match other {
+                    Target::Syslog(_) => "syslog",
+                    _ => "journald",
+                };
                 return Err(Error::config(
                     "log_target",
-                    format!("{other:?} needs zendaemon built with its feature"),
+                    format!("'{feature}' needs zendaemon built with its '{feature}' feature"),
                 ));
             }
         })
@@ -805,6 +809,14 @@ mod tests {
             "{time}"
         );
         assert_eq!(lines[1]["level"], "info");
+    }
+
+    #[cfg(not(feature = "syslog"))]
+    #[test]
+    fn a_target_without_its_feature_is_a_configuration_error() {
+        let err = Logger::new("d", Target::Syslog("/dev/log".into()), LogLevel::Info).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::CONFIG);
+        assert!(err.to_string().contains("'syslog' feature"), "{err}");
     }
 
     #[test]
