@@ -179,14 +179,24 @@ pub struct Context<'a, U, C: Clock> {
     queue: &'a mut dyn Scheduler<Event<U>, C>,
     now: Instant<C>,
     done: bool,
-    stop_requested: bool,
+    /// The requests a handler made ([`Asked`] bits): one byte, so the kernel tests them all
+    /// with one comparison per event.
+    asked: u8,
+}
+
+/// The bits of [`Context`]'s requests.
+pub(crate) struct Asked;
+
+impl Asked {
+    pub(crate) const STOP: u8 = 1 << 0;
+    pub(crate) const CHECKPOINT: u8 = 1 << 1;
 }
 
 impl<U, C: Clock> fmt::Debug for Context<'_, U, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("done", &self.done)
-            .field("stop_requested", &self.stop_requested)
+            .field("asked", &self.asked)
             .finish()
     }
 }
@@ -205,12 +215,14 @@ where
             queue,
             now,
             done,
-            stop_requested: false,
+            asked: 0,
         }
     }
 
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_requested
+    /// The [`Asked`] bits of the requests handlers made.
+    #[inline(always)]
+    pub(crate) fn asked(&self) -> u8 {
+        self.asked
     }
 
     /// The instant of this step.
@@ -226,7 +238,15 @@ where
 
     /// Asks for a graceful stop, as SIGINT would. Takes effect after this event's pipeline.
     pub fn request_stop(&mut self) {
-        self.stop_requested = true;
+        self.asked |= Asked::STOP;
+    }
+
+    /// Asks for a checkpoint of the persistent state at once, for example after committing
+    /// something that must not be done again after a crash. [`Event::Checkpoint`] goes
+    /// through its pipeline as the next event (after this event's pipeline), and the host
+    /// then saves the state. Several requests before it is dispatched give one checkpoint.
+    pub fn request_checkpoint(&mut self) {
+        self.asked |= Asked::CHECKPOINT;
     }
 
     /// Appends an event to the sequential queue.

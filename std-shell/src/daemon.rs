@@ -52,8 +52,8 @@
 //! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
 //!    and locks its own pidfile, named with that PID, see [`instances`]);
 //!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
-//!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
-//!    `start`. A failure in this step reaches the launching process through the readiness pipe
+//!    starts the kernel, which arms the periodic `log_statistics` and `save_runlog` events;
+//!    dispatches `start`. A failure in this step reaches the launching process through the readiness pipe
 //!    (it prints the message and exits with the error's code), or the console in the
 //!    foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
@@ -83,7 +83,7 @@
 //! | `save_state` | writes the state file |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
-//! | `stop` | cancels the periodic events, starts the [`StopWatchdog`], tells systemd `STOPPING=1` |
+//! | `stop` | starts the [`StopWatchdog`], tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
 //!
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
@@ -117,9 +117,9 @@
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
 //! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now), and the stop timeout (for the next stop: the
+//! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
-//! starts at that stop); then [`Event::Reload`] goes through the kernel and `READY=1` follows
+//! starts at that stop); then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
 //! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
 //! change.
@@ -141,11 +141,12 @@
 //!
 //! # Capacities
 //!
-//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
-//! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
+//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least
+//! [`kinds::<U>()`](zendaemon_core::kinds): the lifecycle kinds plus the user's, checked at
+//! compile time), `H` handlers per kind, `S` sequential and `T`
 //! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
-//! [`Daemon::with_capacities`] takes them from the type. The shell's two periodic events use
-//! two of the `T` timers.
+//! [`Daemon::with_capacities`] takes them from the type. The kernel's periodic events use up to
+//! three of the `T` timers.
 
 use std::fs;
 use std::num::NonZeroU32;
@@ -156,8 +157,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Event, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step,
-    StepError, TimerHandle, UserEvent,
+    EndReason, Kernel, Kind, Periodic, Request, Requests, Run, Settings as KernelSettings, Step,
+    StepError, UserEvent,
 };
 
 use crate::actions;
@@ -182,7 +183,7 @@ use crate::words::Sigterm;
 
 /// Default capacity: components.
 pub const DEFAULT_COMPONENTS: usize = 16;
-/// Default capacity: event kinds (7 lifecycle kinds plus up to 57 of the user's).
+/// Default capacity: event kinds (the 8 lifecycle kinds plus up to 56 of the user's).
 pub const DEFAULT_KINDS: usize = 64;
 /// Default capacity: handlers per event kind.
 pub const DEFAULT_HANDLERS: usize = 16;
@@ -432,13 +433,14 @@ fn watchdog_timeout(stop_timeout: Duration) -> Duration {
     stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
 }
 
-/// The kernel's settings from the shell's. The periodic events are the shell's own (so a
-/// reload can change their intervals).
+/// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
+/// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
     KernelSettings {
         stop_timeout: millis(s.stop_timeout),
-        stats_interval: None,
-        runlog_interval: None,
+        stats_interval: Some(millis(s.stats_interval)),
+        runlog_interval: Some(millis(s.runlog_interval)),
+        checkpoint_interval: None,
         max_stop_requests: 3,
     }
 }
@@ -744,7 +746,6 @@ impl Launch {
             notifier,
             pidfile,
             watchdog: None,
-            periodic: [None, None],
             stopping: false,
             reload_pending: false,
             ping: None,
@@ -799,8 +800,6 @@ struct Runner {
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
-    /// The periodic `log_statistics` and `save_runlog` timers.
-    periodic: [Option<TimerHandle>; 2],
     stopping: bool,
     /// A reload was applied; `READY=1` follows its event.
     reload_pending: bool,
@@ -885,7 +884,7 @@ impl Runner {
         }
     }
 
-    /// Starts the kernel, arms the periodic events, dispatches `start`.
+    /// Starts the kernel (which arms the periodic events), dispatches `start`.
     fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
@@ -896,7 +895,6 @@ impl Runner {
         kernel
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
-        self.arm(kernel)?;
         match kernel.step(StdClock::now()) {
             Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => {
                 self.write_metrics(kernel);
@@ -906,32 +904,6 @@ impl Runner {
                 "the kernel did not dispatch start first: {other:?}"
             ))),
         }
-    }
-
-    /// (Re-)arms the periodic lifecycle events with the current intervals, from now.
-    fn arm<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
-        &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) -> Result<()>
-    where
-        U: UserEvent + Clone,
-    {
-        let s = self.config.settings();
-        let plan = [
-            (s.stats_interval, Event::LogStatistics, "log_statistics"),
-            (s.runlog_interval, Event::SaveRunlog, "save_runlog"),
-        ];
-        for (slot, (interval, event, name)) in plan.into_iter().enumerate() {
-            if let Some(handle) = self.periodic[slot].take() {
-                let _ = kernel.queue().cancel(handle);
-            }
-            let handle = kernel
-                .queue()
-                .schedule_every(millis(interval), event)
-                .map_err(|e| Error::Daemon(format!("cannot arm the periodic {name}: {e}")))?;
-            self.periodic[slot] = Some(handle);
-        }
-        Ok(())
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -985,7 +957,7 @@ impl Runner {
             if kernel.is_done() && !self.stopping {
                 // A component asked for the stop (in the last batch, or in `start`): `stop`
                 // goes next, and is guarded from its start.
-                self.begin_stop(kernel);
+                self.begin_stop();
             }
             let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
@@ -1052,7 +1024,7 @@ impl Runner {
                     (0..n).for_each(|_| requests.post(Request::Stop));
                     stop_posted = true;
                     // Before the step that dispatches `stop`: its handlers may never return.
-                    self.begin_stop(kernel);
+                    self.begin_stop();
                 }
                 Signal::Term => match self.config.settings().sigterm {
                     Sigterm::Terminate => {
@@ -1065,7 +1037,7 @@ impl Runner {
                         log::warn!("received SIGTERM ({n}x): graceful stop requested");
                         (0..n).for_each(|_| requests.post(Request::Stop));
                         stop_posted = true;
-                        self.begin_stop(kernel);
+                        self.begin_stop();
                     }
                 },
                 Signal::Hup => {
@@ -1113,7 +1085,7 @@ impl Runner {
                 log::info!("reload complete");
             }
             // Normally begun already, when the request came.
-            Kind::STOP => self.begin_stop(kernel),
+            Kind::STOP => self.begin_stop(),
             Kind::TERMINATE => log::warn!(
                 "graceful stop did not finish within the stop timeout of {} s: terminating",
                 self.config.settings().stop_timeout.as_secs_f64()
@@ -1122,28 +1094,14 @@ impl Runner {
         }
     }
 
-    fn begin_stop<
-        U,
-        const M: usize,
-        const KK: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-    >(
-        &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) where
-        U: UserEvent + Clone,
-    {
+    /// Guards a stop from its start: the [`StopWatchdog`], systemd's `STOPPING=1`.
+    fn begin_stop(&mut self) {
         if self.stopping {
             return;
         }
         self.stopping = true;
         log::info!("graceful stop initiated");
         self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
-        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-            let _ = kernel.queue().cancel(handle);
-        }
         let stop_timeout = self.config.settings().stop_timeout;
         let timeout = watchdog_timeout(stop_timeout);
         let pidfile = Arc::clone(&self.pidfile);
@@ -1253,9 +1211,25 @@ impl Runner {
                 s.stop_timeout.as_secs_f64()
             );
         }
-        if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
-            if let Err(e) = self.arm(kernel) {
-                log::error!("{e}");
+        let periods = [
+            (
+                Periodic::Statistics,
+                "stats_interval",
+                old.stats_interval,
+                s.stats_interval,
+            ),
+            (
+                Periodic::Runlog,
+                "runlog_interval",
+                old.runlog_interval,
+                s.runlog_interval,
+            ),
+        ];
+        for (which, key, was, is) in periods {
+            if was != is {
+                if let Err(e) = kernel.set_period(which, Some(millis(is)), StdClock::now()) {
+                    log::error!("cannot re-arm '{key}' with {} s: {e}", is.as_secs_f64());
+                }
             }
         }
         log::info!("configuration reloaded");
@@ -1402,7 +1376,8 @@ where
     use embedded_time::Clock as _;
     let stats = kernel.stats();
     let queue = kernel.queue_stats();
-    let builtin = [
+    // Every lifecycle kind: the array's length is checked against the core's count.
+    let builtin: [Kind; zendaemon_core::event::BUILTIN_KINDS] = [
         Kind::START,
         Kind::STOP,
         Kind::TERMINATE,
@@ -1410,6 +1385,7 @@ where
         Kind::SAVE_RUNLOG,
         Kind::SAVE_STATE,
         Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
     ];
     let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
     let dispatched = kinds
