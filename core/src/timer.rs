@@ -13,6 +13,11 @@
 //! benchmarks (see `BENCHMARKS.md`) that brings insert + pop close to std's `BinaryHeap`,
 //! which has no positions to keep.
 //!
+//! On 32-bit targets (firmware) size weighs more: there the children are scanned instead of
+//! compared in a branch-free tournament, and the sift routines stay out of line, one copy
+//! each (measured in `BENCHMARKS.md`, "Firmware"). The sifts are free functions over slices,
+//! so one copy serves every capacity and event type.
+//!
 //! A [`TimerHandle`] names a slot and the slot's generation. Freeing a slot bumps its
 //! generation, so a handle kept after its timer fired or was cancelled is *stale*: every use of
 //! it returns [`TimerError::Stale`] and never touches the timer that reuses the slot.
