@@ -69,9 +69,19 @@ const NO_SLOT: u16 = u16::MAX;
 /// How a periodic timer re-arms itself: the period and how to copy the event for each firing.
 ///
 /// Storing `E::clone` as a function pointer keeps the `Clone` bound on `insert_periodic` alone.
-struct Periodic<E> {
+pub(crate) struct Periodic<E> {
     period: u64,
     copy: fn(&E) -> E,
+}
+
+impl<E: Clone> Periodic<E> {
+    /// Every `period` ticks, each firing a clone of the event.
+    pub(crate) fn every(period: u64) -> Self {
+        Self {
+            period,
+            copy: E::clone,
+        }
+    }
 }
 
 impl<E> Clone for Periodic<E> {
@@ -240,14 +250,12 @@ impl<E, const N: usize> TimerQueue<E, N> {
         E: Clone,
     {
         debug_assert!(period > 0);
-        let periodic = Periodic {
-            period,
-            copy: E::clone,
-        };
-        self.insert_with(deadline, Some(periodic), event)
+        self.insert_with(deadline, Some(Periodic::every(period)), event)
     }
 
-    fn insert_with(
+    /// [`insert`](Self::insert) or [`insert_periodic`](Self::insert_periodic), by whether
+    /// `periodic` is given: the one copy of the insertion code.
+    pub(crate) fn insert_with(
         &mut self,
         deadline: u64,
         periodic: Option<Periodic<E>>,
