@@ -36,7 +36,8 @@
 //! # Value types in files
 //!
 //! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
-//! `stats_interval`, `runlog_interval`, `stop_timeout`, `precise_max_spin`: numbers of seconds,
+//! `stats_interval`, `runlog_interval`, `pstate_interval`, `stop_timeout`, `precise_max_spin`:
+//! numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
 //! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `action`: an action name. `limit`: a
@@ -65,7 +66,7 @@ use crate::logging::LogLevel;
 use crate::paths::{self, DefaultPaths};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 24] = [
+pub const SHELL_KEYS: [&str; 25] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -78,6 +79,7 @@ pub const SHELL_KEYS: [&str; 24] = [
     "runlog_dir",
     "stats_interval",
     "runlog_interval",
+    "pstate_interval",
     "stop_timeout",
     "parallel",
     "precise_timers",
@@ -106,6 +108,9 @@ pub const DIR_SUFFIX: &str = ".json.conf";
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default seconds between runlog saves.
 pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
+/// Default seconds between checkpoints of the persistent state: a crash redoes at most this
+/// much work.
+pub const DEFAULT_PSTATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest spin per wake-up with precise timers (see [`crate::precise`]).
@@ -146,6 +151,9 @@ pub struct Settings {
     /// Between runlog saves.
     #[serde(serialize_with = "ser_seconds")]
     pub runlog_interval: Duration,
+    /// Between checkpoints of the persistent state file.
+    #[serde(serialize_with = "ser_seconds")]
+    pub pstate_interval: Duration,
     /// How long a graceful stop may take.
     #[serde(serialize_with = "ser_seconds")]
     pub stop_timeout: Duration,
@@ -252,6 +260,10 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
     put(
         "runlog_interval",
         cli::seconds_value(DEFAULT_RUNLOG_INTERVAL),
+    );
+    put(
+        "pstate_interval",
+        cli::seconds_value(DEFAULT_PSTATE_INTERVAL),
     );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
     put("parallel", Value::Bool(false));
@@ -455,6 +467,7 @@ impl Fields<'_> {
             runlog_dir: self.required("runlog_dir", path)?,
             stats_interval: self.required("stats_interval", seconds)?,
             runlog_interval: self.required("runlog_interval", seconds)?,
+            pstate_interval: self.required("pstate_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
             parallel: self.required("parallel", boolean)?,
             precise_timers: self.required("precise_timers", boolean)?,

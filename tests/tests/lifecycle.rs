@@ -162,3 +162,22 @@ fn precise_timers_keep_the_timers_and_the_signals_working() {
     assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
     assert!(!env.pid_file().exists(), "pidfile left behind");
 }
+
+#[test]
+fn a_run_killed_with_kill_9_keeps_its_start_checkpoint() {
+    // The first run never stops cleanly: without the checkpoint at start it would leave no
+    // persistent state, and the next run would count itself as the first again.
+    let env = Env::new("ckpt-start");
+    let first = env.start_daemon(&[]);
+    common::signal(first, Signal::SIGKILL);
+    wait_gone(first);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 1);
+    let second = env.start_daemon(&[]);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 2);
+    common::signal(second, Signal::SIGKILL);
+    wait_gone(second);
+    let third = env.start_daemon(&[]);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 3);
+    common::signal(third, Signal::SIGTERM);
+    wait_gone(third);
+}
