@@ -748,6 +748,8 @@ mod tests {
                 runlog_dir: d.join("run/runlogs"),
                 state_file: d.join("run/tail.state"),
                 pstate_file: d.join("run/tail.pstate"),
+                pstate_dir: d.join("run"),
+                old_pstate_file: d.join("run/old.pstate"),
                 log_file: d.join("run/tail.log"),
                 config_file: d.join("etc/tail.conf"),
                 config_dir: d.join("etc/tail"),

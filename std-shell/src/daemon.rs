@@ -355,6 +355,8 @@ where
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
+            pstate_dir: defaults.pstate_dir.clone(),
+            old_pstate_file: defaults.old_pstate_file.clone(),
             config,
         };
         launch.start::<U, M, K, H, S, T>(self.services)
@@ -469,6 +471,10 @@ struct Launch {
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
+    /// The default persistent state file's directory, and the file's place in earlier
+    /// versions (see [`paths`]).
+    pstate_dir: PathBuf,
+    old_pstate_file: PathBuf,
     config: Config,
 }
 
@@ -547,7 +553,22 @@ impl Launch {
                 return early.fail(&e);
             }
         }
-        let pstate = match Pstate::load(&files.pstate_file) {
+        // The default place, empty yet: the old default place is read once, and the state
+        // moves at the first checkpoint.
+        let default_pstate = files.pstate_file.starts_with(&self.pstate_dir);
+        let migrate = default_pstate
+            && files.pstate_file != self.old_pstate_file
+            && !files.pstate_file.exists()
+            && self.old_pstate_file.exists();
+        let loaded = if migrate {
+            Pstate::load(&self.old_pstate_file).map(|mut p| {
+                p.set_path(files.pstate_file.clone());
+                p
+            })
+        } else {
+            Pstate::load(&files.pstate_file)
+        };
+        let pstate = match loaded {
             Ok(p) => p,
             Err(e) => return early.fail(&e),
         };
@@ -600,6 +621,36 @@ impl Launch {
             Some(Ok(gid)) => Some(gid),
             None => None,
         };
+        if migrate {
+            log::info!(
+                "persistent state read from its old place '{}'; from now on it is kept in '{}'",
+                self.old_pstate_file.display(),
+                files.pstate_file.display()
+            );
+        }
+        if default_pstate {
+            // Private, and the daemon's own after a privilege drop.
+            let owner = user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            let made = paths::ensure_private_dir(&self.pstate_dir, owner).or_else(|e| {
+                let ours = std::fs::symlink_metadata(&self.pstate_dir)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+                if user.is_some() && ours {
+                    // Created by root just now: hand it to the daemon's user.
+                    nix::unistd::chown(
+                        &self.pstate_dir,
+                        user.map(nix::unistd::Uid::from_raw),
+                        group.map(nix::unistd::Gid::from_raw),
+                    )
+                    .map_err(|c| Error::io("hand over directory", &self.pstate_dir, c.into()))?;
+                    paths::ensure_private_dir(&self.pstate_dir, owner)
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = made {
+                return early.fail(&e);
+            }
+        }
         let mut pidfile = if settings.parallel {
             None
         } else {
@@ -1491,6 +1542,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "s/d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: ".".into(),
+            old_pstate_file: "old.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),
