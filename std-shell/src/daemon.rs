@@ -1333,7 +1333,7 @@ impl Runner {
     {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
-        let path = dir.join(runlog::file_name(SystemTime::now(), self.info.pid));
+        let path = runlog::new_path(dir, SystemTime::now(), self.info.pid);
         let written = fs::create_dir_all(dir)
             .map_err(|e| Error::io("create runlog directory", dir, e))
             .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
