@@ -1572,7 +1572,17 @@ mod tests {
         });
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         let mut seen = StdVec::new();
+        // Idle steps once the poster is done: a kernel that never drains the inbox fails here.
+        let mut idle_after_posting = 0;
         while seen.len() < 1000 {
+            if poster.is_finished() {
+                idle_after_posting += 1;
+                assert!(
+                    idle_after_posting < 10_000,
+                    "posted events never came: {} of 1000 seen",
+                    seen.len()
+                );
+            }
             match k.step(clock.now()) {
                 Ok(Step::Dispatched { kind: WORK, .. }) => {
                     if let Some((_, Event::User(Ev::Work(n)))) = log.borrow().last() {
@@ -1590,5 +1600,49 @@ mod tests {
         assert_eq!(seen, (0..1000).collect::<StdVec<_>>());
         // A sequential queue of 4 had to defer inbox events at times; none was lost.
         assert!(k.queue_stats().rejected > 0 || k.stats().inbox_deferred == 0);
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md).
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::queue::ScheduleErrorKind;
+
+    #[test]
+    fn end_reasons_and_errors_name_what_happened() {
+        let reasons = [
+            (
+                EndReason::Stopped,
+                "graceful stop completed, not waiting for timed events",
+            ),
+            (
+                EndReason::StopTimeout,
+                "graceful stop timed out, terminated",
+            ),
+            (EndReason::Forced, "terminated by repeated stop requests"),
+            (EndReason::Terminated, "terminated on request"),
+            (EndReason::QueueEmpty, "event queue is empty"),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.describe(), text);
+            assert_eq!(std::format!("{reason}"), text);
+        }
+        assert_eq!(
+            std::format!("{}", StepError::NotStarted),
+            "the kernel was not started"
+        );
+        assert_eq!(
+            std::format!("{}", StepError::Unhandled(Kind::user(1))),
+            "no handler for the event of kind 8"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::AlreadyStarted),
+            "the kernel was already started"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::Schedule(ScheduleErrorKind::Full)),
+            "cannot arm a periodic lifecycle event: event queue full"
+        );
     }
 }

@@ -575,9 +575,10 @@ mod tests {
     }
 
     /// `next` until it answers `Wait` or `Empty`; everything it answered, that last one too.
+    /// Bounded: a queue that keeps answering (a broken heap) fails here instead of hanging.
     fn drain<const S: usize, const T: usize>(q: &mut Queue<S, T>, clock: &Manual) -> Vec<Got> {
         let mut out = Vec::new();
-        loop {
+        for _ in 0..=S + 2 * T + 2 {
             let got = next(q, clock);
             let last = matches!(got, Got::Wait(_) | Got::Empty);
             out.push(got);
@@ -585,6 +586,7 @@ mod tests {
                 return out;
             }
         }
+        panic!("next did not come to Wait or Empty: {out:?}");
     }
 
     fn fired<const S: usize, const T: usize>(q: &mut Queue<S, T>, clock: &Manual) -> Fired<u32> {
@@ -835,7 +837,12 @@ mod tests {
         let mut seen = Vec::new();
         let mut waits = Vec::new();
         for _ in 0..23 {
-            loop {
+            for round in 0.. {
+                assert!(
+                    round < 10,
+                    "next kept returning timers at {}",
+                    clock.ticks()
+                );
                 match q.next(clock.now()) {
                     Next::Timed(f) => {
                         // Never early: stepping one tick at a time, never late either.
@@ -882,6 +889,7 @@ mod tests {
             let mut order = Vec::new();
             while let Next::Timed(f) = q.next(clock.now()) {
                 order.push((f.event, f.deadline));
+                assert!(order.len() <= 3, "more timers out than in: {order:?}");
             }
             let tick = |back: u32| u64::from(start.wrapping_sub(back));
             assert_eq!(order, [(2, tick(20)), (1, tick(10)), (3, tick(0))]);
