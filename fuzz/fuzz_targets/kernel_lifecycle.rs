@@ -27,13 +27,15 @@ fn ticks(u: &mut Unstructured<'_>) -> Result<u32> {
 }
 
 fn action(u: &mut Unstructured<'_>) -> Result<Action> {
-    Ok(match u.int_in_range(0..=11u8)? {
+    Ok(match u.int_in_range(0..=13u8)? {
         0..=3 => Action::None,
         4..=5 => Action::Schedule,
         6 => Action::ScheduleNext,
         7..=8 => Action::ScheduleAfter(ticks(u)?),
         9 => Action::ScheduleEvery(ticks(u)?),
         10 => Action::Cancel(u.int_in_range(0..=3)?),
+        11 => Action::Reschedule(u.int_in_range(0..=3)?, ticks(u)?),
+        12 => Action::RescheduleAfter(u.int_in_range(0..=3)?, ticks(u)?),
         _ => Action::RequestStop,
     })
 }
@@ -141,7 +143,10 @@ impl<'a> Arbitrary<'a> for Input {
 struct Invariants;
 
 impl kernel_model::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, queue: &TestQueue<S, T>) {
+    fn check<K: kernel_model::Tick, const S: usize, const T: usize>(
+        &mut self,
+        queue: &TestQueue<K, S, T>,
+    ) {
         queue.check_invariants();
     }
 }
