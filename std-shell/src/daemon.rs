@@ -61,7 +61,8 @@
 //!
 //! Each turn: signals that arrived become kernel requests (posted to a
 //! [`Requests`] the kernel drains): `SIGINT` → stop (each one
-//! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
+//! counts; the third ends the loop at once), `SIGTERM` → terminate (with `sigterm: stop`, a stop
+//! like `SIGINT`'s, see [`Sigterm`]), `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
 //! one clock reading and one [`Kernel::run`]: a batch of up to 16 events at that reading. The
 //! batch size adapts: a batch that took more than 20 µs (full or not) makes the next one a
@@ -174,6 +175,7 @@ use crate::runlog;
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
 use crate::watchdog::StopWatchdog;
+use crate::words::Sigterm;
 
 /// Default capacity: components.
 pub const DEFAULT_COMPONENTS: usize = 16;
@@ -376,6 +378,8 @@ fn absolutize_cli(cli: &mut Cli, base: &Path) {
         &mut cli.config_dir,
         &mut cli.pstate_file,
         &mut cli.log_file,
+        &mut cli.syslog_socket,
+        &mut cli.metrics_file,
         &mut cli.input,
     ]
     .into_iter()
@@ -393,6 +397,7 @@ struct Files {
     runlog_dir: PathBuf,
     pstate_file: PathBuf,
     log_file: PathBuf,
+    metrics_file: Option<PathBuf>,
 }
 
 impl Files {
@@ -408,6 +413,7 @@ impl Files {
             runlog_dir: absolute(base, &settings.runlog_dir),
             pstate_file: absolute(base, &settings.pstate_file),
             log_file: absolute(base, &settings.log_file),
+            metrics_file: settings.metrics_file.as_deref().map(|p| absolute(base, p)),
         }
     }
 }
@@ -968,11 +974,20 @@ impl Runner {
                     // Before the step that dispatches `stop`: its handlers may never return.
                     self.begin_stop(kernel);
                 }
-                Signal::Term => {
-                    log::warn!("received SIGTERM: terminating");
-                    requests.post(Request::Terminate);
-                    stop_posted = true;
-                }
+                Signal::Term => match self.config.settings().sigterm {
+                    Sigterm::Terminate => {
+                        log::warn!("received SIGTERM: terminating");
+                        requests.post(Request::Terminate);
+                        stop_posted = true;
+                    }
+                    Sigterm::Stop => {
+                        // `sigterm: stop`: SIGTERM is SIGINT, each one a stop request.
+                        log::warn!("received SIGTERM ({n}x): graceful stop requested");
+                        (0..n).for_each(|_| requests.post(Request::Stop));
+                        stop_posted = true;
+                        self.begin_stop(kernel);
+                    }
+                },
                 Signal::Hup => {
                     if stop_posted || kernel.is_done() || self.stopping {
                         log::info!("received SIGHUP: ignored while stopping");
