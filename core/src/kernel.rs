@@ -1608,6 +1608,136 @@ mod tests {
 mod strength {
     use super::*;
     use crate::queue::ScheduleErrorKind;
+    use crate::time::ManualClock;
+    use core::cell::RefCell;
+    use std::vec::Vec as StdVec;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Job(u32);
+
+    impl UserEvent for Job {
+        const KINDS: usize = 1;
+        fn kind(&self) -> usize {
+            0
+        }
+        fn kind_name(_: usize) -> &'static str {
+            "job"
+        }
+    }
+
+    type Clock = ManualClock<u32>;
+    type Log = RefCell<StdVec<Event<Job>>>;
+
+    /// Handles every kind and records what it sees.
+    struct Recorder<'l> {
+        log: &'l Log,
+    }
+
+    impl Component<Job, Clock> for Recorder<'_> {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            for k in 0..BUILTIN_KINDS + 1 {
+                routes.append(if k < BUILTIN_KINDS {
+                    [
+                        Kind::START,
+                        Kind::STOP,
+                        Kind::TERMINATE,
+                        Kind::RELOAD,
+                        Kind::SAVE_RUNLOG,
+                        Kind::SAVE_STATE,
+                        Kind::LOG_STATISTICS,
+                    ][k]
+                } else {
+                    Kind::user(0)
+                })?;
+            }
+            Ok(())
+        }
+        fn handle(&mut self, _: &mut Context<'_, Job, Clock>, event: &mut Event<Job>) -> Flow {
+            self.log.borrow_mut().push(event.clone());
+            Flow::Continue
+        }
+    }
+
+    type TestKernel<'c> = Kernel<'c, Job, Clock, 2, 8, 2, 4, 4>;
+
+    /// Steps until the loop ends (bounded) and returns what the recorder saw.
+    fn run_to_end(k: &mut TestKernel<'_>, clock: &Clock, log: &Log) -> StdVec<Event<Job>> {
+        for _ in 0..100 {
+            match k.step(clock.now()) {
+                Ok(Step::Ended(_)) => return log.take(),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the loop did not end: {:?}", log.borrow());
+    }
+
+    #[test]
+    fn a_reload_asked_for_before_a_stop_is_dropped_by_the_stop() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.request_reload();
+        k.request_stop();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [Event::Start, Event::Stop]
+        );
+        assert_eq!(k.ended(), Some(EndReason::Stopped));
+    }
+
+    #[test]
+    fn lifecycle_requests_come_once_each_in_their_order() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Job(1))).unwrap();
+        k.request_state();
+        k.request_runlog();
+        k.request_reload();
+        k.request_reload();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [
+                Event::Start,
+                Event::Reload,
+                Event::SaveRunlog,
+                Event::SaveState,
+                Event::User(Job(1))
+            ]
+        );
+        assert_eq!(k.ended(), Some(EndReason::QueueEmpty));
+    }
+
+    #[test]
+    fn debug_output_shows_the_kernel_at_a_glance() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        let text = std::format!("{k:?}");
+        assert!(
+            text.starts_with("Kernel { components: 1, queue: EventQueue { sequential: 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("done: false, ended: None, stats: KernelStats"),
+            "{text}"
+        );
+        k.terminate();
+        assert!(std::format!("{k:?}").contains("ended: Some(Terminated)"));
+    }
 
     #[test]
     fn end_reasons_and_errors_name_what_happened() {
