@@ -179,14 +179,24 @@ pub struct Context<'a, U, C: Clock> {
     queue: &'a mut dyn Scheduler<Event<U>, C>,
     now: Instant<C>,
     done: bool,
-    stop_requested: bool,
+    /// The requests a handler made ([`Asked`] bits): one byte, so the kernel tests them all
+    /// with one comparison per event.
+    asked: u8,
+}
+
+/// The bits of [`Context`]'s requests.
+pub(crate) struct Asked;
+
+impl Asked {
+    pub(crate) const STOP: u8 = 1 << 0;
+    pub(crate) const CHECKPOINT: u8 = 1 << 1;
 }
 
 impl<U, C: Clock> fmt::Debug for Context<'_, U, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("done", &self.done)
-            .field("stop_requested", &self.stop_requested)
+            .field("asked", &self.asked)
             .finish()
     }
 }
@@ -205,12 +215,14 @@ where
             queue,
             now,
             done,
-            stop_requested: false,
+            asked: 0,
         }
     }
 
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_requested
+    /// The [`Asked`] bits of the requests handlers made.
+    #[inline(always)]
+    pub(crate) fn asked(&self) -> u8 {
+        self.asked
     }
 
     /// The instant of this step.
@@ -226,7 +238,15 @@ where
 
     /// Asks for a graceful stop, as SIGINT would. Takes effect after this event's pipeline.
     pub fn request_stop(&mut self) {
-        self.stop_requested = true;
+        self.asked |= Asked::STOP;
+    }
+
+    /// Asks for a checkpoint of the persistent state at once, for example after committing
+    /// something that must not be done again after a crash. [`Event::Checkpoint`] goes
+    /// through its pipeline as the next event (after this event's pipeline), and the host
+    /// then saves the state. Several requests before it is dispatched give one checkpoint.
+    pub fn request_checkpoint(&mut self) {
+        self.asked |= Asked::CHECKPOINT;
     }
 
     /// Appends an event to the sequential queue.
@@ -437,17 +457,17 @@ mod strength {
         let mut q = Queue::new();
         let mut ctx = Context::new(&mut q, clock.now(), true);
         assert!(ctx.is_done());
-        assert!(!ctx.stop_requested());
-        assert_eq!(
-            std::format!("{ctx:?}"),
-            "Context { done: true, stop_requested: false }"
-        );
+        assert_eq!(ctx.asked(), 0);
+        assert_eq!(std::format!("{ctx:?}"), "Context { done: true, asked: 0 }");
         ctx.request_stop();
-        assert!(ctx.stop_requested());
-        assert_eq!(
-            std::format!("{ctx:?}"),
-            "Context { done: true, stop_requested: true }"
-        );
+        assert_eq!(ctx.asked(), Asked::STOP);
+        ctx.request_checkpoint();
+        ctx.request_stop();
+        assert_eq!(ctx.asked(), Asked::STOP | Asked::CHECKPOINT);
+        assert_eq!(std::format!("{ctx:?}"), "Context { done: true, asked: 3 }");
+        let mut ctx = Context::new(&mut q, clock.now(), true);
+        ctx.request_checkpoint();
+        assert_eq!(ctx.asked(), Asked::CHECKPOINT);
         let ctx = Context::new(&mut q, clock.now(), false);
         assert!(!ctx.is_done());
         assert_eq!(ctx.now(), at(7));
@@ -495,7 +515,7 @@ mod strength {
     fn route_errors_name_what_went_wrong() {
         assert_eq!(
             std::format!("{}", RouteError::UnknownKind(Kind::user(2))),
-            "kind 9 is beyond the kernel's event kinds capacity"
+            "kind 10 is beyond the kernel's event kinds capacity"
         );
         assert_eq!(
             std::format!("{}", RouteError::TooManyHandlers(Kind::STOP)),

@@ -168,6 +168,7 @@ fn kinds<U: UserEvent>() -> impl Iterator<Item = Kind> {
                 Kind::SAVE_RUNLOG,
                 Kind::SAVE_STATE,
                 Kind::LOG_STATISTICS,
+                Kind::CHECKPOINT,
             ][i]
         } else {
             Kind::user(i - BUILTIN_KINDS)
@@ -476,7 +477,9 @@ mod tests {
         let mut counter = Counter {
             counters: Counters::new(),
         };
-        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, { crate::kinds::<Tick>() }, 2, 8, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut counter).unwrap();
         k.start(clock.now()).unwrap();
         for _ in 0..3 {
@@ -533,7 +536,9 @@ mod tests {
         let mut counter = Counter {
             counters: Counters::new(),
         };
-        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, { crate::kinds::<Tick>() }, 2, 8, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut counter).unwrap();
         let mut buf = [0u8; 4096];
         let full = to_json(&k.state(), &mut buf).unwrap();
@@ -552,7 +557,7 @@ mod tests {
 mod strength {
     use super::*;
     use crate::component::{Context, Flow, RouteError, Routes};
-    use crate::event::Event;
+    use crate::event::{kinds, Event};
     use crate::kernel::Settings;
     use crate::stats::Counters;
     use crate::time::ManualClock;
@@ -668,7 +673,9 @@ mod strength {
     fn snapshots_of_several_components_keep_each_apart() {
         let clock = ManualClock::<u32>::starting_at(500);
         let [mut a, mut b, mut c] = parts();
-        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 3, 9, 3, 8, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 3, { kinds::<Ev>() }, 3, 8, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut a).unwrap();
         k.add(&mut b).unwrap();
         k.add(&mut c).unwrap();
@@ -743,7 +750,8 @@ mod strength {
     #[test]
     fn rates_on_a_clock_with_fractional_ticks_per_second() {
         let [mut a, _, _] = parts();
-        let mut k = Kernel::<'_, Ev, FourMs, 1, 9, 1, 4, 2>::new(Settings::default());
+        let mut k =
+            Kernel::<'_, Ev, FourMs, 1, { kinds::<Ev>() }, 1, 4, 2>::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(Instant::new(1_000)).unwrap();
         k.queue().schedule(Event::User(Ev::Work)).unwrap();
@@ -767,7 +775,9 @@ mod strength {
     fn lateness_histogram_and_queue_figures_in_the_runlog() {
         let clock = ManualClock::<u32>::new();
         let [mut a, _, _] = parts();
-        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 1, 9, 1, 4, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 1, { kinds::<Ev>() }, 1, 4, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
         k.queue()
