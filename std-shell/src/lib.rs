@@ -119,9 +119,10 @@
 //!   target), `syslog` (the syslog target, feature `syslog`), `metrics` (the Prometheus file,
 //!   feature `metrics`),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
-//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
+//!   (daemon(7) steps, readiness, the privilege drop), [`listen`] (the `acquire` hook's
+//!   context and systemd's socket activation), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
-//!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
+//!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
 //!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
@@ -151,6 +152,7 @@ pub mod daemon;
 pub mod daemonize;
 pub mod error;
 pub mod instances;
+pub mod listen;
 pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -172,4 +174,5 @@ pub use clock::StdClock;
 pub use config::Config;
 pub use daemon::Daemon;
 pub use error::{Error, Result};
+pub use listen::Acquire;
 pub use service::Service;

@@ -43,10 +43,12 @@ fn sigterm_stop_from_a_configuration_file_keeps_the_stop_timeout() {
     env.write_config(r#"{"sigterm": "stop", "worker": {"hang_on_stop": true}}"#);
     let mut fg = env.spawn_fg(&["--stop-timeout", "0.5"]);
     fg.signal(Signal::SIGTERM);
-    // The hanging stop handler is cut off by the stop watchdog: exit 1, pidfile removed.
-    assert_eq!(fg.wait(), code::FAILURE, "{}", fg.stderr());
+    // The hanging stop handler is cut off by the stop watchdog (the stop timeout, not the
+    // 1 s margin of a terminating SIGTERM): exit 70, pidfile removed.
+    assert_eq!(fg.wait(), code::WATCHDOG, "{}", fg.stderr());
     let log = fg.stderr();
     assert!(log.contains("worker: stop handler runs"), "{log}");
+    assert!(log.contains("the stop timeout of 0.5 s"), "{log}");
     assert!(!env.pid_file().exists(), "pidfile left behind");
 }
 

@@ -32,6 +32,7 @@ pub mod code {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
+    pub const WATCHDOG: i32 = 70;
     pub const ALREADY_RUNNING: i32 = 75;
     pub const CONFIG: i32 = 78;
     pub const LSB_RUNNING: i32 = 0;
