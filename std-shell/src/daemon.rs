@@ -491,6 +491,32 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
     }
 }
 
+/// Names the handler in flight from `activity`, for the logger's `component` and `event`
+/// fields.
+fn handler_context<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+) -> logging::Context
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    Box::new(move || {
+        let d = activity.current()?;
+        let component = names.get(usize::from(d.component)).copied().unwrap_or("?");
+        Some((component, kind_name(d.kind)))
+    })
+}
+
 /// Where the shell's logger writes, from `log_target` (see [`logging`]), and
 /// what to use instead if that target cannot be opened (`auto`'s journald only).
 fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
@@ -868,6 +894,9 @@ impl Launch {
                 Err(e) => return late.fail(&e, &pidfile),
             };
         kernel.attach_activity(&activity);
+        if let Some(logger) = logger {
+            logger.set_context(handler_context::<U, M, K, H, S, T>(&kernel, &activity));
+        }
         let pid_path = if settings.parallel {
             instances::instance_path(&files.pid_file, pid)
         } else {
