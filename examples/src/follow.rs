@@ -35,8 +35,9 @@
 //! every checkpoint of the shell (right after `start`, every `pstate_interval`, and at the end
 //! of the run, all between two events; [`Service::persist`]) the handled positions, with the
 //! device and inode of each file, go to the persistent state file, in the same atomic write
-//! as the state of the components after the follower (the counts of a [`LineCounter`]
-//! (crate::LineCounter)), which have handled exactly the lines up to those positions. The
+//! as the state of the components after the follower (the counts of a
+//! [`LineCounter`](crate::LineCounter)), which have handled exactly the lines up to those
+//! positions. The
 //! next start, after a clean stop or a crash alike, resumes each file there:
 //! lines that were read but not handled yet when the run ended are read again, lines that were
 //! handled are not. If the file at the path is another one by then (rotated while the daemon
