@@ -39,7 +39,10 @@
 //! 4. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//! 5. Chooses where log lines go and installs the logger ([`logging`]): the
+//!    program's own logger if it installed one before `run` (the shell then logs through it
+//!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
 //! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
 //!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
 //! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
@@ -195,7 +198,7 @@ use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Privileges, R
 use crate::error::{exit, Error, Result};
 use crate::instances;
 use crate::listen::{Acquire, Listeners};
-use crate::logging::{Logger, Target};
+use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
@@ -511,6 +514,72 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
     }
 }
 
+/// Names the handler in flight from `activity`, for the logger's `component` and `event`
+/// fields.
+fn handler_context<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+) -> logging::Context
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    Box::new(move || {
+        let d = activity.current()?;
+        let component = names.get(usize::from(d.component)).copied().unwrap_or("?");
+        Some((component, kind_name(d.kind)))
+    })
+}
+
+/// Where the shell's logger writes, from `log_target` (see [`logging`]), and
+/// what to use instead if that target cannot be opened (`auto`'s journald only).
+fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
+    let foreground_only = |word: LogTarget| {
+        if settings.no_daemon {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "log_target",
+                format!(
+                    "'{word}' works only in the foreground (no_daemon): a daemon's stderr is \
+                     /dev/null and the journal needs it"
+                ),
+            ))
+        }
+    };
+    Ok(match settings.log_target {
+        LogTarget::Auto if !settings.no_daemon => (Target::File(files.log_file.clone()), None),
+        LogTarget::Auto => match logging::Console::from_env() {
+            logging::Console::Journal if cfg!(feature = "journald") => {
+                (Target::Journald, Some(Target::ConsolePrefixed))
+            }
+            logging::Console::Journal | logging::Console::Prefixed => {
+                (Target::ConsolePrefixed, None)
+            }
+            logging::Console::Plain => (Target::Console, None),
+        },
+        LogTarget::Console => {
+            foreground_only(LogTarget::Console)?;
+            (Target::Console, None)
+        }
+        LogTarget::File => (Target::File(files.log_file.clone()), None),
+        LogTarget::Syslog => (Target::Syslog(settings.syslog_socket.clone()), None),
+        LogTarget::Journald => {
+            foreground_only(LogTarget::Journald)?;
+            (Target::Journald, None)
+        }
+    })
+}
+
 /// Everything decided before the kernel exists.
 struct Launch {
     program: String,
@@ -626,6 +695,15 @@ impl Launch {
             logger: false,
         };
 
+        #[cfg(not(feature = "metrics"))]
+        if settings.metrics_file.is_some() {
+            let e = Error::config(
+                "metrics_file",
+                "this program was built without zendaemon's 'metrics' feature",
+            );
+            return early.fail(&e);
+        }
+
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
             let used = [
@@ -695,19 +773,43 @@ impl Launch {
         }
 
         // Logging.
-        let target = if settings.no_daemon {
-            Target::Console
+        let logger = if logging::claim_facade() {
+            let (target, fallback) = match log_target(&settings, &files) {
+                Ok(t) => t,
+                Err(e) => return early.fail(&e),
+            };
+            let mut fell_back = None;
+            let made =
+                Logger::new(&settings.name, target, settings.log_level).or_else(
+                    |e| match fallback {
+                        Some(f) => {
+                            fell_back = Some(e);
+                            Logger::new(&settings.name, f, settings.log_level)
+                        }
+                        None => Err(e),
+                    },
+                );
+            let logger = match made.and_then(Logger::install) {
+                Ok(l) => l,
+                Err(e) => return early.fail(&e),
+            };
+            logger.set_format(settings.log_format);
+            if let Some(e) = fell_back {
+                log::warn!("{e}: logging to stderr with priority prefixes instead");
+            }
+            early.console_logger = matches!(
+                logger.target(),
+                Target::Console | Target::ConsolePrefixed | Target::Journald
+            );
+            Some(logger)
         } else {
-            Target::File(files.log_file.clone())
-        };
-        let logger = match Logger::new(&settings.name, target, settings.log_level)
-            .and_then(Logger::install)
-        {
-            Ok(l) => l,
-            Err(e) => return early.fail(&e),
+            log::info!(
+                "logging through the program's own logger: log_target, log_format and \
+                 log_level do not apply"
+            );
+            None
         };
         early.logger = true;
-        early.console_logger = settings.no_daemon;
 
         // Accounts and the pidfile lock.
         let user = match settings.user.as_deref().map(daemonize::resolve_user) {
@@ -760,7 +862,8 @@ impl Launch {
         };
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        keep_fds.extend(logger.file_fd());
+        keep_fds.extend(logger.and_then(Logger::file_fd));
+        keep_fds.extend(logger.and_then(Logger::socket_fd));
         let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
@@ -814,6 +917,9 @@ impl Launch {
                 Err(e) => return late.fail(&e, &pidfile),
             };
         kernel.attach_activity(&activity);
+        if let Some(logger) = logger {
+            logger.set_context(handler_context::<U, M, K, H, S, T>(&kernel, &activity));
+        }
         let pid_path = if settings.parallel {
             instances::instance_path(&files.pid_file, pid)
         } else {
@@ -877,7 +983,6 @@ impl Launch {
             base: self.base,
             files,
             parallel: settings.parallel,
-            no_daemon: settings.no_daemon,
             logger,
             notifier,
             pidfile,
@@ -938,8 +1043,8 @@ struct Runner {
     base: PathBuf,
     files: Files,
     parallel: bool,
-    no_daemon: bool,
-    logger: &'static Logger,
+    /// The shell's logger; `None` when the program installed its own.
+    logger: Option<&'static Logger>,
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
@@ -1039,7 +1144,7 @@ impl Runner {
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => {}
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => self.write_metrics(kernel),
             other => {
                 return Err(Error::Daemon(format!(
                     "the kernel did not dispatch start first: {other:?}"
@@ -1200,8 +1305,9 @@ impl Runner {
                 }
                 Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
-                    let message = format!("no handler for event '{}'", kind.name::<U>());
-                    log::error!("{message}");
+                    let event = kind.name::<U>();
+                    let message = format!("no handler for event '{event}'");
+                    log::error!(event = event; "{message}");
                     self.info.record_error(message);
                 }
                 Err(e) => {
@@ -1290,6 +1396,7 @@ impl Runner {
             Kind::CHECKPOINT => self.checkpoint(kernel),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
+                self.write_metrics(kernel);
                 kernel.rotate_statistics(now);
             }
             Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
@@ -1349,7 +1456,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         self.notify(Notifier::reloading);
-        if let Err(e) = self.logger.reopen() {
+        if let Err(e) = self.logger.map_or(Ok(()), Logger::reopen) {
             log::error!("{e}");
         }
         let new = match self.config.reload() {
@@ -1383,12 +1490,16 @@ impl Runner {
         let old = self.config.settings().clone();
         let s = new.settings().clone();
         self.config = new;
-        self.logger.set_level(s.log_level);
         let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
-        if !self.no_daemon && files.log_file != self.files.log_file {
-            match self.logger.set_target(Target::File(files.log_file.clone())) {
-                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
-                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+        if let Some(logger) = self.logger {
+            logger.set_level(s.log_level);
+            logger.set_format(s.log_format);
+            let to_file = matches!(logger.target(), Target::File(_));
+            if to_file && files.log_file != self.files.log_file {
+                match logger.set_target(Target::File(files.log_file.clone())) {
+                    Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                    Err(e) => log::error!("{e}; logging goes on to the previous file"),
+                }
             }
         }
         let pid_file = self.files.pid_file.clone();
@@ -1403,6 +1514,8 @@ impl Runner {
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
             ("precise_timers", old.precise_timers != s.precise_timers),
+            ("log_target", old.log_target != s.log_target),
+            ("syslog_socket", old.syslog_socket != s.syslog_socket),
             (
                 "precise_max_spin",
                 old.precise_max_spin != s.precise_max_spin,
@@ -1488,6 +1601,32 @@ impl Runner {
         }
     }
 
+    /// Writes the metrics file, if there is one (see [`metrics`](crate::metrics)).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn write_metrics<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        #[cfg(feature = "metrics")]
+        if let Some(path) = &self.files.metrics_file {
+            let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
+            if let Err(e) = write_atomic(path, text.as_bytes()) {
+                log::error!("metrics not written: {e}");
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = kernel;
+    }
+
     fn write_state<
         U,
         const M: usize,
@@ -1552,6 +1691,77 @@ impl Runner {
     }
 }
 
+/// The kernel's and the components' figures for the metrics file.
+#[cfg(feature = "metrics")]
+fn metric_figures<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    daemon: &str,
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+) -> crate::metrics::Figures
+where
+    U: UserEvent + Clone,
+{
+    use embedded_time::Clock as _;
+    let stats = kernel.stats();
+    let queue = kernel.queue_stats();
+    // Every lifecycle kind: the array's length is checked against the core's count.
+    let builtin: [Kind; zendaemon_core::event::BUILTIN_KINDS] = [
+        Kind::START,
+        Kind::STOP,
+        Kind::TERMINATE,
+        Kind::RELOAD,
+        Kind::SAVE_RUNLOG,
+        Kind::SAVE_STATE,
+        Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
+    ];
+    let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
+    let dispatched = kinds
+        .filter_map(|k| {
+            let n = *stats.dispatched.get(k.index())?;
+            Some((k.name::<U>(), n))
+        })
+        .collect();
+    let components = kernel
+        .components()
+        .map(|c| {
+            let counters = c
+                .counters()
+                .map(|set| {
+                    (0..set.len())
+                        .map(|i| {
+                            let (key, value, _) = set.entry(i);
+                            (key, value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (c.name(), counters)
+        })
+        .collect();
+    let scale = StdClock::SCALING_FACTOR;
+    crate::metrics::Figures {
+        daemon: daemon.to_owned(),
+        components,
+        dispatched,
+        unhandled: stats.unhandled,
+        rejected: u64::from(queue.rejected),
+        stop_requests: u64::from(stats.stop_requests),
+        inbox_deferred: stats.inbox_deferred,
+        missed_periods: u64::from(queue.missed_periods),
+        sequential_high_water: u64::from(queue.sequential_high_water),
+        timed_high_water: u64::from(queue.timed_high_water),
+        lateness: stats.lateness,
+        ticks_per_second: f64::from(*scale.denominator()) / f64::from(*scale.numerator()),
+    }
+}
+
 /// Logs every component's counters (pyzenkit's statistics pattern).
 fn log_statistics<
     U,
@@ -1578,6 +1788,7 @@ fn log_statistics<
     );
     kernel.for_each_rate(now, |component, key, rate| {
         log::info!(
+            component = component;
             "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
             rate.cnt,
             rate.inc,
@@ -1664,6 +1875,49 @@ mod tests {
         );
         assert_eq!(cli.log_file.as_deref(), Some(Path::new("/var/log/d.log")));
         assert_eq!(cli.work_dir.as_deref(), Some(Path::new("w")));
+    }
+
+    #[test]
+    fn log_targets_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "d.state".into(),
+            pstate_file: "d.pstate".into(),
+            pstate_dir: "state".into(),
+            old_pstate_file: "old/d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let target = |args: &[&str]| {
+            let mut argv = vec!["d".to_owned()];
+            argv.extend(args.iter().map(|a| (*a).to_owned()));
+            let Ok(Parsed::Run(cli)) = Cli::parse(&argv) else {
+                panic!("{args:?}")
+            };
+            let config = Config::load("d", &cli, &defaults, &[]).unwrap();
+            let files = Files::of(config.settings(), Path::new("/b"), None);
+            log_target(config.settings(), &files)
+        };
+        let log = Target::File("/b/d.log".into());
+        assert_eq!(target(&[]).unwrap(), (log.clone(), None));
+        assert_eq!(target(&["--log-target", "file"]).unwrap(), (log, None));
+        assert_eq!(
+            target(&["--log-target", "syslog", "--syslog-socket", "/s"]).unwrap(),
+            (Target::Syslog("/s".into()), None)
+        );
+        assert_eq!(
+            target(&["--log-target", "console", "--no-daemon"]).unwrap(),
+            (Target::Console, None)
+        );
+        for word in ["console", "journald"] {
+            let err = target(&["--log-target", word]).unwrap_err();
+            assert_eq!(err.exit_code(), exit::CONFIG);
+            assert!(err.to_string().contains("only in the foreground"), "{err}");
+        }
     }
 
     #[test]
