@@ -125,7 +125,9 @@ fn seq_macro_nops() {
 
 fn kernel(handlers: usize, n: u32) -> u32 {
     let mut sums = [Sum(0), Sum(0), Sum(0)];
-    let mut kernel = Kernel::<'_, Ev, Frozen, 3, 9, 3, 16, 4>::new(Settings::default());
+    let mut kernel = Kernel::<'_, Ev, Frozen, 3, { zendaemon_core::kinds::<Ev>() }, 3, 16, 4>::new(
+        Settings::default(),
+    );
     for sum in sums.iter_mut().take(handlers) {
         let _ = kernel.add(sum);
     }
