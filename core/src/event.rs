@@ -68,12 +68,37 @@ pub enum Event<U> {
     SaveState,
     /// Log statistics (periodically).
     LogStatistics,
+    /// Save the persistent state (periodically, and when a component asks for it with
+    /// [`Context::request_checkpoint`](crate::Context::request_checkpoint)).
+    Checkpoint,
     /// One of the user's events.
     User(U),
 }
 
 /// Number of lifecycle event kinds; user kinds follow them.
-pub const BUILTIN_KINDS: usize = 7;
+pub const BUILTIN_KINDS: usize = 8;
+
+/// The number of event kinds a kernel needs for the user event type `U`: the lifecycle kinds
+/// plus `U::KINDS`. Spell a kernel's `K` with it, so a new lifecycle kind changes nothing in
+/// your code:
+///
+/// ```
+/// use zendaemon_core::{kinds, Kernel, ManualClock, Settings, UserEvent};
+///
+/// #[derive(Debug, Clone)]
+/// struct Tick;
+/// impl UserEvent for Tick {
+///     const KINDS: usize = 1;
+///     fn kind(&self) -> usize { 0 }
+///     fn kind_name(_: usize) -> &'static str { "tick" }
+/// }
+///
+/// let kernel = Kernel::<'_, Tick, ManualClock, 1, { kinds::<Tick>() }, 1, 4, 4>::new(Settings::default());
+/// # let _ = kernel;
+/// ```
+pub const fn kinds<U: UserEvent>() -> usize {
+    BUILTIN_KINDS + U::KINDS
+}
 
 /// The routing key of an event: an index into the kernel's routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,11 +120,19 @@ impl Kind {
     pub const SAVE_STATE: Kind = Kind(5);
     /// [`Event::LogStatistics`].
     pub const LOG_STATISTICS: Kind = Kind(6);
+    /// [`Event::Checkpoint`].
+    pub const CHECKPOINT: Kind = Kind(7);
 
     /// The kind of user event kind `k` (as returned by [`UserEvent::kind`]).
     #[inline]
     pub const fn user(k: usize) -> Kind {
         Kind((BUILTIN_KINDS + k) as u16)
+    }
+
+    /// The kind with this routing-table index (the inverse of [`Kind::index`]).
+    #[inline]
+    pub(crate) const fn from_index(index: u16) -> Kind {
+        Kind(index)
     }
 
     /// The index into the routing table.
@@ -124,6 +157,7 @@ impl Kind {
             4 => "save_runlog",
             5 => "save_state",
             6 => "log_statistics",
+            7 => "checkpoint",
             k => U::kind_name(k - BUILTIN_KINDS),
         }
     }
@@ -146,6 +180,7 @@ impl<U: UserEvent> Event<U> {
             Event::SaveRunlog => Kind::SAVE_RUNLOG,
             Event::SaveState => Kind::SAVE_STATE,
             Event::LogStatistics => Kind::LOG_STATISTICS,
+            Event::Checkpoint => Kind::CHECKPOINT,
             Event::User(_) => unreachable!("user events returned above"),
         }
     }
@@ -194,6 +229,69 @@ mod tests {
         assert_eq!(Kind::user(0).name::<Ev>(), "a");
         assert_eq!(Kind::SAVE_RUNLOG.name::<Ev>(), "save_runlog");
         assert!(Kind::LOG_STATISTICS.is_builtin());
+        assert!(Kind::CHECKPOINT.is_builtin());
+        assert_eq!(Event::<Ev>::Checkpoint.kind(), Kind::CHECKPOINT);
+        assert_eq!(Kind::CHECKPOINT.name::<Ev>(), "checkpoint");
+        assert_eq!(Kind::user(0).index(), kinds::<Ev>() - 2);
+        assert_eq!(kinds::<()>(), BUILTIN_KINDS);
         assert!(!Event::User(Ev::A).kind().is_builtin());
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md).
+#[cfg(test)]
+mod strength {
+    use super::*;
+
+    #[test]
+    fn the_unit_event_type_has_no_kinds() {
+        assert_eq!(<() as UserEvent>::KINDS, 0);
+        assert_eq!(().kind(), 0);
+        assert_eq!(<() as UserEvent>::kind_name(0), "?");
+        assert_eq!(Event::<()>::Stop.kind(), Kind::STOP);
+    }
+
+    #[test]
+    fn every_lifecycle_kind_has_its_name_and_index() {
+        let kinds = [
+            (Event::<()>::Start, Kind::START, "start"),
+            (Event::Stop, Kind::STOP, "stop"),
+            (Event::Terminate, Kind::TERMINATE, "terminate"),
+            (Event::Reload, Kind::RELOAD, "reload"),
+            (Event::SaveRunlog, Kind::SAVE_RUNLOG, "save_runlog"),
+            (Event::SaveState, Kind::SAVE_STATE, "save_state"),
+            (Event::LogStatistics, Kind::LOG_STATISTICS, "log_statistics"),
+            (Event::Checkpoint, Kind::CHECKPOINT, "checkpoint"),
+        ];
+        assert_eq!(kinds.len(), BUILTIN_KINDS);
+        for (i, (event, kind, name)) in kinds.into_iter().enumerate() {
+            assert_eq!(event.kind(), kind);
+            assert_eq!(kind.index(), i);
+            assert!(kind.is_builtin());
+            assert_eq!(kind.name::<()>(), name);
+        }
+        assert_eq!(Kind::user(0).index(), BUILTIN_KINDS);
+        assert_eq!(Kind::user(3).index(), BUILTIN_KINDS + 3);
+        assert!(!Kind::user(0).is_builtin());
+        assert_eq!(std::format!("{}", Kind::user(2)), "kind 10");
+        assert_eq!(Event::from(5u8), Event::User(5u8));
+    }
+
+    #[test]
+    fn user_kind_names_come_from_the_user_type() {
+        #[derive(Debug)]
+        struct Named;
+        impl UserEvent for Named {
+            const KINDS: usize = 3;
+            fn kind(&self) -> usize {
+                2
+            }
+            fn kind_name(kind: usize) -> &'static str {
+                ["zero", "one", "two"][kind]
+            }
+        }
+        assert_eq!(Kind::user(2).name::<Named>(), "two");
+        assert_eq!(Kind::user(1).name::<Named>(), "one");
+        assert_eq!(Event::User(Named).kind(), Kind::user(2));
     }
 }

@@ -3,7 +3,11 @@
 //! # Lifecycle (pyzenkit's semantics, with its gaps closed)
 //!
 //! * [`start`](Kernel::start) makes `start` the first event and arms the periodic
-//!   `log_statistics` and `save_runlog` events, if configured.
+//!   `log_statistics`, `save_runlog` and `checkpoint` events, if configured. The kernel owns
+//!   these timers; [`set_period`](Kernel::set_period) changes a period at run time (a reload).
+//! * A checkpoint asked for ([`Context::request_checkpoint`],
+//!   [`Kernel::request_checkpoint`] or a posted [`Request::Checkpoint`]) runs `checkpoint`
+//!   through its pipeline as the next event; several requests before it give one.
 //! * A stop request ([`request_stop`](Kernel::request_stop), [`Context::request_stop`], or a
 //!   posted [`Request::Stop`]) sets the *done* flag, runs `stop` through its pipeline next and
 //!   arms `terminate` after the stop timeout. Periodic lifecycle events are cancelled.
@@ -34,10 +38,12 @@ use embedded_time::duration::Milliseconds;
 use embedded_time::{Clock, Instant};
 use heapless::Vec;
 
+use crate::activity::Activity;
+use crate::component::Asked;
 use crate::component::{
     Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
 };
-use crate::event::{Event, Kind, UserEvent, BUILTIN_KINDS};
+use crate::event::{kinds, Event, Kind, UserEvent};
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
 use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
 use crate::stats::{KernelStats, Rate};
@@ -53,6 +59,8 @@ pub struct Settings {
     pub stats_interval: Option<Milliseconds<u32>>,
     /// Period of `save_runlog`, or none.
     pub runlog_interval: Option<Milliseconds<u32>>,
+    /// Period of `checkpoint`, or none.
+    pub checkpoint_interval: Option<Milliseconds<u32>>,
     /// The stop request that ends the loop at once (pyzenkit: 3).
     pub max_stop_requests: u32,
 }
@@ -63,7 +71,45 @@ impl Default for Settings {
             stop_timeout: Milliseconds(30_000),
             stats_interval: None,
             runlog_interval: None,
+            checkpoint_interval: None,
             max_stop_requests: 3,
+        }
+    }
+}
+
+/// One of the kernel's periodic lifecycle events, for [`Kernel::set_period`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Periodic {
+    /// `log_statistics` ([`Settings::stats_interval`]).
+    Statistics,
+    /// `save_runlog` ([`Settings::runlog_interval`]).
+    Runlog,
+    /// `checkpoint` ([`Settings::checkpoint_interval`]).
+    Checkpoint,
+}
+
+impl Periodic {
+    /// All of them, in the order [`Kernel::start`] arms them.
+    pub const ALL: [Periodic; 3] = [Periodic::Statistics, Periodic::Runlog, Periodic::Checkpoint];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    fn event<U>(self) -> Event<U> {
+        match self {
+            Periodic::Statistics => Event::LogStatistics,
+            Periodic::Runlog => Event::SaveRunlog,
+            Periodic::Checkpoint => Event::Checkpoint,
+        }
+    }
+
+    fn interval(self, settings: &mut Settings) -> &mut Option<Milliseconds<u32>> {
+        match self {
+            Periodic::Statistics => &mut settings.stats_interval,
+            Periodic::Runlog => &mut settings.runlog_interval,
+            Periodic::Checkpoint => &mut settings.checkpoint_interval,
         }
     }
 }
@@ -211,6 +257,7 @@ impl Due {
     const RELOAD: u8 = 1 << 2;
     const SAVE_RUNLOG: u8 = 1 << 3;
     const SAVE_STATE: u8 = 1 << 4;
+    const CHECKPOINT: u8 = 1 << 5;
 
     fn set(&mut self, bit: u8) {
         self.0 |= bit;
@@ -236,7 +283,8 @@ impl Due {
             Self::STOP => Event::Stop,
             Self::RELOAD => Event::Reload,
             Self::SAVE_RUNLOG => Event::SaveRunlog,
-            _ => Event::SaveState,
+            Self::SAVE_STATE => Event::SaveState,
+            _ => Event::Checkpoint,
         })
     }
 }
@@ -261,19 +309,26 @@ impl<const K: usize, const H: usize> RouteTable for Table<K, H> {
             .routes
             .get_mut(kind.index())
             .ok_or(RouteError::UnknownKind(kind))?;
-        let added = match position {
-            Position::Last => route.push(component),
-            Position::First => route.insert(0, component),
-        };
-        added.map_err(|_| RouteError::TooManyHandlers(kind))
+        route
+            .push(component)
+            .map_err(|_| RouteError::TooManyHandlers(kind))?;
+        if position == Position::First {
+            // Swapped down to the front rather than `Vec::insert`, whose `ptr::copy` links
+            // a general `memmove` (1.5 KiB on a Cortex-M) for a few bytes moved once.
+            let route = route.as_mut_slice();
+            for i in (1..route.len()).rev() {
+                route.swap(i, i - 1);
+            }
+        }
+        Ok(())
     }
 }
 
 /// The event kernel.
 ///
 /// * `U`: the user's event type; `C`: the clock.
-/// * `M` components, `K` event kinds (at least 7 lifecycle kinds plus `U::KINDS`, checked at
-///   compile time), `H` handlers per kind, `S` sequential and `T` timed events.
+/// * `M` components, `K` event kinds (at least [`kinds::<U>()`](crate::kinds): the lifecycle
+///   kinds plus `U::KINDS`, checked at compile time), `H` handlers per kind, `S` sequential and `T` timed events.
 ///
 /// Components are borrowed for `'c`, so they can live on the stack or in `static`s.
 ///
@@ -299,6 +354,8 @@ pub struct Kernel<
     requests: Option<&'c Requests>,
     request_reader: RequestReader,
     inbox: Option<&'c dyn Mailbox<U>>,
+    /// Told what is dispatched, for a watchdog ([`attach_activity`](Self::attach_activity)).
+    activity: Option<&'c Activity>,
     /// A `Requests` or an inbox is attached: steps drain them. Redundant with the two
     /// `Option`s, but one byte test in front of them saves 4–5 instructions per event when
     /// nothing is attached (callgrind).
@@ -309,7 +366,7 @@ pub struct Kernel<
     started_at: u64,
     done: bool,
     terminate_at: Option<u64>,
-    periodic: [Option<TimerHandle>; 2],
+    periodic: [Option<TimerHandle>; 3],
     ended: Option<EndReason>,
     stats: KernelStats<K>,
 }
@@ -357,8 +414,8 @@ where
     pub fn new(settings: Settings) -> Self {
         const {
             assert!(
-                K >= BUILTIN_KINDS + U::KINDS,
-                "K must cover the 7 lifecycle kinds plus the user's kinds"
+                K >= kinds::<U>(),
+                "K must cover the lifecycle kinds plus the user's kinds: use kinds::<U>()"
             );
             assert!(M > 0 && M <= 255, "between 1 and 255 components");
             assert!(H > 0, "at least one handler per kind");
@@ -373,13 +430,14 @@ where
             requests: None,
             request_reader: RequestReader::new(),
             inbox: None,
+            activity: None,
             posts_attached: false,
             due: Due::default(),
             started: false,
             started_at: 0,
             done: false,
             terminate_at: None,
-            periodic: [None, None],
+            periodic: [None; 3],
             ended: None,
             stats: KernelStats::new(),
         }
@@ -423,6 +481,12 @@ where
         self.posts_attached = true;
     }
 
+    /// Keeps `activity` told which component handles which event kind, around every handler
+    /// call (see [`activity`](crate::activity)), so a watchdog can name a handler that hangs.
+    pub fn attach_activity(&mut self, activity: &'c Activity) {
+        self.activity = Some(activity);
+    }
+
     /// Starts the run at `now`: `start` goes first, periodic lifecycle events are armed
     /// (unless a stop was already asked for).
     ///
@@ -434,22 +498,13 @@ where
             return Err(StartError::AlreadyStarted);
         }
         self.queue.advance(now);
-        let periodic = [
-            (self.settings.stats_interval, Event::LogStatistics),
-            (self.settings.runlog_interval, Event::SaveRunlog),
-        ];
-        for (slot, (interval, event)) in periodic.into_iter().enumerate() {
-            // A stop asked for before the start: they stay cancelled, as a stop leaves them.
-            if let Some(period) = interval.filter(|_| !self.done) {
-                match self.queue.schedule_every(period, event) {
-                    Ok(handle) => self.periodic[slot] = Some(handle),
-                    Err(e) => {
-                        // Leave no half-started kernel behind: disarm what was armed.
-                        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-                            let _ = self.queue.cancel(handle);
-                        }
-                        return Err(StartError::Schedule(e.kind()));
-                    }
+        // A stop asked for before the start: they stay cancelled, as a stop leaves them.
+        if !self.done {
+            for which in Periodic::ALL {
+                if let Err(e) = self.arm(which) {
+                    // Leave no half-started kernel behind: disarm what was armed.
+                    self.disarm_periodic();
+                    return Err(StartError::Schedule(e));
                 }
             }
         }
@@ -473,10 +528,60 @@ where
             self.done = true;
             self.due.set(Due::STOP);
             self.due.clear(Due::RELOAD);
-            for handle in self.periodic.iter_mut().filter_map(Option::take) {
-                let _ = self.queue.cancel(handle);
-            }
+            self.disarm_periodic();
         }
+    }
+
+    /// Arms the periodic event `which` with its configured period from the queue's last
+    /// `now`, if it has one (its slot must be empty).
+    fn arm(&mut self, which: Periodic) -> Result<(), crate::queue::ScheduleErrorKind> {
+        if let Some(period) = *which.interval(&mut self.settings) {
+            let handle = self
+                .queue
+                .schedule_every(period, which.event())
+                .map_err(|e| e.kind())?;
+            self.periodic[which.slot()] = Some(handle);
+        }
+        Ok(())
+    }
+
+    fn disarm_periodic(&mut self) {
+        for handle in self.periodic.iter_mut().filter_map(Option::take) {
+            let _ = self.queue.cancel(handle);
+        }
+    }
+
+    /// Changes the period of one of the kernel's periodic lifecycle events (a reloaded
+    /// configuration): the old timer is cancelled and, with `Some(period)`, the event is
+    /// armed again, first one period after `now`. Before [`start`](Self::start) it only
+    /// changes the setting `start` arms with; while stopping (the periodic events are
+    /// cancelled then) it only changes the setting.
+    ///
+    /// # Errors
+    ///
+    /// The period could not be armed (timed queue full, zero or too long a period): the new
+    /// period is kept as the setting but no timer runs for it.
+    pub fn set_period(
+        &mut self,
+        which: Periodic,
+        period: Option<Milliseconds<u32>>,
+        now: Instant<C>,
+    ) -> Result<(), crate::queue::ScheduleErrorKind> {
+        *which.interval(&mut self.settings) = period;
+        if let Some(handle) = self.periodic[which.slot()].take() {
+            let _ = self.queue.cancel(handle);
+        }
+        if !self.started || self.done || self.ended.is_some() {
+            return Ok(());
+        }
+        self.queue.advance(now);
+        self.arm(which)
+    }
+
+    /// The period of one of the periodic lifecycle events, as set.
+    pub fn period(&self, which: Periodic) -> Option<Milliseconds<u32>> {
+        let mut settings = self.settings;
+        *which.interval(&mut settings)
     }
 
     /// Ends the loop at once, as SIGTERM does.
@@ -501,6 +606,14 @@ where
     /// Asks for a `save_state` event.
     pub fn request_state(&mut self) {
         self.due.set(Due::SAVE_STATE);
+    }
+
+    /// Asks for a `checkpoint` event (see [`Context::request_checkpoint`]); it goes ahead of
+    /// queued work, and several requests before it is dispatched give one.
+    pub fn request_checkpoint(&mut self) {
+        if self.ended.is_none() {
+            self.due.set(Due::CHECKPOINT);
+        }
     }
 
     /// Changes the stop timeout (a reloaded configuration). A stop already under way keeps
@@ -789,6 +902,7 @@ where
                     Request::Reload => self.request_reload(),
                     Request::SaveRunlog => self.request_runlog(),
                     Request::SaveState => self.request_state(),
+                    Request::Checkpoint => self.request_checkpoint(),
                 }
             }
         }
@@ -808,6 +922,16 @@ where
         }
     }
 
+    /// Acts on the requests handlers made through their [`Context`] ([`Asked`] bits).
+    fn take_asked(&mut self, asked: u8) {
+        if asked & Asked::STOP != 0 {
+            self.request_stop();
+        }
+        if asked & Asked::CHECKPOINT != 0 {
+            self.request_checkpoint();
+        }
+    }
+
     #[inline(always)]
     fn dispatch(&mut self, mut event: Event<U>, now: Instant<C>) -> Result<Step, StepError> {
         let kind = event.kind();
@@ -821,21 +945,39 @@ where
             components,
             table,
             done,
+            activity,
             ..
         } = self;
         let route: &[u8] = table.routes.get(kind.index()).map_or(&[], |r| r.as_slice());
         let mut ctx = Context::new(queue, now, *done);
         let mut ran = 0u8;
-        for &index in route {
-            ran += 1;
-            if components[usize::from(index)].handle(&mut ctx, &mut event) == Flow::Stop {
-                break;
+        // Two copies of the loop, so a kernel without an `Activity` pays one test per event
+        // for it, not one per handler.
+        match *activity {
+            None => {
+                for &index in route {
+                    ran += 1;
+                    if components[usize::from(index)].handle(&mut ctx, &mut event) == Flow::Stop {
+                        break;
+                    }
+                }
+            }
+            Some(activity) => {
+                activity.begin(kind);
+                for &index in route {
+                    ran += 1;
+                    activity.enter(index);
+                    if components[usize::from(index)].handle(&mut ctx, &mut event) == Flow::Stop {
+                        break;
+                    }
+                }
+                activity.end();
             }
         }
-        let stop_requested = ctx.stop_requested();
+        let asked = ctx.asked();
         let unhandled = route.is_empty() && !kind.is_builtin();
-        if stop_requested {
-            self.request_stop();
+        if asked != 0 {
+            self.take_asked(asked);
         }
         if unhandled {
             self.stats.unhandled = self.stats.unhandled.saturating_add(1);
@@ -939,7 +1081,7 @@ mod tests {
 
     type Log = RefCell<StdVec<(&'static str, Event<Ev>)>>;
     type Ctx<'a> = Context<'a, Ev, ManualClock>;
-    type TestKernel<'c> = Kernel<'c, Ev, ManualClock, 4, 9, 3, 8, 8>;
+    type TestKernel<'c> = Kernel<'c, Ev, ManualClock, 4, { kinds::<Ev>() }, 3, 8, 8>;
 
     /// A component that records what it sees and does what its fields say.
     struct Probe<'l> {
@@ -1344,6 +1486,64 @@ mod tests {
         );
     }
 
+    /// Records what the attached [`Activity`] says while it handles an event.
+    struct Witness<'a> {
+        name: &'static str,
+        activity: &'a Activity,
+        seen: StdVec<Option<crate::activity::Dispatching>>,
+    }
+
+    impl Component<Ev, ManualClock> for Witness<'_> {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            routes.append(WORK)?;
+            routes.append(Kind::STOP)
+        }
+        fn handle(&mut self, _: &mut Ctx<'_>, _: &mut Event<Ev>) -> Flow {
+            self.seen.push(self.activity.current());
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn an_attached_activity_names_the_handler_in_flight_and_clears_after_the_event() {
+        use crate::activity::Dispatching;
+        let activity = Activity::new();
+        let clock = ManualClock::new();
+        let (mut a, mut b) = (
+            Witness {
+                name: "a",
+                activity: &activity,
+                seen: StdVec::new(),
+            },
+            Witness {
+                name: "b",
+                activity: &activity,
+                seen: StdVec::new(),
+            },
+        );
+        {
+            let mut k = TestKernel::new(Settings::default());
+            k.add(&mut a).unwrap();
+            k.add(&mut b).unwrap();
+            k.attach_activity(&activity);
+            k.start(clock.now()).unwrap();
+            k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+            assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+            assert_eq!(activity.current(), None);
+            assert_eq!(k.step(clock.now()), dispatched(WORK, 2));
+            assert_eq!(activity.current(), None, "cleared after the pipeline");
+            k.request_stop();
+            assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 2));
+            assert_eq!(activity.current(), None);
+        }
+        let at = |component, kind| Some(Dispatching { component, kind });
+        assert_eq!(a.seen, [at(0, WORK), at(0, Kind::STOP)]);
+        assert_eq!(b.seen, [at(1, WORK), at(1, Kind::STOP)]);
+    }
+
     #[test]
     fn lateness_is_recorded() {
         let clock = ManualClock::new();
@@ -1411,6 +1611,124 @@ mod tests {
         assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
         // The periodic timers were cancelled: nothing is left, the loop ends.
         assert_eq!(k.queue().timed_len(), 0);
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+    }
+
+    #[test]
+    fn a_checkpoint_asked_for_by_handlers_goes_next_and_coalesces() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK, Kind::CHECKPOINT]);
+        // Every work item asks for a checkpoint, twice.
+        a.action = |ctx, e| {
+            if let Event::User(Ev::Work(_)) = e {
+                ctx.request_checkpoint();
+                ctx.request_checkpoint();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        for n in 0..3 {
+            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+        }
+        k.start(clock.now()).unwrap();
+        let many = NonZeroU32::new(10).unwrap();
+        assert_eq!(k.run(clock.now(), many), Ok(Run::Lifecycle(Kind::START)));
+        // The checkpoint goes ahead of the queued work, and `run` returns after it.
+        assert_eq!(
+            k.run(clock.now(), many),
+            Ok(Run::Lifecycle(Kind::CHECKPOINT))
+        );
+        // The handler and the host ask, before the next dispatch: still one.
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        k.request_checkpoint();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+        assert_eq!(
+            events(&log),
+            [
+                Event::User(Ev::Work(0)),
+                Event::Checkpoint,
+                Event::User(Ev::Work(1)),
+                Event::Checkpoint,
+                Event::User(Ev::Work(2)),
+                Event::Checkpoint,
+            ]
+        );
+        assert_eq!(k.stats().dispatched[Kind::CHECKPOINT.index()], 3);
+    }
+
+    #[test]
+    fn posted_checkpoint_requests_give_one_checkpoint() {
+        static REQUESTS: Requests = Requests::new();
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::CHECKPOINT]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.attach_requests(&REQUESTS);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        REQUESTS.post(Request::Checkpoint);
+        REQUESTS.post(Request::Checkpoint);
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), Err(StepError::Unhandled(PING)));
+        assert_eq!(events(&log), [Event::Checkpoint]);
+    }
+
+    #[test]
+    fn periodic_checkpoints_and_set_period_rearms_from_now() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::CHECKPOINT, Kind::LOG_STATISTICS]);
+        let settings = Settings {
+            checkpoint_interval: Some(ms(1_000)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.add(&mut a).unwrap();
+        // Before start, only the setting changes; start arms with it.
+        k.set_period(Periodic::Checkpoint, Some(ms(400)), clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
+        k.start(clock.now()).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        assert_eq!(k.next_deadline(), Some(Instant::new(400)));
+        clock.advance(ms(400));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        // Re-armed from now (700), not on the old grid (800).
+        clock.advance(ms(300));
+        k.set_period(Periodic::Checkpoint, Some(ms(1_000)), clock.now())
+            .unwrap();
+        assert_eq!(k.period(Periodic::Checkpoint), Some(ms(1_000)));
+        assert_eq!(k.queue().timed_len(), 1);
+        assert_eq!(k.next_deadline(), Some(Instant::new(1_700)));
+        // Another periodic event, armed at run time.
+        k.set_period(Periodic::Statistics, Some(ms(500)), clock.now())
+            .unwrap();
+        assert_eq!(k.next_deadline(), Some(Instant::new(1_200)));
+        // Switched off: its timer is gone.
+        k.set_period(Periodic::Statistics, None, clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 1);
+        // A period the queue refuses: the error, and no timer.
+        assert_eq!(
+            k.set_period(Periodic::Runlog, Some(ms(0)), clock.now()),
+            Err(crate::queue::ScheduleErrorKind::ZeroPeriod)
+        );
+        assert_eq!(k.queue().timed_len(), 1);
+        clock.advance(ms(1_000));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        // A stop cancels it; setting a period while stopping arms nothing.
+        k.request_stop();
+        assert_eq!(k.queue().timed_len(), 0);
+        k.set_period(Periodic::Checkpoint, Some(ms(10)), clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
         assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
     }
 
@@ -1492,7 +1810,7 @@ mod tests {
             runlog_interval: Some(ms(1_000)),
             ..Settings::default()
         };
-        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 1>::new(settings);
+        let mut k = Kernel::<'_, Ev, ManualClock, 1, { kinds::<Ev>() }, 1, 4, 1>::new(settings);
         assert_eq!(
             k.start(clock.now()),
             Err(StartError::Schedule(crate::queue::ScheduleErrorKind::Full))
@@ -1554,7 +1872,8 @@ mod tests {
         let clock = ManualClock::new();
         let log = Log::default();
         let mut a = Probe::new("a", &log, &[WORK]);
-        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 4>::new(Settings::default());
+        let mut k =
+            Kernel::<'_, Ev, ManualClock, 1, { kinds::<Ev>() }, 1, 4, 4>::new(Settings::default());
         k.add(&mut a).unwrap();
         k.attach_inbox(&INBOX);
         k.start(clock.now()).unwrap();
@@ -1572,7 +1891,17 @@ mod tests {
         });
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         let mut seen = StdVec::new();
+        // Idle steps once the poster is done: a kernel that never drains the inbox fails here.
+        let mut idle_after_posting = 0;
         while seen.len() < 1000 {
+            if poster.is_finished() {
+                idle_after_posting += 1;
+                assert!(
+                    idle_after_posting < 10_000,
+                    "posted events never came: {} of 1000 seen",
+                    seen.len()
+                );
+            }
             match k.step(clock.now()) {
                 Ok(Step::Dispatched { kind: WORK, .. }) => {
                     if let Some((_, Event::User(Ev::Work(n)))) = log.borrow().last() {
@@ -1590,5 +1919,179 @@ mod tests {
         assert_eq!(seen, (0..1000).collect::<StdVec<_>>());
         // A sequential queue of 4 had to defer inbox events at times; none was lost.
         assert!(k.queue_stats().rejected > 0 || k.stats().inbox_deferred == 0);
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md).
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::event::{kinds, BUILTIN_KINDS};
+    use crate::queue::ScheduleErrorKind;
+    use crate::time::ManualClock;
+    use core::cell::RefCell;
+    use std::vec::Vec as StdVec;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Job(u32);
+
+    impl UserEvent for Job {
+        const KINDS: usize = 1;
+        fn kind(&self) -> usize {
+            0
+        }
+        fn kind_name(_: usize) -> &'static str {
+            "job"
+        }
+    }
+
+    type Clock = ManualClock<u32>;
+    type Log = RefCell<StdVec<Event<Job>>>;
+
+    /// Handles every kind and records what it sees.
+    struct Recorder<'l> {
+        log: &'l Log,
+    }
+
+    impl Component<Job, Clock> for Recorder<'_> {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            for kind in [
+                Kind::START,
+                Kind::STOP,
+                Kind::TERMINATE,
+                Kind::RELOAD,
+                Kind::SAVE_RUNLOG,
+                Kind::SAVE_STATE,
+                Kind::LOG_STATISTICS,
+                Kind::CHECKPOINT,
+                Kind::user(0),
+            ] {
+                routes.append(kind)?;
+            }
+            assert_eq!(BUILTIN_KINDS, 8, "a new lifecycle kind: route it above");
+            Ok(())
+        }
+        fn handle(&mut self, _: &mut Context<'_, Job, Clock>, event: &mut Event<Job>) -> Flow {
+            self.log.borrow_mut().push(event.clone());
+            Flow::Continue
+        }
+    }
+
+    type TestKernel<'c> = Kernel<'c, Job, Clock, 2, { kinds::<Job>() }, 2, 4, 4>;
+
+    /// Steps until the loop ends (bounded) and returns what the recorder saw.
+    fn run_to_end(k: &mut TestKernel<'_>, clock: &Clock, log: &Log) -> StdVec<Event<Job>> {
+        for _ in 0..100 {
+            match k.step(clock.now()) {
+                Ok(Step::Ended(_)) => return log.take(),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the loop did not end: {:?}", log.borrow());
+    }
+
+    #[test]
+    fn a_reload_asked_for_before_a_stop_is_dropped_by_the_stop() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.request_reload();
+        k.request_stop();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [Event::Start, Event::Stop]
+        );
+        assert_eq!(k.ended(), Some(EndReason::Stopped));
+    }
+
+    #[test]
+    fn lifecycle_requests_come_once_each_in_their_order() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Event::User(Job(1))).unwrap();
+        k.request_state();
+        k.request_runlog();
+        k.request_reload();
+        k.request_reload();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [
+                Event::Start,
+                Event::Reload,
+                Event::SaveRunlog,
+                Event::SaveState,
+                Event::User(Job(1))
+            ]
+        );
+        assert_eq!(k.ended(), Some(EndReason::QueueEmpty));
+    }
+
+    #[test]
+    fn debug_output_shows_the_kernel_at_a_glance() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        let text = std::format!("{k:?}");
+        assert!(
+            text.starts_with("Kernel { components: 1, queue: EventQueue { sequential: 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("done: false, ended: None, stats: KernelStats"),
+            "{text}"
+        );
+        k.terminate();
+        assert!(std::format!("{k:?}").contains("ended: Some(Terminated)"));
+    }
+
+    #[test]
+    fn end_reasons_and_errors_name_what_happened() {
+        let reasons = [
+            (
+                EndReason::Stopped,
+                "graceful stop completed, not waiting for timed events",
+            ),
+            (
+                EndReason::StopTimeout,
+                "graceful stop timed out, terminated",
+            ),
+            (EndReason::Forced, "terminated by repeated stop requests"),
+            (EndReason::Terminated, "terminated on request"),
+            (EndReason::QueueEmpty, "event queue is empty"),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.describe(), text);
+            assert_eq!(std::format!("{reason}"), text);
+        }
+        assert_eq!(
+            std::format!("{}", StepError::NotStarted),
+            "the kernel was not started"
+        );
+        assert_eq!(
+            std::format!("{}", StepError::Unhandled(Kind::user(1))),
+            "no handler for the event of kind 9"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::AlreadyStarted),
+            "the kernel was already started"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::Schedule(ScheduleErrorKind::Full)),
+            "cannot arm a periodic lifecycle event: event queue full"
+        );
     }
 }

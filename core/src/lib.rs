@@ -3,8 +3,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod activity;
 pub mod component;
 pub mod event;
+#[cfg(feature = "fugit")]
+pub mod fugit;
 pub mod kernel;
 pub mod pending;
 pub mod queue;
@@ -14,10 +17,11 @@ pub mod stats;
 pub mod time;
 pub mod timer;
 
+pub use activity::{Activity, Dispatching};
 pub use component::{Component, Context, Flow, RouteError, Routes, StateValue, StateVisitor};
 pub use embedded_time;
-pub use event::{Event, Kind, UserEvent};
-pub use kernel::{EndReason, Idle, Kernel, Run, Settings, StartError, Step, StepError};
+pub use event::{kinds, Event, Kind, UserEvent};
+pub use kernel::{EndReason, Idle, Kernel, Periodic, Run, Settings, StartError, Step, StepError};
 pub use pending::{Inbox, Mailbox, Request, Requests};
 pub use queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
 pub use stats::{CounterId, CounterSet, Counters, KernelStats, Lateness, Rate};

@@ -3,7 +3,7 @@
 //! Two mechanisms, for two kinds of poster:
 //!
 //! * [`Requests`]: counters for the lifecycle requests (stop, terminate, reload, save runlog,
-//!   save state). Posting is a single atomic add where the target has atomic read-modify-write
+//!   save state, checkpoint). Posting is a single atomic add where the target has atomic read-modify-write
 //!   (x86_64, ARMv7-M): lock-free, so safe from a **Unix signal handler**, which must never take
 //!   a lock the interrupted code may hold. On targets without it (ARMv6-M) posting runs in a
 //!   `critical-section`, which on a single-core MCU masks interrupts: safe from any **ISR**.
@@ -40,16 +40,19 @@ pub enum Request {
     SaveRunlog,
     /// Write a state dump (SIGUSR2).
     SaveState,
+    /// Save the persistent state now (a checkpoint).
+    Checkpoint,
 }
 
 impl Request {
     /// Every request, in the order the kernel handles them within one step.
-    pub const ALL: [Request; 5] = [
+    pub const ALL: [Request; REQUESTS] = [
         Request::Terminate,
         Request::Stop,
         Request::Reload,
         Request::SaveRunlog,
         Request::SaveState,
+        Request::Checkpoint,
     ];
 
     const fn index(self) -> usize {
@@ -59,11 +62,12 @@ impl Request {
             Request::Reload => 2,
             Request::SaveRunlog => 3,
             Request::SaveState => 4,
+            Request::Checkpoint => 5,
         }
     }
 }
 
-const REQUESTS: usize = 5;
+const REQUESTS: usize = 6;
 
 /// A monotonically increasing post counter, shared with handlers. Reading it is a plain
 /// atomic load on every target (ARMv6-M has atomic loads and stores, just no
@@ -383,12 +387,75 @@ mod tests {
             seen.push(e);
             Ok(())
         }) == Take::Taken
-        {}
+        {
+            assert!(seen.len() <= 4000, "the inbox gave more than was posted");
+        }
         assert_eq!(seen.len(), 4000);
         // Each thread's events stay in the order it posted them.
         for t in 0..4u32 {
             let mine: std::vec::Vec<_> = seen.iter().filter(|e| **e / 1000 == t).collect();
             assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): predicates asserted
+/// both ways, and the `Debug` output a host logs.
+#[cfg(test)]
+mod strength {
+    use super::*;
+
+    #[test]
+    fn inbox_len_and_is_empty_follow_posts_and_takes() {
+        let inbox = Inbox::<u32, 3>::new();
+        assert!(inbox.is_empty());
+        assert_eq!(inbox.len(), 0);
+        inbox.post(1).unwrap();
+        assert!(!inbox.is_empty());
+        assert_eq!(inbox.len(), 1);
+        inbox.post(2).unwrap();
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(!inbox.is_empty());
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(inbox.is_empty());
+        assert!(Inbox::<u32, 1>::default().is_empty());
+    }
+
+    #[test]
+    fn debug_output_shows_counts() {
+        let inbox = Inbox::<u32, 3>::new();
+        inbox.post(9).unwrap();
+        inbox.post(9).unwrap();
+        assert_eq!(std::format!("{inbox:?}"), "Inbox { len: 2 }");
+        let requests = Requests::default();
+        requests.post(Request::Reload);
+        requests.post(Request::Stop);
+        requests.post(Request::Stop);
+        assert_eq!(
+            std::format!("{requests:?}"),
+            "{Terminate: 0, Stop: 2, Reload: 1, SaveRunlog: 0, SaveState: 0, Checkpoint: 0}"
+        );
+    }
+
+    #[test]
+    fn every_request_has_its_own_counter() {
+        let requests = Requests::new();
+        let mut reader = RequestReader::new();
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                requests.post(r);
+            }
+        }
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            assert_eq!(requests.posted(r), i as u32 + 1, "{r:?}");
+        }
+        assert!(reader.has_new(&requests));
+        reader.catch_up(&requests);
+        assert!(!reader.has_new(&requests));
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            assert_eq!(reader.take(&requests, r), i as u32 + 1, "{r:?}");
+            assert_eq!(reader.take(&requests, r), 0, "{r:?}");
         }
     }
 }

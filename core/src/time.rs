@@ -308,3 +308,147 @@ mod tests {
         assert_eq!(instant_ticks(clock.now()), 0);
     }
 }
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): the `u64` tick
+/// path the daemon's own clock (`StdClock`) takes, and scaling factors whose numerator is not
+/// 1, where multiplying and dividing by it would otherwise look the same.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use embedded_time::duration::Seconds;
+
+    /// A clock with ticks of 3 ms: `u64` ticks and a scaling factor of 3/1000 s.
+    #[derive(Debug)]
+    struct ThreeMs;
+
+    impl Clock for ThreeMs {
+        type T = u64;
+        const SCALING_FACTOR: Fraction = Fraction::new(3, 1_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// A duration counted in sevenths of three seconds (3/7 s).
+    #[derive(Debug, Clone, Copy)]
+    struct ThreeSevenths(u32);
+
+    impl FixedPoint for ThreeSevenths {
+        type T = u32;
+        const SCALING_FACTOR: Fraction = Fraction::new(3, 7);
+        fn new(value: u32) -> Self {
+            Self(value)
+        }
+        fn integer(&self) -> u32 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn non_unit_scaling_factors_convert_exactly_and_round_up() {
+        // 5 × 3/7 s = 2142.857… ms = 714.29 ticks of 3 ms: 715, never 714.
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(ThreeSevenths(5)), Some(715));
+        // 7 × 3/7 s = 3 s = exactly 1000 ticks: no rounding.
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(ThreeSevenths(7)),
+            Some(1_000)
+        );
+        // 10 ms is 3.33 ticks: 4. 9 ms is exactly 3.
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(Milliseconds(10u32)),
+            Some(4)
+        );
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(Milliseconds(9u64)), Some(3));
+        // The same sevenths on a millisecond clock: 2142.857… → 2143.
+        assert_eq!(
+            duration_to_ticks::<ManualClock<u64>, _>(ThreeSevenths(5)),
+            Some(2_143)
+        );
+        // Too many ticks for a u64.
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(Seconds(u64::MAX)), None);
+        // The largest whole number of seconds that still fits, in u128 arithmetic.
+        let most = u64::MAX / 1_000;
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(Seconds(most)),
+            Some(most * 1_000 / 3)
+        );
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(Seconds(most - 1)),
+            Some(((most - 1) * 1_000).div_ceil(3))
+        );
+    }
+
+    #[test]
+    fn a_zero_scaling_factor_gives_none_instead_of_dividing_by_zero() {
+        assert_eq!(fraction_to_ticks::<ThreeMs>(1, Fraction::new(1, 0)), None);
+        assert_eq!(
+            fraction_to_ticks::<ThreeMs>(1, Fraction::new(1, 1)),
+            Some(334)
+        );
+    }
+
+    #[test]
+    fn u64_ticks_widen_and_truncate_losslessly() {
+        let big = u64::from(u32::MAX) + 7;
+        assert_eq!(<u64 as TickInt>::MAX_U64, u64::MAX);
+        assert_eq!(big.widen(), big);
+        assert_eq!(<u64 as TickInt>::truncate(big), big);
+        assert_eq!(<u32 as TickInt>::truncate(big), 6);
+        assert_eq!(7u32.widen(), 7);
+        assert_eq!(horizon_ticks(u64::MAX), u64::MAX / 2);
+        assert_eq!(horizon_ticks(u64::from(u32::MAX)), u64::from(u32::MAX / 2));
+    }
+
+    #[test]
+    fn a_u64_manual_clock_counts_past_u32_and_reads_the_same_everywhere() {
+        let clock = ManualClock::<u64>::starting_at(u64::from(u32::MAX) - 1);
+        clock.advance(Milliseconds(3u64));
+        assert_eq!(clock.ticks(), u64::from(u32::MAX) + 2);
+        clock.advance_ticks(10);
+        let ticks = u64::from(u32::MAX) + 12;
+        assert_eq!(clock.ticks(), ticks);
+        assert_eq!(instant_ticks(clock.now()), ticks);
+        assert_eq!(clock.try_now(), Ok(clock.now()));
+        assert_eq!(instant_ticks(clock.try_now().unwrap()), ticks);
+        // A u64 counter wraps too, like hardware.
+        let clock = ManualClock::<u64>::starting_at(u64::MAX);
+        clock.advance_ticks(2);
+        assert_eq!(clock.ticks(), 1);
+        assert_eq!(ManualClock::<u64>::new().ticks(), 0);
+    }
+
+    #[test]
+    fn a_u32_manual_clock_answers_try_now_with_its_ticks() {
+        let clock = ManualClock::<u32>::starting_at(41);
+        clock.advance(Milliseconds(1u32));
+        assert_eq!(clock.try_now(), Ok(Instant::new(42)));
+    }
+
+    #[test]
+    fn a_u64_timeline_is_the_clock_itself() {
+        let start = u64::from(u32::MAX) + 100;
+        let mut line = Timeline::new(u64::MAX, start);
+        assert_eq!(line.now(), start);
+        assert_eq!(line.horizon(), u64::MAX / 2);
+        assert_eq!(line.observe(start + 5), start + 5);
+        assert_eq!(line.observe(start + (1 << 33)), start + (1 << 33));
+        let now = line.now();
+        // Ahead and behind, without any wrap.
+        assert_eq!(line.place(now + 10), now + 10);
+        assert_eq!(line.place(now - 10), now - 10);
+        assert_eq!(line.place(now + line.horizon()), now + line.horizon());
+        assert_eq!(line.raw_at(now + 3), now + 3);
+    }
+
+    #[test]
+    fn ticks_duration_carries_the_clock_scaling_factor() {
+        let d = ticks_duration::<ThreeMs>(u64::from(u32::MAX) + 1);
+        assert_eq!(d.integer(), u64::from(u32::MAX) + 1);
+        assert_eq!(*d.scaling_factor(), Fraction::new(3, 1_000));
+        let d = ticks_duration::<ManualClock<u32>>(25);
+        assert_eq!(
+            (d.integer(), *d.scaling_factor()),
+            (25, Fraction::new(1, 1_000))
+        );
+    }
+}

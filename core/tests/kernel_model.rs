@@ -1,6 +1,7 @@
 //! The kernel against its reference model and its documented rules: random operation
 //! sequences (host scheduling, handler-side scheduling, stop / terminate / reload / dump
-//! requests, inbox posts, clock moves, steps) on a real kernel with three recording components
+//! requests, inbox posts, clock moves, steps) on a real kernel with three recording components,
+//! on a `u32` and on a `u64` clock
 //! (see `support/kernel_model.rs`; the fuzz target `fuzz/fuzz_targets/kernel_lifecycle.rs`
 //! runs the same interpreter for longer).
 
@@ -26,7 +27,10 @@ fn action() -> impl Strategy<Value = Action> {
         2 => ticks().prop_map(Action::ScheduleAfter),
         1 => ticks().prop_map(Action::ScheduleEvery),
         1 => (0..4u16).prop_map(Action::Cancel),
+        1 => (0..4u16, ticks()).prop_map(|(n, offset)| Action::Reschedule(n, offset)),
+        1 => (0..4u16, ticks()).prop_map(|(n, delay)| Action::RescheduleAfter(n, delay)),
         1 => Just(Action::RequestStop),
+        1 => Just(Action::RequestCheckpoint),
     ]
 }
 
@@ -49,6 +53,7 @@ fn request() -> impl Strategy<Value = Request> {
         2 => Just(Request::Reload),
         2 => Just(Request::SaveRunlog),
         2 => Just(Request::SaveState),
+        2 => Just(Request::Checkpoint),
     ]
 }
 
@@ -67,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => spec().prop_map(Op::PostEvent),
         1 => (request(), times()).prop_map(|(request, times)| Op::Post { request, times }),
         1 => (request(), times()).prop_map(|(request, times)| Op::Ask { request, times }),
+        1 => (0..3u8, interval()).prop_map(|(which, period)| Op::SetPeriod { which, period }),
         3 => ticks().prop_map(|ticks| Op::Advance { ticks }),
         1 => Just(Op::Sleep),
         1 => Just(Op::Observe),
@@ -86,19 +92,27 @@ fn config() -> impl Strategy<Value = Config> {
         any::<u8>(),
         (any::<u8>(), any::<u32>()),
         (any::<u8>(), any::<u32>()),
-        interval(),
-        interval(),
+        (interval(), interval(), interval()),
         any::<u8>(),
         prop_oneof![3 => Just(0u8), 1 => any::<u8>()],
         prop::bool::weighted(0.75),
     )
         .prop_map(
-            |(capacity, start, timeout, stats, runlog, stops, start_after, keepalive)| Config {
+            |(
+                capacity,
+                start,
+                timeout,
+                (stats, runlog, checkpoint),
+                stops,
+                start_after,
+                keepalive,
+            )| Config {
                 capacity,
                 start: km::start_from(start.0, start.1),
                 stop_timeout: km::stop_timeout_from(timeout.0, timeout.1),
                 stats_interval: stats,
                 runlog_interval: runlog,
+                checkpoint_interval: checkpoint,
                 max_stop_requests: km::max_stops_from(stops),
                 start_after,
                 keepalive,
@@ -110,7 +124,10 @@ fn config() -> impl Strategy<Value = Config> {
 struct Invariants;
 
 impl km::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &km::TestQueue<S, T>) {
+    fn check<K: km::Tick, const S: usize, const T: usize>(
+        &mut self,
+        _queue: &km::TestQueue<K, S, T>,
+    ) {
         #[cfg(feature = "invariants")]
         _queue.check_invariants();
     }
@@ -136,6 +153,7 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
         stop_timeout: 30_000,
         stats_interval: Some(10),
         runlog_interval: None,
+        checkpoint_interval: None,
         max_stop_requests: 3,
         start_after: 1,
         keepalive: false,
@@ -161,7 +179,10 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
 #[test]
 fn lateness_of_a_timer_overdue_by_more_than_a_wrap_period() {
     let clock = ManualClock::<u32>::new();
-    let mut k = Kernel::<'_, (), ManualClock<u32>, 1, 7, 1, 1, 1>::new(Settings::default());
+    let mut k =
+        Kernel::<'_, (), ManualClock<u32>, 1, { zendaemon_core::kinds::<()>() }, 1, 1, 1>::new(
+            Settings::default(),
+        );
     k.start(clock.now()).unwrap();
     let dispatched = |kind| Ok(Step::Dispatched { kind, handlers: 0 });
     assert_eq!(k.step(clock.now()), dispatched(Kind::START));

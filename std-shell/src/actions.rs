@@ -280,7 +280,7 @@ fn wait_gone(targets: Vec<(PathBuf, i32)>, timeout: Duration) -> Vec<(PathBuf, i
 fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let s = config.settings();
     let name = &s.name;
-    let after_term = crate::daemon::WATCHDOG_MARGIN + LAST_WORDS_GRACE + Duration::from_secs(2);
+    let after_term = s.watchdog_margin + LAST_WORDS_GRACE + Duration::from_secs(2);
     let mut code = exit::OK;
     let mut signalled = Vec::new();
     for (path, probe) in probes(config)? {
@@ -348,6 +348,8 @@ mod tests {
             runlog_dir: dir.join("runlogs"),
             state_file: dir.join("d.state"),
             pstate_file: dir.join("d.pstate"),
+            pstate_dir: dir.to_path_buf(),
+            old_pstate_file: dir.join("old.pstate"),
             log_file: dir.join("d.log"),
             config_file: dir.join("d.conf"),
             config_dir: dir.join("d"),

@@ -36,12 +36,14 @@
 //! # Value types in files
 //!
 //! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
-//! `stats_interval`, `runlog_interval`, `stop_timeout`, `start_timeout`, `precise_max_spin`:
-//! numbers of seconds,
+//! `stats_interval`, `runlog_interval`, `pstate_interval`, `stop_timeout`, `start_timeout`,
+//! `watchdog_margin`, `precise_max_spin`: numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
-//! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `action`: an action name. `limit`: a
-//! positive integer. `chroot_dir`, `user`, `group`, `action`, `input`, `limit` may be `null`.
+//! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `log_target`, `log_format`, `sigterm`:
+//! one word (see [`crate::words`]). `action`: an action name. `limit`: a
+//! positive integer. `chroot_dir`, `user`, `group`, `action`, `input`, `limit`, `metrics_file`
+//! may be `null`.
 //!
 //! # Components
 //!
@@ -64,9 +66,10 @@ use crate::cli::{self, Action, Cli};
 use crate::error::{Error, Result};
 use crate::logging::LogLevel;
 use crate::paths::{self, DefaultPaths};
+use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 25] = [
+pub const SHELL_KEYS: [&str; 32] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -79,8 +82,10 @@ pub const SHELL_KEYS: [&str; 25] = [
     "runlog_dir",
     "stats_interval",
     "runlog_interval",
+    "pstate_interval",
     "stop_timeout",
     "start_timeout",
+    "watchdog_margin",
     "parallel",
     "precise_timers",
     "precise_max_spin",
@@ -89,6 +94,11 @@ pub const SHELL_KEYS: [&str; 25] = [
     "pstate_file",
     "log_file",
     "log_level",
+    "log_target",
+    "log_format",
+    "syslog_socket",
+    "metrics_file",
+    "sigterm",
     "action",
     "input",
     "limit",
@@ -108,16 +118,23 @@ pub const DIR_SUFFIX: &str = ".json.conf";
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default seconds between runlog saves.
 pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
+/// Default seconds between checkpoints of the persistent state: a crash redoes at most this
+/// much work.
+pub const DEFAULT_PSTATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default seconds the launching process waits for the daemon's readiness.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default margin of the stop watchdog (see [`crate::watchdog`]).
+pub const DEFAULT_WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
 /// Default longest spin per wake-up with precise timers (see [`crate::precise`]).
 pub const DEFAULT_PRECISE_MAX_SPIN: Duration = crate::precise::DEFAULT_MAX_SPIN;
 /// Default umask.
 pub const DEFAULT_UMASK: u32 = 0o002;
 /// Default working directory.
 pub const DEFAULT_WORK_DIR: &str = "/";
+/// Default syslog socket.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
 /// The shell's settings, typed. Built by [`Config::load`]; serializes back to the same keys and
 /// value forms (for the state file).
@@ -150,12 +167,19 @@ pub struct Settings {
     /// Between runlog saves.
     #[serde(serialize_with = "ser_seconds")]
     pub runlog_interval: Duration,
+    /// Between checkpoints of the persistent state file.
+    #[serde(serialize_with = "ser_seconds")]
+    pub pstate_interval: Duration,
     /// How long a graceful stop may take.
     #[serde(serialize_with = "ser_seconds")]
     pub stop_timeout: Duration,
     /// How long the launching process waits for the daemon to report ready (daemon mode).
     #[serde(serialize_with = "ser_seconds")]
     pub start_timeout: Duration,
+    /// How long the stop watchdog lets the run go on beyond the stop timeout, and after
+    /// `SIGTERM` or the third `SIGINT`, before it ends the process (see [`crate::watchdog`]).
+    #[serde(serialize_with = "ser_seconds")]
+    pub watchdog_margin: Duration,
     /// Parallel mode.
     pub parallel: bool,
     /// Precise timers: the loop wakes a learned margin before each deadline and spins on the
@@ -175,6 +199,16 @@ pub struct Settings {
     pub log_file: PathBuf,
     /// The log level.
     pub log_level: LogLevel,
+    /// Where log lines go.
+    pub log_target: LogTarget,
+    /// How console and file lines look.
+    pub log_format: LogFormat,
+    /// The syslog socket (`log_target` `syslog`).
+    pub syslog_socket: PathBuf,
+    /// The Prometheus text file written every statistics interval, if any.
+    pub metrics_file: Option<PathBuf>,
+    /// What `SIGTERM` means.
+    pub sigterm: Sigterm,
     /// The action to run instead of the daemon, if any.
     pub action: Option<Action>,
     /// The runlog for `runlog-view`, if given.
@@ -260,8 +294,16 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
         "runlog_interval",
         cli::seconds_value(DEFAULT_RUNLOG_INTERVAL),
     );
+    put(
+        "pstate_interval",
+        cli::seconds_value(DEFAULT_PSTATE_INTERVAL),
+    );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
     put("start_timeout", cli::seconds_value(DEFAULT_START_TIMEOUT));
+    put(
+        "watchdog_margin",
+        cli::seconds_value(DEFAULT_WATCHDOG_MARGIN),
+    );
     put("parallel", Value::Bool(false));
     put("precise_timers", Value::Bool(false));
     put(
@@ -273,6 +315,11 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
     put("pstate_file", path_value(&d.pstate_file));
     put("log_file", path_value(&d.log_file));
     put("log_level", Value::from(LogLevel::default().as_str()));
+    put("log_target", Value::from(LogTarget::default().as_str()));
+    put("log_format", Value::from(LogFormat::default().as_str()));
+    put("syslog_socket", Value::from(DEFAULT_SYSLOG_SOCKET));
+    put("metrics_file", Value::Null);
+    put("sigterm", Value::from(Sigterm::default().as_str()));
     put("action", Value::Null);
     put("input", Value::Null);
     put("limit", Value::Null);
@@ -463,8 +510,10 @@ impl Fields<'_> {
             runlog_dir: self.required("runlog_dir", path)?,
             stats_interval: self.required("stats_interval", seconds)?,
             runlog_interval: self.required("runlog_interval", seconds)?,
+            pstate_interval: self.required("pstate_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
             start_timeout: self.required("start_timeout", seconds)?,
+            watchdog_margin: self.required("watchdog_margin", seconds)?,
             parallel: self.required("parallel", boolean)?,
             precise_timers: self.required("precise_timers", boolean)?,
             precise_max_spin: self.required("precise_max_spin", seconds)?,
@@ -473,6 +522,11 @@ impl Fields<'_> {
             pstate_file: self.required("pstate_file", path)?,
             log_file: self.required("log_file", path)?,
             log_level: self.required("log_level", |v| str_of(v)?.parse())?,
+            log_target: self.required("log_target", |v| str_of(v)?.parse())?,
+            log_format: self.required("log_format", |v| str_of(v)?.parse())?,
+            syslog_socket: self.required("syslog_socket", path)?,
+            metrics_file: self.get("metrics_file", path)?,
+            sigterm: self.required("sigterm", |v| str_of(v)?.parse())?,
             action: self.get("action", |v| str_of(v)?.parse())?,
             input: self.get("input", path)?,
             limit: self.get("limit", limit)?,
@@ -728,6 +782,8 @@ mod tests {
                 runlog_dir: d.join("run/runlogs"),
                 state_file: d.join("run/tail.state"),
                 pstate_file: d.join("run/tail.pstate"),
+                pstate_dir: d.join("run"),
+                old_pstate_file: d.join("run/old.pstate"),
                 log_file: d.join("run/tail.log"),
                 config_file: d.join("etc/tail.conf"),
                 config_dir: d.join("etc/tail"),

@@ -44,33 +44,39 @@
 //! 5. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here).
-//! 6. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
-//!    Holds the directories of the state, persistent state and runlog files open and removes
-//!    the temporary files a killed run left in them ([`safepath`], [`atomic`]). Every file is
-//!    opened under the ownership rules of [`safepath`] (exit 77 when one is broken).
+//! 6. Chooses where log lines go and installs the logger ([`logging`]): the
+//!    program's own logger if it installed one before `run` (the shell then logs through it
+//!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr). Holds the directories
+//!    of the state, persistent state and runlog files open and removes the temporary files a
+//!    killed run left in them ([`safepath`], [`atomic`]). Every file is opened under the
+//!    ownership rules of [`safepath`] (exit 77 when one is broken).
 //! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors and the
 //!    held directories) or, with `--no-daemon`, applies umask, chroot, working directory and
 //!    privilege drop in place ([`foreground`]). Every error up to here reached the terminal,
 //!    with the exit code of [`Error::exit_code`].
-//! 8. In the daemon: takes the pidfile's run lock and writes its PID ([`Pidfile::hold`]; in
-//!    `--parallel` mode it first creates and locks its own pidfile, named with that PID, see
-//!    [`instances`]);
-//!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
-//!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
-//!    `start`. A failure in this step reaches the launching process through the readiness pipe
-//!    (it prints the message and exits with the error's code), or the console in the
-//!    foreground.
+//! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
+//!    [`StopWatchdog`]; then takes the pidfile's run lock and writes its PID
+//!    ([`Pidfile::hold`]; in `--parallel` mode it first creates and locks its own pidfile,
+//!    named with that PID, see [`instances`]);
+//!    [activates](Service::activate) the services; starts the checkpoint writer and the
+//!    kernel, which arms the periodic `log_statistics`, `save_runlog` and `checkpoint` events;
+//!    dispatches `start`, then the first `checkpoint`, and writes it (see
+//!    [Checkpoints](#checkpoints)). A failure in this step reaches the launching process
+//!    through the readiness pipe (it prints the message and exits with the error's code), or
+//!    the console in the foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
-//! 10. At the end: logs the reason, saves the persistent state, writes the final runlog,
-//!     removes the pidfile (or, after a privilege drop that leaves no right to remove it,
-//!     truncates it to empty, which reads as "not running"), and returns 0, or 1 if any error
-//!     was recorded during the run.
+//! 10. At the end: logs the reason, waits for the checkpoint writer, saves the persistent state
+//!     (synchronously), writes the final runlog, removes the pidfile (or, after a privilege
+//!     drop that leaves no right to remove it, truncates it to empty, which reads as "not
+//!     running"), and returns 0, or 1 if any error was recorded during the run.
 //!
 //! # The loop
 //!
 //! Each turn: signals that arrived become kernel requests (posted to a
 //! [`Requests`] the kernel drains): `SIGINT` → stop (each one
-//! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
+//! counts; the third ends the loop at once), `SIGTERM` → terminate (with `sigterm: stop`, a stop
+//! like `SIGINT`'s, see [`Sigterm`]), `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
 //! one clock reading and one [`Kernel::run`]: a batch of up to 16 events at that reading. The
 //! batch size adapts: a batch that took more than 20 µs (full or not) makes the next one a
@@ -86,9 +92,10 @@
 //! |---|---|
 //! | `save_runlog` | writes a runlog file ([`report`]) |
 //! | `save_state` | writes the state file |
+//! | `checkpoint` | collects every service's `persist` and hands the persistent state to the checkpoint writer |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
-//! | `stop` | cancels the periodic events, starts the [`StopWatchdog`], tells systemd `STOPPING=1` |
+//! | `stop` | starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
 //!
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
@@ -115,16 +122,33 @@
 //! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
 //! Signals still end a spin at once. Both settings take effect at the next start.
 //!
+//! # Checkpoints
+//!
+//! The persistent state file is written at every `checkpoint`: once right after `start`
+//! (before the daemon reports ready, so a first run that crashes still knows where it began),
+//! every `pstate_interval` (`--pstate-interval`, default 60 s), whenever a component asks
+//! ([`Context::request_checkpoint`](zendaemon_core::Context::request_checkpoint), for example
+//! after committing something that must not be redone), and at the end of the run. Each is
+//! atomic and durable (fsync of the file and of its directory, [`atomic::write_atomic`]). The loop
+//! only collects and serializes; the fsyncs, which take milliseconds, run in the
+//! [`checkpoint::Writer`] thread, latest wins; a state equal to the last one is not written
+//! again. The final write at the end waits for the writer, then writes itself.
+//!
+//! So a crash (kill -9, OOM, power loss) loses nothing a component has checkpointed, and a
+//! component redoes at most what it did since the last checkpoint: one `pstate_interval` of
+//! work, plus the time a write takes. Components that keep positions must checkpoint the
+//! counters derived from them in the same `persist`, so both go back together.
+//!
 //! # Reload (`SIGHUP`)
 //!
 //! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
 //! (logrotate); the configuration files are read again. Broken files, or a service refusing
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
-//! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now), and the stop timeout (for the next stop: the
-//! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
-//! starts at that stop); then [`Event::Reload`] goes through the kernel and `READY=1` follows
+//! file, new runlog directory, state and persistent state files, the statistics, runlog and
+//! checkpoint intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
+//! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`]'s);
+//! then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
 //! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
 //! change.
@@ -133,12 +157,18 @@
 //!
 //! A graceful stop (`SIGINT`, [`stop` action](crate::actions), a component's
 //! `request_stop`) dispatches `stop`; the kernel cuts it off with `terminate` after the stop
-//! timeout. Because a handler that never returns would never let the kernel do that, the
-//! [`StopWatchdog`] also starts at `stop`: at the stop timeout plus a margin (half the stop
-//! timeout, at most one second, so the kernel's own `terminate` goes first whenever the loop
-//! still turns) it logs the failure, removes the pidfile and ends the process with exit code 1.
-//! No runlog or persistent state is written then: the stuck handler may hold the state
-//! half-updated.
+//! timeout, counted from the stop's beginning: the first `SIGINT`'s arrival, not the moment
+//! the loop got round to dispatching `stop`. A handler that never returns would keep the loop
+//! from doing either, so the [`StopWatchdog`] guards the whole run from outside the loop, on
+//! its own thread with its own `SIGINT` and `SIGTERM` handlers. It ends the process at the
+//! stop timeout plus a margin after the first `SIGINT` (or the loop's own stop), and within
+//! the margin after `SIGTERM` or the third `SIGINT`, whatever a handler is doing. The margin
+//! is the `watchdog_margin` setting (`--watchdog-margin`, 1 s by default); it leaves the loop
+//! time to end the run itself whenever it still turns. When the watchdog fires, it logs why
+//! and which component was handling which event kind (the kernel's [`Activity`]), removes the
+//! pidfile and exits with [`exit::WATCHDOG`] (70). No runlog or persistent state is written
+//! then: the stuck handler may hold the state half-updated. `--action stop` on such a daemon
+//! returns 0 once it is gone.
 //!
 //! Every way the loop ends ([`EndReason`]) counts as clean: handlers always run to their end
 //! (signals only set flags that the loop reads between events), so components are consistent
@@ -146,11 +176,12 @@
 //!
 //! # Capacities
 //!
-//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
-//! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
+//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least
+//! [`kinds::<U>()`](zendaemon_core::kinds): the lifecycle kinds plus the user's, checked at
+//! compile time), `H` handlers per kind, `S` sequential and `T`
 //! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
-//! [`Daemon::with_capacities`] takes them from the type. The shell's two periodic events use
-//! two of the `T` timers.
+//! [`Daemon::with_capacities`] takes them from the type. The kernel's periodic events use up to
+//! three of the `T` timers.
 
 use std::fs;
 use std::num::NonZeroU32;
@@ -161,19 +192,21 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Event, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step,
-    StepError, TimerHandle, UserEvent,
+    Activity, EndReason, Kernel, Kind, Periodic, Request, Requests, Run,
+    Settings as KernelSettings, Step, StepError, UserEvent,
 };
 
 use crate::actions;
 use crate::atomic;
+use crate::checkpoint;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
-use crate::daemonize::{daemonize, foreground, DaemonOptions, Readiness};
+use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Privileges, Readiness};
 use crate::error::{exit, Error, Result};
 use crate::instances;
-use crate::logging::{Logger, Target};
+use crate::listen::{Acquire, Listeners};
+use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
@@ -184,11 +217,12 @@ use crate::runlog;
 use crate::safepath::{self, Dir};
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
-use crate::watchdog::StopWatchdog;
+use crate::watchdog::{Limits, StopWatchdog};
+use crate::words::Sigterm;
 
 /// Default capacity: components.
 pub const DEFAULT_COMPONENTS: usize = 16;
-/// Default capacity: event kinds (7 lifecycle kinds plus up to 57 of the user's).
+/// Default capacity: event kinds (the 8 lifecycle kinds plus up to 56 of the user's).
 pub const DEFAULT_KINDS: usize = 64;
 /// Default capacity: handlers per event kind.
 pub const DEFAULT_HANDLERS: usize = 16;
@@ -196,9 +230,6 @@ pub const DEFAULT_HANDLERS: usize = 16;
 pub const DEFAULT_SEQUENTIAL: usize = 1024;
 /// Default capacity: timed events.
 pub const DEFAULT_TIMED: usize = 256;
-
-/// The longest the stop watchdog waits beyond the stop timeout.
-pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
 
 /// A daemon under construction: its name and its services. See the [module
 /// documentation](self) for what [`run`](Daemon::run) does.
@@ -217,6 +248,8 @@ pub struct Daemon<
     args: Option<Vec<String>>,
     /// The program's own defaults for shell settings ([`Daemon::default_setting`]).
     program_defaults: serde_json::Map<String, serde_json::Value>,
+    /// What the program does, for `--help` ([`Daemon::about`]).
+    about: Option<String>,
 }
 
 impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
@@ -254,6 +287,7 @@ where
             services: Vec::new(),
             args: None,
             program_defaults: serde_json::Map::new(),
+            about: None,
         }
     }
 
@@ -267,7 +301,7 @@ where
     /// Replaces the shell's default for one of its settings: `key` is the setting's
     /// configuration key, `value` its value as a configuration file would give it.
     /// Configuration files and the command line still override it, and it stays through
-    /// reloads; `--help` keeps showing the shell's defaults. For example, a daemon that logs
+    /// reloads; `--help` shows it as the default. For example, a daemon that logs
     /// statistics every 5 seconds unless told otherwise:
     /// `Daemon::<Job>::new("demo").default_setting("stats_interval", 5)`.
     ///
@@ -276,6 +310,13 @@ where
     /// (exit code 78) that names it.
     pub fn default_setting(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.program_defaults.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// A line on what the program does, for `--help` (which also lists the services'
+    /// configuration sections, and shows the program's own defaults).
+    pub fn about(mut self, text: &str) -> Self {
+        self.about = Some(text.to_owned());
         self
     }
 
@@ -288,7 +329,30 @@ where
     /// Runs the daemon or the action the command line asks for, and returns the process's
     /// exit code (see the [module documentation](self)). In daemon mode the launching process
     /// never returns from here: it exits with the daemon's start-up result.
+    ///
+    /// First of all it takes the sockets of systemd's socket activation
+    /// ([`listen`](crate::listen)) and closes every other descriptor the process inherited:
+    /// every descriptor above 2 without close-on-exec
+    /// ([`close_inherited`](daemonize::close_inherited)). So before `run`, a program must not
+    /// hold a descriptor without close-on-exec that it means to keep (std opens everything
+    /// with close-on-exec; `nix::fcntl::open` without `O_CLOEXEC`, `dup` and sockets without
+    /// `SOCK_CLOEXEC` do not): components open what they need in
+    /// [`configure`](Service::configure), [`acquire`](Service::acquire) or
+    /// [`activate`](Service::activate), which all run later, and keep it through
+    /// daemonizing.
     pub fn run(mut self) -> i32 {
+        // First of all, before any component code runs: the sockets systemd handed over are
+        // ours, and whatever else the process inherited is closed (see `listen` and
+        // "Descriptors" in `daemonize`).
+        let listeners = match Listeners::from_env() {
+            Ok(l) => l,
+            Err(e) => return early(&self.name, &e),
+        };
+        // SAFETY: `run`'s documented precondition: before it, the program owns no descriptor
+        // without close-on-exec (it opens what it needs in the services' hooks, all later).
+        if let Err(e) = unsafe { daemonize::close_inherited(&listeners.raw_fds()) } {
+            return early(&self.name, &e);
+        }
         let args = match self.args.take() {
             Some(args) => args,
             None => match env_args() {
@@ -303,6 +367,19 @@ where
             .unwrap_or_else(|| self.name.clone());
         let mut cli = match Cli::parse(&args) {
             Ok(Parsed::Help(text)) => {
+                let mut sections: Vec<&str> = self
+                    .services
+                    .iter()
+                    .filter_map(|s| s.config_key())
+                    .collect();
+                sections.dedup();
+                let text = crate::cli::program_help(
+                    &text,
+                    &self.name,
+                    self.about.as_deref(),
+                    &sections,
+                    &self.program_defaults,
+                );
                 print!("{text}");
                 return exit::OK;
             }
@@ -347,9 +424,12 @@ where
         }
         let launch = Launch {
             program,
+            listeners,
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
+            pstate_dir: defaults.pstate_dir.clone(),
+            old_pstate_file: defaults.old_pstate_file.clone(),
             config,
         };
         launch.start::<U, M, K, H, S, T>(self.services)
@@ -395,6 +475,8 @@ fn absolutize_cli(cli: &mut Cli, base: &Path) {
         &mut cli.config_dir,
         &mut cli.pstate_file,
         &mut cli.log_file,
+        &mut cli.syslog_socket,
+        &mut cli.metrics_file,
         &mut cli.input,
     ]
     .into_iter()
@@ -412,6 +494,7 @@ struct Files {
     runlog_dir: PathBuf,
     pstate_file: PathBuf,
     log_file: PathBuf,
+    metrics_file: Option<PathBuf>,
 }
 
 impl Files {
@@ -427,6 +510,7 @@ impl Files {
             runlog_dir: absolute(base, &settings.runlog_dir),
             pstate_file: absolute(base, &settings.pstate_file),
             log_file: absolute(base, &settings.log_file),
+            metrics_file: settings.metrics_file.as_deref().map(|p| absolute(base, p)),
         }
     }
 }
@@ -436,29 +520,96 @@ fn millis(d: Duration) -> Milliseconds<u32> {
     Milliseconds(u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX))
 }
 
-/// When the stop watchdog fires: the stop timeout plus half of it, at most
-/// [`WATCHDOG_MARGIN`] more.
-fn watchdog_timeout(stop_timeout: Duration) -> Duration {
-    stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
-}
-
-/// The kernel's settings from the shell's. The periodic events are the shell's own (so a
-/// reload can change their intervals).
+/// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
+/// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
     KernelSettings {
         stop_timeout: millis(s.stop_timeout),
-        stats_interval: None,
-        runlog_interval: None,
+        stats_interval: Some(millis(s.stats_interval)),
+        runlog_interval: Some(millis(s.runlog_interval)),
+        checkpoint_interval: Some(millis(s.pstate_interval)),
         max_stop_requests: 3,
     }
+}
+
+/// Names the handler in flight from `activity`, for the logger's `component` and `event`
+/// fields.
+fn handler_context<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+) -> logging::Context
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    Box::new(move || {
+        let d = activity.current()?;
+        let component = names.get(usize::from(d.component)).copied().unwrap_or("?");
+        Some((component, kind_name(d.kind)))
+    })
+}
+
+/// Where the shell's logger writes, from `log_target` (see [`logging`]), and
+/// what to use instead if that target cannot be opened (`auto`'s journald only).
+fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
+    let foreground_only = |word: LogTarget| {
+        if settings.no_daemon {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "log_target",
+                format!(
+                    "'{word}' works only in the foreground (no_daemon): a daemon's stderr is \
+                     /dev/null and the journal needs it"
+                ),
+            ))
+        }
+    };
+    Ok(match settings.log_target {
+        LogTarget::Auto if !settings.no_daemon => (Target::File(files.log_file.clone()), None),
+        LogTarget::Auto => match logging::Console::from_env() {
+            logging::Console::Journal if cfg!(feature = "journald") => {
+                (Target::Journald, Some(Target::ConsolePrefixed))
+            }
+            logging::Console::Journal | logging::Console::Prefixed => {
+                (Target::ConsolePrefixed, None)
+            }
+            logging::Console::Plain => (Target::Console, None),
+        },
+        LogTarget::Console => {
+            foreground_only(LogTarget::Console)?;
+            (Target::Console, None)
+        }
+        LogTarget::File => (Target::File(files.log_file.clone()), None),
+        LogTarget::Syslog => (Target::Syslog(settings.syslog_socket.clone()), None),
+        LogTarget::Journald => {
+            foreground_only(LogTarget::Journald)?;
+            (Target::Journald, None)
+        }
+    })
 }
 
 /// Everything decided before the kernel exists.
 struct Launch {
     program: String,
+    /// Sockets from systemd, for the services' `acquire`.
+    listeners: Listeners,
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
+    /// The default persistent state file's directory, and the file's place in earlier
+    /// versions (see [`paths`]).
+    pstate_dir: PathBuf,
+    old_pstate_file: PathBuf,
     config: Config,
 }
 
@@ -537,6 +688,55 @@ fn prepare_dirs(files: &Files, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// Starts the stop watchdog ([`crate::watchdog`]). Its last words log why it fired and which
+/// handler was running then (from `activity`), and remove the pidfile.
+fn start_watchdog<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    settings: &Settings,
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+    pidfile: &SharedPidfile,
+) -> Result<StopWatchdog>
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    let pidfile = Arc::clone(pidfile);
+    let limits = Limits {
+        stop_timeout: settings.stop_timeout,
+        margin: settings.watchdog_margin,
+        max_stops: kernel_settings(settings).max_stop_requests as usize,
+        term_is_stop: settings.sigterm == Sigterm::Stop,
+    };
+    StopWatchdog::start(limits, exit::WATCHDOG, move |why, limits| {
+        let running = match activity.current() {
+            Some(d) => format!(
+                "component '{}' was handling a '{}' event",
+                names.get(usize::from(d.component)).copied().unwrap_or("?"),
+                kind_name(d.kind)
+            ),
+            None => "no handler was running".to_owned(),
+        };
+        log::error!(
+            "stop watchdog: {}; {running}; exiting with code {} without saving the runlog or \
+             the persistent state",
+            why.describe(&limits),
+            exit::WATCHDOG
+        );
+        if let Some(p) = take_pidfile(&pidfile) {
+            let _ = p.remove();
+        }
+    })
+}
+
 /// Where errors go before the daemon runs: the terminal (and the log file, if open).
 struct Early<'a> {
     program: &'a str,
@@ -559,7 +759,7 @@ impl Early<'_> {
 
 impl Launch {
     fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
-        self,
+        mut self,
         mut services: Vec<&mut (dyn Service<U> + '_)>,
     ) -> i32
     where
@@ -580,6 +780,14 @@ impl Launch {
             Err(e) => return early.fail(&e),
         };
         safepath::set_service_user(accounts.user);
+        #[cfg(not(feature = "metrics"))]
+        if settings.metrics_file.is_some() {
+            let e = Error::config(
+                "metrics_file",
+                "this program was built without zendaemon's 'metrics' feature",
+            );
+            return early.fail(&e);
+        }
 
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
@@ -601,7 +809,7 @@ impl Launch {
 
         // The pidfile's start lock, before any component runs: a second instance is refused
         // before it configures anything or opens the log.
-        let mut pidfile = if settings.parallel {
+        let pidfile = if settings.parallel {
             None
         } else {
             match Pidfile::acquire(&files.pid_file) {
@@ -616,7 +824,22 @@ impl Launch {
                 return early.fail(&e);
             }
         }
-        let mut pstate = match Pstate::load(&files.pstate_file) {
+        // The default place, empty yet: the old default place is read once, and the state
+        // moves at the first checkpoint.
+        let default_pstate = files.pstate_file.starts_with(&self.pstate_dir);
+        let migrate = default_pstate
+            && files.pstate_file != self.old_pstate_file
+            && !files.pstate_file.exists()
+            && self.old_pstate_file.exists();
+        let loaded = if migrate {
+            Pstate::load(&self.old_pstate_file).map(|mut p| {
+                p.set_path(files.pstate_file.clone());
+                p
+            })
+        } else {
+            Pstate::load(&files.pstate_file)
+        };
+        let pstate = match loaded {
             Ok(p) => p,
             Err(e) => return early.fail(&e),
         };
@@ -633,6 +856,8 @@ impl Launch {
             return early.fail(&e);
         }
         let requests = Requests::new();
+        // What the kernel dispatches, for the stop watchdog's last words.
+        let activity = Arc::new(Activity::new());
         let mut kernel: Box<ServiceKernel<'_, U, M, K, H, S, T>> =
             Box::new(Kernel::new(kernel_settings(&settings)));
         for service in services {
@@ -644,19 +869,43 @@ impl Launch {
         }
 
         // Logging.
-        let target = if settings.no_daemon {
-            Target::Console
+        let logger = if logging::claim_facade() {
+            let (target, fallback) = match log_target(&settings, &files) {
+                Ok(t) => t,
+                Err(e) => return early.fail(&e),
+            };
+            let mut fell_back = None;
+            let made =
+                Logger::new(&settings.name, target, settings.log_level).or_else(
+                    |e| match fallback {
+                        Some(f) => {
+                            fell_back = Some(e);
+                            Logger::new(&settings.name, f, settings.log_level)
+                        }
+                        None => Err(e),
+                    },
+                );
+            let logger = match made.and_then(Logger::install) {
+                Ok(l) => l,
+                Err(e) => return early.fail(&e),
+            };
+            logger.set_format(settings.log_format);
+            if let Some(e) = fell_back {
+                log::warn!("{e}: logging to stderr with priority prefixes instead");
+            }
+            early.console_logger = matches!(
+                logger.target(),
+                Target::Console | Target::ConsolePrefixed | Target::Journald
+            );
+            Some(logger)
         } else {
-            Target::File(files.log_file.clone())
-        };
-        let logger = match Logger::new(&settings.name, target, settings.log_level)
-            .and_then(Logger::install)
-        {
-            Ok(l) => l,
-            Err(e) => return early.fail(&e),
+            log::info!(
+                "logging through the program's own logger: log_target, log_format and \
+                 log_level do not apply"
+            );
+            None
         };
         early.logger = true;
-        early.console_logger = settings.no_daemon;
 
         // The directories of the files written later, held open from before the privilege
         // drop; temporary files that a killed run left in them are removed.
@@ -664,19 +913,57 @@ impl Launch {
             return early.fail(&e);
         }
 
+        let (user, group) = (accounts.user, accounts.group);
+        if migrate {
+            log::info!(
+                "persistent state read from its old place '{}'; from now on it is kept in '{}'",
+                self.old_pstate_file.display(),
+                files.pstate_file.display()
+            );
+        }
+        if default_pstate {
+            // Private, and the daemon's own after a privilege drop.
+            let owner = user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            let made = paths::ensure_private_dir(&self.pstate_dir, owner).or_else(|e| {
+                let ours = std::fs::symlink_metadata(&self.pstate_dir)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+                if user.is_some() && ours {
+                    // Created by root just now: hand it to the daemon's user.
+                    nix::unistd::chown(
+                        &self.pstate_dir,
+                        user.map(nix::unistd::Uid::from_raw),
+                        group.map(nix::unistd::Gid::from_raw),
+                    )
+                    .map_err(|c| Error::io("hand over directory", &self.pstate_dir, c.into()))?;
+                    paths::ensure_private_dir(&self.pstate_dir, owner)
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = made {
+                return early.fail(&e);
+            }
+        }
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        keep_fds.extend(logger.file_fd());
+        keep_fds.extend(logger.and_then(Logger::file_fd));
+        keep_fds.extend(logger.and_then(Logger::socket_fd));
         keep_fds.extend(safepath::held_fds());
-        let opts = DaemonOptions {
+        let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
             umask: Some(settings.umask),
-            user: accounts.user,
-            group: accounts.group,
+            user,
+            group,
             keep_fds,
             start_timeout: Some(settings.start_timeout),
         };
+        // The privilege drop comes after the services' `acquire`, in the daemon.
+        let privileges = match Privileges::plan(&opts) {
+            Ok(p) => p,
+            Err(e) => return early.fail(&e),
+        };
+        (opts.user, opts.group) = (None, None);
         log::debug!(
             "configuration files read: {:?}; starting {}",
             self.config.files(),
@@ -698,33 +985,62 @@ impl Launch {
             }
         };
 
-        // In the daemon from here on.
+        // In the daemon from here on. The signal handlers and the stop watchdog come first,
+        // before the PID is published (pidfile, readiness): a signal sent as soon as the PID
+        // is known finds them (see "No start-up window" in the module docs).
         let pid = std::process::id();
         let files = Files::of(&settings, &self.base, settings.parallel.then_some(pid));
         let late = Late { readiness };
-        let pid_path = if settings.parallel {
-            instances::instance_path(&files.pid_file, pid)
-        } else {
-            files.pid_file.clone()
-        };
-        // The run lock, taken by the daemon itself (record locks do not pass through fork).
-        let written = match pidfile.as_mut() {
-            Some(p) => p.hold(),
-            None => Pidfile::acquire(&pid_path).and_then(|mut p| {
-                p.hold()?;
-                pidfile = Some(p);
-                Ok(())
-            }),
-        };
         let pidfile: SharedPidfile = Arc::new(Mutex::new(pidfile));
-        if let Err(e) = written {
-            return late.fail(&e, &pidfile);
-        }
         let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => return late.fail(&e, &pidfile),
         };
         signals.set_precise_timers(settings.precise_timers.then_some(settings.precise_max_spin));
+        let watchdog =
+            match start_watchdog::<U, M, K, H, S, T>(&settings, &kernel, &activity, &pidfile) {
+                Ok(w) => w,
+                Err(e) => return late.fail(&e, &pidfile),
+            };
+        kernel.attach_activity(&activity);
+        if let Some(logger) = logger {
+            logger.set_context(handler_context::<U, M, K, H, S, T>(&kernel, &activity));
+        }
+        let pid_path = if settings.parallel {
+            instances::instance_path(&files.pid_file, pid)
+        } else {
+            files.pid_file.clone()
+        };
+        let written = {
+            let mut held = pidfile.lock().unwrap_or_else(PoisonError::into_inner);
+            // The run lock, taken by the daemon itself (record locks do not pass through
+            // fork).
+            match held.as_mut() {
+                Some(p) => p.hold(),
+                None => Pidfile::acquire(&pid_path).and_then(|mut p| {
+                    p.hold()?;
+                    *held = Some(p);
+                    Ok(())
+                }),
+            }
+        };
+        if let Err(e) = written {
+            return late.fail(&e, &pidfile);
+        }
+        let mut acquire = Acquire::new(&mut self.listeners);
+        for s in kernel.components_mut() {
+            if let Err(e) = s.acquire(&mut acquire) {
+                let e = match e {
+                    Error::Daemon(m) => Error::Daemon(format!("component '{}': {m}", s.name())),
+                    other => other,
+                };
+                return late.fail(&e, &pidfile);
+            }
+        }
+        self.listeners.close_unclaimed();
+        if let Err(e) = privileges.apply() {
+            return late.fail(&e, &pidfile);
+        }
         for s in kernel.components_mut() {
             if let Err(e) = s.activate() {
                 let e = match e {
@@ -741,18 +1057,26 @@ impl Launch {
                 None
             }
         };
+        let writer = match checkpoint::Writer::start() {
+            Ok(w) => w,
+            Err(e) => {
+                let e = Error::Daemon(format!("cannot start the checkpoint writer: {e}"));
+                return late.fail(&e, &pidfile);
+            }
+        };
         let mut runner = Runner {
             info: RunInfo::new(settings.name.clone(), pid, self.argv),
+            pstate,
+            writer,
+            last_checkpoint: Vec::new(),
             config: self.config,
             base: self.base,
             files,
             parallel: settings.parallel,
-            no_daemon: settings.no_daemon,
             logger,
             notifier,
             pidfile,
-            watchdog: None,
-            periodic: [None, None],
+            watchdog: Some(watchdog),
             stopping: false,
             reload_pending: false,
             ping: None,
@@ -761,10 +1085,11 @@ impl Launch {
         if let Err(e) = runner.start(&mut kernel) {
             return late.fail(&e, &runner.pidfile);
         }
-        late.ready();
+        // The start line first: once the launcher returns, the log already says it started.
         runner.ready(pid, &pid_path);
+        late.ready();
         let reason = runner.run(&mut kernel, &signals, &requests);
-        runner.finish(reason, &mut kernel, &mut pstate)
+        runner.finish(reason, &mut kernel)
     }
 }
 
@@ -798,17 +1123,22 @@ impl Late {
 /// The running daemon's own state besides the kernel.
 struct Runner {
     info: RunInfo,
+    /// The persistent state as last collected from the services.
+    pstate: Pstate,
+    /// Writes checkpoints off the loop.
+    writer: checkpoint::Writer,
+    /// The bytes of the last checkpoint handed to the writer: an unchanged state is not
+    /// written again.
+    last_checkpoint: Vec<u8>,
     config: Config,
     base: PathBuf,
     files: Files,
     parallel: bool,
-    no_daemon: bool,
-    logger: &'static Logger,
+    /// The shell's logger; `None` when the program installed its own.
+    logger: Option<&'static Logger>,
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
-    /// The periodic `log_statistics` and `save_runlog` timers.
-    periodic: [Option<TimerHandle>; 2],
     stopping: bool,
     /// A reload was applied; `READY=1` follows its event.
     reload_pending: bool,
@@ -893,7 +1223,7 @@ impl Runner {
         }
     }
 
-    /// Starts the kernel, arms the periodic events, dispatches `start`.
+    /// Starts the kernel (which arms the periodic events), dispatches `start`.
     fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
@@ -904,39 +1234,85 @@ impl Runner {
         kernel
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
-        self.arm(kernel)?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
-            other => Err(Error::Daemon(format!(
-                "the kernel did not dispatch start first: {other:?}"
-            ))),
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => self.write_metrics(kernel),
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch start first: {other:?}"
+                )))
+            }
         }
+        // The first checkpoint, written before the daemon reports ready: a first run that
+        // crashes still knows where it began.
+        kernel.request_checkpoint();
+        match kernel.step(StdClock::now()) {
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::CHECKPOINT => {}
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch the start checkpoint: {other:?}"
+                )))
+            }
+        }
+        self.collect(kernel);
+        if let Some(bytes) = self.pstate.to_bytes() {
+            atomic::write_atomic_mode(self.pstate.path(), &bytes, atomic::PRIVATE_MODE)?;
+            self.last_checkpoint = bytes;
+        }
+        Ok(())
     }
 
-    /// (Re-)arms the periodic lifecycle events with the current intervals, from now.
-    fn arm<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    /// Takes every service's [`persist`](Service::persist) into the persistent state (and
+    /// its path from the configuration, which a reload may have moved); true when a service
+    /// gave something.
+    fn collect<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) -> Result<()>
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) -> bool
     where
         U: UserEvent + Clone,
     {
-        let s = self.config.settings();
-        let plan = [
-            (s.stats_interval, Event::LogStatistics, "log_statistics"),
-            (s.runlog_interval, Event::SaveRunlog, "save_runlog"),
-        ];
-        for (slot, (interval, event, name)) in plan.into_iter().enumerate() {
-            if let Some(handle) = self.periodic[slot].take() {
-                let _ = kernel.queue().cancel(handle);
+        let mut persisted = false;
+        for s in kernel.components() {
+            if let Some(v) = s.persist() {
+                self.pstate.set(s.name(), v);
+                persisted = true;
             }
-            let handle = kernel
-                .queue()
-                .schedule_every(millis(interval), event)
-                .map_err(|e| Error::Daemon(format!("cannot arm the periodic {name}: {e}")))?;
-            self.periodic[slot] = Some(handle);
         }
-        Ok(())
+        if self.files.pstate_file != self.pstate.path() {
+            // A reload moved the file: the state goes to the new path.
+            self.pstate.set_path(self.files.pstate_file.clone());
+        }
+        persisted
+    }
+
+    /// A checkpoint after `checkpoint` went through the kernel: the state is collected and
+    /// serialized here, and written by the [`checkpoint::Writer`] thread (an unchanged state
+    /// is not written again).
+    fn checkpoint<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
+        }
+        self.collect(kernel);
+        let Some(bytes) = self.pstate.to_bytes() else {
+            return;
+        };
+        if bytes == self.last_checkpoint {
+            return;
+        }
+        self.last_checkpoint.clone_from(&bytes);
+        self.writer.submit(self.pstate.path().to_path_buf(), bytes);
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -1020,8 +1396,9 @@ impl Runner {
                 }
                 Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
-                    let message = format!("no handler for event '{}'", kind.name::<U>());
-                    log::error!("{message}");
+                    let event = kind.name::<U>();
+                    let message = format!("no handler for event '{event}'");
+                    log::error!(event = event; "{message}");
                     self.info.record_error(message);
                 }
                 Err(e) => {
@@ -1058,11 +1435,20 @@ impl Runner {
                     // Before the step that dispatches `stop`: its handlers may never return.
                     self.begin_stop(kernel);
                 }
-                Signal::Term => {
-                    log::warn!("received SIGTERM: terminating");
-                    requests.post(Request::Terminate);
-                    stop_posted = true;
-                }
+                Signal::Term => match self.config.settings().sigterm {
+                    Sigterm::Terminate => {
+                        log::warn!("received SIGTERM: terminating");
+                        requests.post(Request::Terminate);
+                        stop_posted = true;
+                    }
+                    Sigterm::Stop => {
+                        // `sigterm: stop`: SIGTERM is SIGINT, each one a stop request.
+                        log::warn!("received SIGTERM ({n}x): graceful stop requested");
+                        (0..n).for_each(|_| requests.post(Request::Stop));
+                        stop_posted = true;
+                        self.begin_stop(kernel);
+                    }
+                },
                 Signal::Hup => {
                     if stop_posted || kernel.is_done() || self.stopping {
                         log::info!("received SIGHUP: ignored while stopping");
@@ -1098,8 +1484,10 @@ impl Runner {
         match kind {
             Kind::SAVE_RUNLOG => self.write_runlog(kernel, now),
             Kind::SAVE_STATE => self.write_state(kernel, now),
+            Kind::CHECKPOINT => self.checkpoint(kernel),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
+                self.write_metrics(kernel);
                 kernel.rotate_statistics(now);
             }
             Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
@@ -1116,6 +1504,8 @@ impl Runner {
         }
     }
 
+    /// Guards a stop from its start: the [`StopWatchdog`]'s stop timeout, counted from the
+    /// signal's arrival, and systemd's `STOPPING=1`.
     fn begin_stop<
         U,
         const M: usize,
@@ -1135,26 +1525,16 @@ impl Runner {
         self.stopping = true;
         log::info!("graceful stop initiated");
         self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
-        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-            let _ = kernel.queue().cancel(handle);
-        }
-        let stop_timeout = self.config.settings().stop_timeout;
-        let timeout = watchdog_timeout(stop_timeout);
-        let pidfile = Arc::clone(&self.pidfile);
-        let started = StopWatchdog::start(timeout, exit::FAILURE, move || {
-            log::error!(
-                "a handler did not return within the stop timeout of {} s (plus {} s): \
-                 exiting without saving the runlog or the persistent state",
-                stop_timeout.as_secs_f64(),
-                (timeout - stop_timeout).as_secs_f64()
-            );
-            if let Some(p) = take_pidfile(&pidfile) {
-                let _ = p.remove();
-            }
-        });
-        match started {
-            Ok(w) => self.watchdog = Some(w),
-            Err(e) => log::error!("{e}"),
+        // The stop timeout counts from the stop's beginning: the first SIGINT's arrival, as
+        // the watchdog saw it, which may lie well before now if a handler held the loop.
+        if let Some(w) = &self.watchdog {
+            let since = w.stop_began();
+            let left = self
+                .config
+                .settings()
+                .stop_timeout
+                .saturating_sub(since.elapsed());
+            kernel.set_stop_timeout(millis(left));
         }
     }
 
@@ -1167,7 +1547,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         self.notify(Notifier::reloading);
-        if let Err(e) = self.logger.reopen() {
+        if let Err(e) = self.logger.map_or(Ok(()), Logger::reopen) {
             log::error!("{e}");
         }
         let new = match self.config.reload() {
@@ -1201,12 +1581,16 @@ impl Runner {
         let old = self.config.settings().clone();
         let s = new.settings().clone();
         self.config = new;
-        self.logger.set_level(s.log_level);
         let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
-        if !self.no_daemon && files.log_file != self.files.log_file {
-            match self.logger.set_target(Target::File(files.log_file.clone())) {
-                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
-                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+        if let Some(logger) = self.logger {
+            logger.set_level(s.log_level);
+            logger.set_format(s.log_format);
+            let to_file = matches!(logger.target(), Target::File(_));
+            if to_file && files.log_file != self.files.log_file {
+                match logger.set_target(Target::File(files.log_file.clone())) {
+                    Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                    Err(e) => log::error!("{e}; logging goes on to the previous file"),
+                }
             }
         }
         let pid_file = self.files.pid_file.clone();
@@ -1222,6 +1606,8 @@ impl Runner {
             ("parallel", old.parallel != s.parallel),
             ("start_timeout", old.start_timeout != s.start_timeout),
             ("precise_timers", old.precise_timers != s.precise_timers),
+            ("log_target", old.log_target != s.log_target),
+            ("syslog_socket", old.syslog_socket != s.syslog_socket),
             (
                 "precise_max_spin",
                 old.precise_max_spin != s.precise_max_spin,
@@ -1232,19 +1618,50 @@ impl Runner {
                 log::warn!("'{key}' changed: it takes effect at the next start");
             }
         }
+        if old.sigterm != s.sigterm {
+            if let Some(w) = &self.watchdog {
+                w.set_term_is_stop(s.sigterm == Sigterm::Stop);
+            }
+            log::info!("'sigterm' changed to {}", s.sigterm.as_str());
+        }
         if old.stop_timeout != s.stop_timeout {
             // Reload is refused while stopping, so no stop is under way: both the kernel's
             // `terminate` deadline and the stop watchdog (`begin_stop` reads `self.config`)
             // use the new value at the next stop.
             kernel.set_stop_timeout(millis(s.stop_timeout));
+            if let Some(w) = &self.watchdog {
+                w.set_stop_timeout(s.stop_timeout);
+            }
             log::info!(
                 "'stop_timeout' changed to {} s: it applies to the next stop",
                 s.stop_timeout.as_secs_f64()
             );
         }
-        if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
-            if let Err(e) = self.arm(kernel) {
-                log::error!("{e}");
+        let periods = [
+            (
+                Periodic::Statistics,
+                "stats_interval",
+                old.stats_interval,
+                s.stats_interval,
+            ),
+            (
+                Periodic::Runlog,
+                "runlog_interval",
+                old.runlog_interval,
+                s.runlog_interval,
+            ),
+            (
+                Periodic::Checkpoint,
+                "pstate_interval",
+                old.pstate_interval,
+                s.pstate_interval,
+            ),
+        ];
+        for (which, key, was, is) in periods {
+            if was != is {
+                if let Err(e) = kernel.set_period(which, Some(millis(is)), StdClock::now()) {
+                    log::error!("cannot re-arm '{key}' with {} s: {e}", is.as_secs_f64());
+                }
             }
         }
         log::info!("configuration reloaded");
@@ -1266,12 +1683,12 @@ impl Runner {
     {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
-        let name = runlog::file_name(SystemTime::now(), self.info.pid);
-        let path = dir.join(&name);
+        let path = runlog::new_path(dir, SystemTime::now(), self.info.pid);
+        let name = path.file_name().unwrap_or_default();
         let written = runlog_dir(dir).and_then(|d| {
             atomic::write_in(
                 &d,
-                name.as_ref(),
+                name,
                 report::to_text(&doc).as_bytes(),
                 atomic::DEFAULT_MODE,
             )
@@ -1280,6 +1697,32 @@ impl Runner {
             Ok(()) => log::info!("runlog saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
         }
+    }
+
+    /// Writes the metrics file, if there is one (see [`metrics`](crate::metrics)).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn write_metrics<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        #[cfg(feature = "metrics")]
+        if let Some(path) = &self.files.metrics_file {
+            let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
+            if let Err(e) = atomic::write_atomic(path, text.as_bytes()) {
+                log::error!("metrics not written: {e}");
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = kernel;
     }
 
     fn write_state<
@@ -1313,7 +1756,6 @@ impl Runner {
         mut self,
         reason: EndReason,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        pstate: &mut Pstate,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -1322,18 +1764,13 @@ impl Runner {
         if !self.stopping {
             self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
         }
-        let mut persisted = false;
-        for s in kernel.components() {
-            if let Some(v) = s.persist() {
-                pstate.set(s.name(), v);
-                persisted = true;
-            }
+        // The last checkpoint, synchronously, after the writer's: it cannot be overtaken.
+        self.writer.flush();
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
         }
-        if self.files.pstate_file != pstate.path() {
-            // A reload moved the file: the state goes to the new path.
-            pstate.set_path(self.files.pstate_file.clone());
-        }
-        match pstate.save() {
+        let persisted = self.collect(kernel);
+        match self.pstate.save() {
             Ok(()) if persisted => log::info!(
                 "persistent state saved to '{}'",
                 self.files.pstate_file.display()
@@ -1353,6 +1790,77 @@ impl Runner {
         let rc = self.info.rc();
         log::info!("{} exits with code {rc}", self.info.name);
         rc
+    }
+}
+
+/// The kernel's and the components' figures for the metrics file.
+#[cfg(feature = "metrics")]
+fn metric_figures<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    daemon: &str,
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+) -> crate::metrics::Figures
+where
+    U: UserEvent + Clone,
+{
+    use embedded_time::Clock as _;
+    let stats = kernel.stats();
+    let queue = kernel.queue_stats();
+    // Every lifecycle kind: the array's length is checked against the core's count.
+    let builtin: [Kind; zendaemon_core::event::BUILTIN_KINDS] = [
+        Kind::START,
+        Kind::STOP,
+        Kind::TERMINATE,
+        Kind::RELOAD,
+        Kind::SAVE_RUNLOG,
+        Kind::SAVE_STATE,
+        Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
+    ];
+    let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
+    let dispatched = kinds
+        .filter_map(|k| {
+            let n = *stats.dispatched.get(k.index())?;
+            Some((k.name::<U>(), n))
+        })
+        .collect();
+    let components = kernel
+        .components()
+        .map(|c| {
+            let counters = c
+                .counters()
+                .map(|set| {
+                    (0..set.len())
+                        .map(|i| {
+                            let (key, value, _) = set.entry(i);
+                            (key, value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (c.name(), counters)
+        })
+        .collect();
+    let scale = StdClock::SCALING_FACTOR;
+    crate::metrics::Figures {
+        daemon: daemon.to_owned(),
+        components,
+        dispatched,
+        unhandled: stats.unhandled,
+        rejected: u64::from(queue.rejected),
+        stop_requests: u64::from(stats.stop_requests),
+        inbox_deferred: stats.inbox_deferred,
+        missed_periods: u64::from(queue.missed_periods),
+        sequential_high_water: u64::from(queue.sequential_high_water),
+        timed_high_water: u64::from(queue.timed_high_water),
+        lateness: stats.lateness,
+        ticks_per_second: f64::from(*scale.denominator()) / f64::from(*scale.numerator()),
     }
 }
 
@@ -1382,6 +1890,7 @@ fn log_statistics<
     );
     kernel.for_each_rate(now, |component, key, rate| {
         log::info!(
+            component = component;
             "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
             rate.cnt,
             rate.inc,
@@ -1454,19 +1963,6 @@ mod tests {
     }
 
     #[test]
-    fn the_watchdog_fires_after_the_kernel_would() {
-        assert_eq!(
-            watchdog_timeout(Duration::from_secs(30)),
-            Duration::from_secs(31)
-        );
-        assert_eq!(
-            watchdog_timeout(Duration::from_millis(400)),
-            Duration::from_millis(600)
-        );
-        assert_eq!(watchdog_timeout(Duration::MAX), Duration::MAX);
-    }
-
-    #[test]
     fn relative_paths_become_absolute() {
         let mut cli = Cli {
             pid_file: Some("run/d.pid".into()),
@@ -1484,6 +1980,49 @@ mod tests {
     }
 
     #[test]
+    fn log_targets_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "d.state".into(),
+            pstate_file: "d.pstate".into(),
+            pstate_dir: "state".into(),
+            old_pstate_file: "old/d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let target = |args: &[&str]| {
+            let mut argv = vec!["d".to_owned()];
+            argv.extend(args.iter().map(|a| (*a).to_owned()));
+            let Ok(Parsed::Run(cli)) = Cli::parse(&argv) else {
+                panic!("{args:?}")
+            };
+            let config = Config::load("d", &cli, &defaults, &[]).unwrap();
+            let files = Files::of(config.settings(), Path::new("/b"), None);
+            log_target(config.settings(), &files)
+        };
+        let log = Target::File("/b/d.log".into());
+        assert_eq!(target(&[]).unwrap(), (log.clone(), None));
+        assert_eq!(target(&["--log-target", "file"]).unwrap(), (log, None));
+        assert_eq!(
+            target(&["--log-target", "syslog", "--syslog-socket", "/s"]).unwrap(),
+            (Target::Syslog("/s".into()), None)
+        );
+        assert_eq!(
+            target(&["--log-target", "console", "--no-daemon"]).unwrap(),
+            (Target::Console, None)
+        );
+        for word in ["console", "journald"] {
+            let err = target(&["--log-target", word]).unwrap_err();
+            assert_eq!(err.exit_code(), exit::CONFIG);
+            assert!(err.to_string().contains("only in the foreground"), "{err}");
+        }
+    }
+
+    #[test]
     fn parallel_instances_get_their_own_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let defaults = paths::DefaultPaths {
@@ -1491,6 +2030,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "s/d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: ".".into(),
+            old_pstate_file: "old.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),

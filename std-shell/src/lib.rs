@@ -96,11 +96,14 @@
 //! # Under systemd
 //!
 //! Run the daemon in the foreground (`--no-daemon`) as a `Type=notify` service: the shell
-//! tells systemd when it is ready, reloading and stopping, and pings `WatchdogSec=` when asked
-//! to ([`notify`]). Set `KillSignal=SIGINT`: `SIGINT` is the graceful stop, while `SIGTERM`,
-//! systemd's default, ends a run at once, without `stop`. Reload with `SIGHUP`. The unit
-//! `std-shell/examples/zendaemon-demo.service` in the repository does all this for the demo
-//! daemon (`demo`, in the `zendaemon-examples` package):
+//! tells systemd when it is ready, reloading and stopping, and pings `WatchdogSec=` at half
+//! its interval ([`notify`]). Pass `--sigterm=stop`, so that `SIGTERM`, systemd's
+//! `KillSignal=`, is the graceful stop (by default `SIGTERM` ends a run at once, without
+//! `stop`: pyzenkit's meaning). Reload with `SIGHUP`. In the foreground under systemd the
+//! shell logs to the journal ([`logging`]). The unit `std-shell/examples/zendaemon-demo.service`
+//! in the repository does all this for the demo daemon (`demo`, in the `zendaemon-examples`
+//! package), as a dynamic user in a sandbox (`systemd-analyze security` exposure 0.2; a
+//! template unit for several instances, `zendaemon-demo@.service`, sits beside it):
 //!
 //! ```ini
 #![doc = include_str!("../examples/zendaemon-demo.service")]
@@ -111,21 +114,26 @@
 //! * The runner: [`daemon`] ([`Daemon`]), [`service`] ([`Service`]), [`clock`] ([`StdClock`]),
 //!   [`actions`].
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
-//!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
+//!   validation), [`words`] (one-word settings: `sigterm`, `log_target`, `log_format`),
+//!   [`paths`] (default paths without root), [`logging`] (the `log` backend and the choice of
+//!   target), `syslog` (the syslog target, feature `syslog`), `metrics` (the Prometheus file,
+//!   feature `metrics`),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
-//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
+//!   (daemon(7) steps, readiness, the privilege drop), [`listen`] (the `acquire` hook's
+//!   context and systemd's socket activation), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
-//!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
+//!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
-//!   [`pstate`] (the persistent state file), [`safepath`] (ownership rules for the paths the
-//!   shell opens, directories held across the privilege drop), [`error`] (errors and exit
-//!   codes).
+//!   [`pstate`] (the persistent state file), [`checkpoint`] (its durable writes off the loop),
+//!   [`safepath`] (ownership rules for the paths the shell opens, directories held across the
+//!   privilege drop), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
 //!
 //! * Linux (the thread count before forking comes from `/proc`; abstract notify sockets).
-//! * One [`Daemon`] per process: it installs the process's logger and signal handlers.
+//! * One [`Daemon`] per process: it installs the process's logger (unless the program installed
+//!   its own first) and signal handlers.
 //! * The kernel borrows the components (`&mut`) for the whole run, so they must outlive the
 //!   [`Daemon`] (locals of `main` do). The shell reaches them between kernel steps through the
 //!   kernel itself, which holds them as [`Service`]s (see [`service`]); the runner has no
@@ -138,6 +146,7 @@ pub use zendaemon_core as core;
 
 pub mod actions;
 pub mod atomic;
+pub mod checkpoint;
 mod civil;
 pub mod cli;
 pub mod clock;
@@ -146,7 +155,10 @@ pub mod daemon;
 pub mod daemonize;
 pub mod error;
 pub mod instances;
+pub mod listen;
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod pidfile;
@@ -158,10 +170,14 @@ pub mod runlog;
 pub mod safepath;
 pub mod service;
 pub mod signals;
+#[cfg(feature = "syslog")]
+pub mod syslog;
 pub mod watchdog;
+pub mod words;
 
 pub use clock::StdClock;
 pub use config::Config;
 pub use daemon::Daemon;
 pub use error::{Error, Result};
+pub use listen::Acquire;
 pub use service::Service;

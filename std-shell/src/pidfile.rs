@@ -40,7 +40,7 @@
 //!
 //! * [`Pidfile::acquire`] (before any user code, before forking, while errors still reach the
 //!   terminal) opens or creates the file through its directory's descriptor
-//!   ([`safepath`](crate::safepath): the last component is never followed, the directory
+//!   ([`safepath`]: the last component is never followed, the directory
 //!   must pass the ownership rules) and takes the start lock.
 //! * [`Pidfile::hold`] (in the process that runs, after the last fork) takes the run lock,
 //!   writes its PID and releases the start lock.

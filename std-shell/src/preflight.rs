@@ -101,6 +101,8 @@ mod tests {
             config_file: file,
             config_dir: dir.join("d"),
             runtime_dir: None,
+            old_pstate_file: dir.join("old.pstate"),
+            pstate_dir: dir.join("pstate.d"),
         };
         let config = Config::load("d", &Cli::default(), &defaults, &[])?;
         check(&config)

@@ -281,7 +281,8 @@ mod tests {
     fn documents_have_the_documented_keys() {
         let mut w = W(Counters::new());
         let mut q = Quiet;
-        let mut k: Kernel<'_, Job, StdClock, 2, 8, 2, 4, 4> = Kernel::new(Settings::default());
+        let mut k: Kernel<'_, Job, StdClock, 2, { zendaemon_core::kinds::<Job>() }, 2, 4, 4> =
+            Kernel::new(Settings::default());
         k.add(&mut w).unwrap();
         k.add(&mut q).unwrap();
         k.start(StdClock::now()).unwrap();
@@ -323,6 +324,8 @@ mod tests {
             runlog_dir: dir.path().join("r"),
             state_file: dir.path().join("d.state"),
             pstate_file: dir.path().join("d.pstate"),
+            pstate_dir: dir.path().to_path_buf(),
+            old_pstate_file: dir.path().join("old.pstate"),
             log_file: dir.path().join("d.log"),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),

@@ -177,6 +177,8 @@ fn defaults(dir: &Path, config_file: &Path) -> DefaultPaths {
         config_file: config_file.to_path_buf(),
         config_dir: dir.join("no-conf.d"),
         runtime_dir: None,
+        old_pstate_file: dir.join("old.pstate"),
+        pstate_dir: dir.join("pstate.d"),
     }
 }
 

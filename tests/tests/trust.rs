@@ -141,7 +141,12 @@ fn the_service_user_cannot_make_root_signal_another_process() {
     let mut victim = Guard(Command::new("sleep").arg("300").spawn().unwrap());
     let victim_pid = victim.0.id() as i32;
 
-    let flags = [("--pid-file", pid_file.as_path())];
+    // The persistent state is written as the service user: it goes into its directory.
+    let pstate = svc.join("steer.pstate");
+    let flags = [
+        ("--pid-file", pid_file.as_path()),
+        ("--pstate-file", pstate.as_path()),
+    ];
     let out = run_with(&env, &flags, &["--user", "nobody"]);
     assert_eq!(out.code, code::OK, "{out:?}");
     let daemon = read_pid(&pid_file).unwrap();

@@ -3,12 +3,14 @@
 //! promises on what it actually did.
 //!
 //! The setup: a `ManualClock<u32>` that starts at varied values (near `u32::MAX` often, so the
-//! clock wraps), small queue capacities (so `Full` comes up), a [`Requests`] and an [`Inbox`]
+//! clock wraps), and then the same on a `ManualClock<u64>`, the tick type of the daemon's own
+//! clock ([`Tick`]); small queue capacities (so `Full` comes up), a [`Requests`] and an [`Inbox`]
 //! attached, and three recording components ([`Probe`]) whose routes mix append and prepend.
 //! `alpha` ends the chain ([`Flow::Stop`]) for gated user events and for `reload`. Each handler
 //! records what it saw and marks the event (the `trail`), so the next one can be checked to see
 //! the changed event. User events carry their own instructions: which component acts on them
-//! and how (schedule a follow-up event in one of four ways, cancel a timer, ask for a stop),
+//! and how (schedule a follow-up event in one of four ways, cancel or move a timer, ask for a
+//! stop),
 //! so handler-side scheduling is as random as the host's. User kind 3 has no handler.
 //!
 //! Two layers of checks, so that a model mistaken the same way as the kernel is still caught:
@@ -52,19 +54,51 @@ use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
     Component, Context, EndReason, Event, EventQueue, Flow, Idle, Inbox, Kernel, KernelStats, Kind,
-    Mailbox, ManualClock, Next, QueueStats, Request, Requests, RouteError, Routes, Run,
-    ScheduleErrorKind, Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
+    Mailbox, ManualClock, Next, Periodic, QueueStats, Request, Requests, RouteError, Routes, Run,
+    ScheduleErrorKind, Settings, StartError, Step, StepError, TickInt, TimerError, TimerHandle,
+    UserEvent,
 };
 
-/// The clock under test: `u32` milliseconds, so it wraps.
-pub type Clock = ManualClock<u32>;
+/// A clock under test: milliseconds in ticks of `K`.
+pub type Clock<K> = ManualClock<K>;
+
+/// The tick types the interpreter runs on, and how the operations' `u32` amounts map onto
+/// each so that they mean the same distances.
+pub trait Tick: TickInt + Debug {
+    /// The clock's first tick value for a generated `start`.
+    fn start(start: u32) -> Self;
+    /// An instant `offset` ticks from the clock's tick: wrapping on a `u32` clock, where an
+    /// offset beyond the horizon reads as the past; on a `u64` clock the same distance into
+    /// the past (sign-extended), so both read it alike.
+    fn offset(offset: u32) -> Self;
+}
+
+impl Tick for u32 {
+    fn start(start: u32) -> Self {
+        start
+    }
+    fn offset(offset: u32) -> Self {
+        offset
+    }
+}
+
+impl Tick for u64 {
+    /// From 2³¹ to 2³² + 2³¹: ticks that cross the `u32` range, and room below for instants
+    /// half a `u32` wrap in the past.
+    fn start(start: u32) -> Self {
+        (1 << 31) + u64::from(start)
+    }
+    fn offset(offset: u32) -> Self {
+        offset as i32 as i64 as u64
+    }
+}
 
 /// User event kinds; the last one has no handler.
 pub const USER_KINDS: usize = 4;
 /// The user kind nobody handles (dispatching it is `StepError::Unhandled`).
 pub const UNROUTED: u8 = 3;
-/// Routing table size: the 7 lifecycle kinds and the user's.
-pub const KINDS: usize = 7 + USER_KINDS;
+/// Routing table size: the lifecycle kinds and the user's.
+pub const KINDS: usize = zendaemon_core::kinds::<Ev>();
 /// Components in the kernel.
 pub const COMPONENTS: usize = 3;
 /// Handlers per kind (the longest route below has 3).
@@ -73,16 +107,14 @@ pub const HANDLERS: usize = 3;
 pub const INBOX: usize = 3;
 /// The furthest ahead a deadline may lie on a `u32` clock.
 pub const HORIZON: u64 = (u32::MAX / 2) as u64;
-/// One wrap period of the clock.
-const WRAP: u64 = 1 << 32;
 /// Where the model's and the audit's time line starts (so points never go below zero).
 const BASE: u64 = 1 << 40;
 
 /// The kernel under test, with queues of `S` sequential and `T` timed events.
-pub type TestKernel<'c, const S: usize, const T: usize> =
-    Kernel<'c, Ev, Clock, COMPONENTS, KINDS, HANDLERS, S, T>;
+pub type TestKernel<'c, K, const S: usize, const T: usize> =
+    Kernel<'c, Ev, Clock<K>, COMPONENTS, KINDS, HANDLERS, S, T>;
 /// Its queue.
-pub type TestQueue<const S: usize, const T: usize> = EventQueue<Event<Ev>, Clock, S, T>;
+pub type TestQueue<K, const S: usize, const T: usize> = EventQueue<Event<Ev>, Clock<K>, S, T>;
 
 // ------------------------------------------------------------------------------------------
 // Events, components and their behaviour (shared by the real components and the model)
@@ -103,8 +135,15 @@ pub enum Action {
     ScheduleEvery(u32),
     /// `ctx.cancel` a timer, counted back from the newest handle ever returned.
     Cancel(u16),
+    /// `ctx.reschedule` a timer (as `Cancel` picks it) to `ctx.now()` plus this many ticks
+    /// (an offset beyond the horizon is in the past; see [`Tick::offset`]).
+    Reschedule(u16, u32),
+    /// `ctx.reschedule_after` a timer (as `Cancel` picks it) by this many ms.
+    RescheduleAfter(u16, u32),
     /// `ctx.request_stop()`.
     RequestStop,
+    /// `ctx.request_checkpoint()`.
+    RequestCheckpoint,
 }
 
 /// The user's event: an id that is unique per schedule call, and instructions for handlers.
@@ -213,6 +252,7 @@ pub const ROUTES: [&[(Kind, bool)]; COMPONENTS] = [
         (Kind::SAVE_STATE, false),
         (Kind::LOG_STATISTICS, false),
         (Kind::RELOAD, false),
+        (Kind::CHECKPOINT, false),
     ],
     &[
         (Kind::START, false),
@@ -223,6 +263,7 @@ pub const ROUTES: [&[(Kind, bool)]; COMPONENTS] = [
         (Kind::RELOAD, true),
         (Kind::SAVE_RUNLOG, false),
         (Kind::TERMINATE, true),
+        (Kind::CHECKPOINT, true),
     ],
 ];
 
@@ -288,7 +329,13 @@ pub enum Did {
         handle: usize,
         result: Result<u32, TimerError>,
     },
+    /// Moved the timer of handle index `handle`.
+    Rescheduled {
+        handle: usize,
+        result: Result<(), TimerError>,
+    },
     RequestedStop,
+    RequestedCheckpoint,
 }
 
 /// One handler call, as the handler saw it.
@@ -297,8 +344,8 @@ pub struct Seen {
     pub component: u8,
     /// The event as the handler got it (before its own mark).
     pub event: Event<Ev>,
-    /// `ctx.now()`, in ticks.
-    pub now: u32,
+    /// `ctx.now()`, in ticks (widened).
+    pub now: u64,
     /// `ctx.is_done()`.
     pub done: bool,
     pub flow: Flow,
@@ -332,17 +379,22 @@ impl<'s> Probe<'s> {
     }
 }
 
-fn ticks(instant: Instant<Clock>) -> u32 {
-    instant.duration_since_epoch().integer()
+/// An instant's tick value, widened.
+fn ticks<K: Tick>(instant: Instant<Clock<K>>) -> u64 {
+    instant.duration_since_epoch().integer().widen()
 }
 
 /// Does what `ev` asks of its actor, through the handler's context.
-fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
+fn act<K: Tick>(ctx: &mut Context<'_, Ev, Clock<K>>, shared: &mut Shared, ev: &Ev) -> Did {
     let scheduled = match ev.action {
         Action::None => return Did::Nothing,
         Action::RequestStop => {
             ctx.request_stop();
             return Did::RequestedStop;
+        }
+        Action::RequestCheckpoint => {
+            ctx.request_checkpoint();
+            return Did::RequestedCheckpoint;
         }
         Action::Cancel(n) => {
             return match pick(n, shared.handles.len()) {
@@ -350,6 +402,29 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
                 Some(handle) => Did::Cancelled {
                     handle,
                     result: ctx.cancel(shared.handles[handle]).map(|e| user_id(&e)),
+                },
+            }
+        }
+        Action::Reschedule(n, offset) => {
+            return match pick(n, shared.handles.len()) {
+                None => Did::Nothing,
+                Some(handle) => {
+                    let ticks = ctx.now().duration_since_epoch().integer();
+                    let at = Instant::new(ticks.wrapping_add(&K::offset(offset)));
+                    Did::Rescheduled {
+                        handle,
+                        result: ctx.reschedule(shared.handles[handle], at),
+                    }
+                }
+            }
+        }
+        Action::RescheduleAfter(n, delay) => {
+            return match pick(n, shared.handles.len()) {
+                None => Did::Nothing,
+                Some(handle) => Did::Rescheduled {
+                    handle,
+                    result: ctx
+                        .reschedule_after(shared.handles[handle], Milliseconds(K::from(delay))),
                 },
             }
         }
@@ -365,11 +440,19 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
         }
         Action::ScheduleAfter(delay) => {
             let c = child(ev, shared.new_id());
-            (c.id, ctx.schedule_after(Milliseconds(delay), c).map(Some))
+            (
+                c.id,
+                ctx.schedule_after(Milliseconds(K::from(delay)), c)
+                    .map(Some),
+            )
         }
         Action::ScheduleEvery(period) => {
             let c = child(ev, shared.new_id());
-            (c.id, ctx.schedule_every(Milliseconds(period), c).map(Some))
+            (
+                c.id,
+                ctx.schedule_every(Milliseconds(K::from(period)), c)
+                    .map(Some),
+            )
         }
     };
     let (child, result) = scheduled;
@@ -389,7 +472,7 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
     Did::Scheduled { child, result }
 }
 
-impl Component<Ev, Clock> for Probe<'_> {
+impl<K: Tick> Component<Ev, Clock<K>> for Probe<'_> {
     fn name(&self) -> &'static str {
         NAMES[usize::from(self.index)]
     }
@@ -405,7 +488,7 @@ impl Component<Ev, Clock> for Probe<'_> {
         Ok(())
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_, Ev, Clock>, event: &mut Event<Ev>) -> Flow {
+    fn handle(&mut self, ctx: &mut Context<'_, Ev, Clock<K>>, event: &mut Event<Ev>) -> Flow {
         let seen = event.clone();
         let mut did = Did::Nothing;
         if let Event::User(ev) = event {
@@ -453,6 +536,9 @@ pub enum Op {
     /// Calls the kernel's own method for a request (`request_stop`, `terminate`,
     /// `request_reload`, `request_runlog`, `request_state`), `times` times in a row (1 to 3).
     Ask { request: Request, times: u8 },
+    /// `kernel.set_period(which, period ms, now)` (`which` modulo 3 into `Periodic::ALL`;
+    /// 0 and `None` both mean none).
+    SetPeriod { which: u8, period: Option<u32> },
     /// Moves the clock forward; the kernel is not told.
     Advance { ticks: u32 },
     /// Moves the clock to `kernel.next_deadline()`, as a host that sleeps would.
@@ -480,6 +566,8 @@ pub struct Config {
     pub stats_interval: Option<u32>,
     /// `Settings::runlog_interval`, ms (0 and `None` both mean none).
     pub runlog_interval: Option<u32>,
+    /// `Settings::checkpoint_interval`, ms (0 and `None` both mean none).
+    pub checkpoint_interval: Option<u32>,
     /// `Settings::max_stop_requests`.
     pub max_stop_requests: u32,
     /// How many operations run before the interpreter starts the kernel.
@@ -495,6 +583,7 @@ impl Config {
             stop_timeout: Milliseconds(self.stop_timeout),
             stats_interval: interval(self.stats_interval),
             runlog_interval: interval(self.runlog_interval),
+            checkpoint_interval: interval(self.checkpoint_interval),
             max_stop_requests: self.max_stop_requests,
         }
     }
@@ -552,7 +641,7 @@ const KEEPALIVE: Spec = Spec {
 };
 
 /// The requests, by index, for decoders.
-pub const REQUESTS: [Request; 5] = Request::ALL;
+pub const REQUESTS: [Request; 6] = Request::ALL;
 
 // ------------------------------------------------------------------------------------------
 // The model
@@ -563,6 +652,10 @@ const DUE_STOP: u8 = 1 << 1;
 const DUE_RELOAD: u8 = 1 << 2;
 const DUE_SAVE_RUNLOG: u8 = 1 << 3;
 const DUE_SAVE_STATE: u8 = 1 << 4;
+const DUE_CHECKPOINT: u8 = 1 << 5;
+
+/// The periodic lifecycle events by slot, in `Periodic::ALL` order.
+const PERIODIC: [Event<Ev>; 3] = [Event::LogStatistics, Event::SaveRunlog, Event::Checkpoint];
 
 /// Who holds a model timer: a handle the host or a handler got, or a kernel lifecycle slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,7 +686,9 @@ pub struct Model {
     timed_capacity: usize,
     settings: Settings,
     /// The clock's tick value at point `BASE`.
-    start: u32,
+    start: u64,
+    /// The clock's largest tick value (its wrap period less one).
+    max: u64,
     clock: u64,
     /// The last time the queue was told.
     seen: u64,
@@ -603,12 +698,12 @@ pub struct Model {
     burst: Option<u64>,
     /// For every handle ever returned, the key of its timer while pending.
     handles: Vec<Option<(u64, u64)>>,
-    /// The kernel's periodic `log_statistics` and `save_runlog` timers.
-    lifecycle: [Option<(u64, u64)>; 2],
+    /// The kernel's periodic `log_statistics`, `save_runlog` and `checkpoint` timers.
+    lifecycle: [Option<(u64, u64)>; 3],
     queue_stats: QueueStats,
     inbox: VecDeque<Ev>,
     /// Posts not yet drained, in `Request::ALL` order.
-    posted: [u32; 5],
+    posted: [u32; 6],
     started: bool,
     ended: Option<EndReason>,
     done: bool,
@@ -631,12 +726,13 @@ fn lateness_bucket(ticks: u64) -> usize {
 }
 
 impl Model {
-    fn new(seq_capacity: usize, timed_capacity: usize, config: &Config) -> Self {
+    fn new<K: Tick>(seq_capacity: usize, timed_capacity: usize, config: &Config) -> Self {
         Self {
             seq_capacity,
             timed_capacity,
             settings: config.settings(),
-            start: config.start,
+            start: K::start(config.start).widen(),
+            max: K::MAX_U64,
             clock: BASE,
             seen: BASE,
             sequential: VecDeque::new(),
@@ -644,10 +740,10 @@ impl Model {
             next_seq: 0,
             burst: None,
             handles: Vec::new(),
-            lifecycle: [None, None],
+            lifecycle: [None; 3],
             queue_stats: QueueStats::default(),
             inbox: VecDeque::new(),
-            posted: [0; 5],
+            posted: [0; 6],
             started: false,
             ended: None,
             done: false,
@@ -664,8 +760,25 @@ impl Model {
         self.next_id
     }
 
-    fn raw(&self, point: u64) -> u32 {
-        self.start.wrapping_add(point.wrapping_sub(BASE) as u32)
+    fn raw(&self, point: u64) -> u64 {
+        self.start.wrapping_add(point.wrapping_sub(BASE)) & self.max
+    }
+
+    /// The furthest ahead a deadline may lie: just under half the clock's wrap period.
+    fn horizon(&self) -> u64 {
+        self.max / 2
+    }
+
+    /// The point for the instant `offset` ticks (a tick value of the clock) from `seen`: the
+    /// nearest one within half a wrap period, so at most the horizon ahead or up to half a
+    /// wrap behind.
+    fn place(&self, offset: u64) -> u64 {
+        let ahead = offset & self.max;
+        if ahead <= self.horizon() {
+            self.seen + ahead
+        } else {
+            self.seen - (self.max - ahead + 1)
+        }
     }
 
     // --- the queue ---
@@ -734,7 +847,7 @@ impl Model {
     }
 
     fn schedule_after(&mut self, delay: u32, event: Event<Ev>) -> Result<usize, ScheduleErrorKind> {
-        if u64::from(delay) > HORIZON {
+        if u64::from(delay) > self.horizon() {
             return Err(ScheduleErrorKind::BeyondHorizon);
         }
         match self.add_timer(self.seen + u64::from(delay), None, event, None)? {
@@ -752,7 +865,7 @@ impl Model {
         if period == 0 {
             return Err(ScheduleErrorKind::ZeroPeriod);
         }
-        if u64::from(period) > HORIZON {
+        if u64::from(period) > self.horizon() {
             return Err(ScheduleErrorKind::BeyondHorizon);
         }
         let period = u64::from(period);
@@ -768,8 +881,21 @@ impl Model {
             .event)
     }
 
+    /// Moves a user timer to `deadline`; among equal deadlines it now counts as scheduled last.
+    fn reschedule(&mut self, handle: usize, deadline: u64) -> Result<(), TimerError> {
+        let key = self.handles[handle].ok_or(TimerError::Stale)?;
+        let timer = self
+            .timers
+            .remove(&key)
+            .expect("a live handle names a timer");
+        let key = (deadline, self.take_seq());
+        self.timers.insert(key, timer);
+        self.handles[handle] = Some(key);
+        Ok(())
+    }
+
     fn cancel_lifecycle(&mut self) {
-        for slot in 0..2 {
+        for slot in 0..3 {
             if let Some(key) = self.lifecycle[slot].take() {
                 self.timers.remove(&key);
             }
@@ -830,10 +956,11 @@ impl Model {
         }
         self.seen = self.clock;
         let periodic = [
-            (self.settings.stats_interval, Event::LogStatistics),
-            (self.settings.runlog_interval, Event::SaveRunlog),
+            self.settings.stats_interval,
+            self.settings.runlog_interval,
+            self.settings.checkpoint_interval,
         ];
-        for (slot, (interval, event)) in periodic.into_iter().enumerate() {
+        for (slot, (interval, event)) in periodic.into_iter().zip(PERIODIC).enumerate() {
             // A stop cancels them; one asked for before the start leaves them unarmed.
             if let Some(period) = interval.filter(|_| !self.done) {
                 if let Err(kind) = self.schedule_every(period.0, event, Some(slot)) {
@@ -879,6 +1006,31 @@ impl Model {
             }
             Request::SaveRunlog => self.due |= DUE_SAVE_RUNLOG,
             Request::SaveState => self.due |= DUE_SAVE_STATE,
+            Request::Checkpoint => self.due |= DUE_CHECKPOINT,
+        }
+    }
+
+    /// `set_period`: the setting changes; the slot's timer is cancelled and, while running,
+    /// armed again from now.
+    fn set_period(&mut self, slot: usize, period: Option<u32>) -> Result<(), ScheduleErrorKind> {
+        let period = period.filter(|&ms| ms > 0).map(Milliseconds);
+        match slot {
+            0 => self.settings.stats_interval = period,
+            1 => self.settings.runlog_interval = period,
+            _ => self.settings.checkpoint_interval = period,
+        }
+        if let Some(key) = self.lifecycle[slot].take() {
+            self.timers.remove(&key);
+        }
+        if !self.started || self.done || self.ended.is_some() {
+            return Ok(());
+        }
+        self.seen = self.clock;
+        match period {
+            Some(p) => self
+                .schedule_every(p.0, PERIODIC[slot].clone(), Some(slot))
+                .map(|_| ()),
+            None => Ok(()),
         }
     }
 
@@ -925,7 +1077,8 @@ impl Model {
             DUE_STOP => Event::Stop,
             DUE_RELOAD => Event::Reload,
             DUE_SAVE_RUNLOG => Event::SaveRunlog,
-            _ => Event::SaveState,
+            DUE_SAVE_STATE => Event::SaveState,
+            _ => Event::Checkpoint,
         })
     }
 
@@ -956,6 +1109,7 @@ impl Model {
                 ModelNext::Timed { event, late } => {
                     let l = &mut self.stats.lateness;
                     l.max_ticks = l.max_ticks.max(late);
+                    l.sum_ticks = l.sum_ticks.saturating_add(late);
                     l.buckets[lateness_bucket(late)] += 1;
                     event
                 }
@@ -987,6 +1141,7 @@ impl Model {
         let now = self.raw(self.seen);
         let done = self.done;
         let mut stop = false;
+        let mut checkpoint = false;
         let mut ran = 0u8;
         for &component in &route {
             ran += 1;
@@ -996,7 +1151,7 @@ impl Model {
                 ev.trail = trail_after(ev.trail, component);
                 if ev.actor == component {
                     let ev = ev.clone();
-                    did = self.act(&ev, &mut stop);
+                    did = self.act(&ev, &mut stop, &mut checkpoint);
                 }
             }
             let flow = flow_of(component, &event);
@@ -1015,6 +1170,9 @@ impl Model {
         if stop {
             self.request_stop();
         }
+        if checkpoint {
+            self.due |= DUE_CHECKPOINT;
+        }
         if route.is_empty() && !kind.is_builtin() {
             self.stats.unhandled += 1;
             return Err(StepError::Unhandled(kind));
@@ -1025,7 +1183,7 @@ impl Model {
         })
     }
 
-    fn act(&mut self, ev: &Ev, stop: &mut bool) -> Did {
+    fn act(&mut self, ev: &Ev, stop: &mut bool, checkpoint: &mut bool) -> Did {
         let handle = |owner: Owner| match owner {
             Owner::Handle(h) => Some(h),
             Owner::Lifecycle(_) => unreachable!(),
@@ -1036,11 +1194,36 @@ impl Model {
                 *stop = true;
                 Did::RequestedStop
             }
+            Action::RequestCheckpoint => {
+                *checkpoint = true;
+                Did::RequestedCheckpoint
+            }
             Action::Cancel(n) => match pick(n, self.handles.len()) {
                 None => Did::Nothing,
                 Some(h) => Did::Cancelled {
                     handle: h,
                     result: self.cancel(h).map(|e| user_id(&e)),
+                },
+            },
+            Action::Reschedule(n, offset) => match pick(n, self.handles.len()) {
+                None => Did::Nothing,
+                Some(h) => {
+                    let at = self.place(self.tick_offset(offset));
+                    Did::Rescheduled {
+                        handle: h,
+                        result: self.reschedule(h, at),
+                    }
+                }
+            },
+            Action::RescheduleAfter(n, delay) => match pick(n, self.handles.len()) {
+                None => Did::Nothing,
+                Some(h) => Did::Rescheduled {
+                    handle: h,
+                    result: if u64::from(delay) > self.horizon() {
+                        Err(TimerError::BeyondHorizon)
+                    } else {
+                        self.reschedule(h, self.seen + u64::from(delay))
+                    },
                 },
             },
             action => {
@@ -1086,7 +1269,16 @@ impl Model {
         Ok(Run::Limit)
     }
 
-    fn next_deadline(&self) -> Option<u32> {
+    /// An operation's `offset` as a tick value of the clock (see [`Tick::offset`]).
+    fn tick_offset(&self, offset: u32) -> u64 {
+        if self.max == u64::from(u32::MAX) {
+            u64::from(offset)
+        } else {
+            offset as i32 as i64 as u64
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
         if self.ended.is_some() || self.due != 0 || !self.sequential.is_empty() {
             return Some(self.raw(self.seen));
         }
@@ -1118,9 +1310,9 @@ impl Model {
 pub struct Snapshot {
     pub done: bool,
     pub ended: Option<EndReason>,
-    pub next_deadline: Option<u32>,
+    pub next_deadline: Option<u64>,
     /// The queue's last `now`.
-    pub now: u32,
+    pub now: u64,
     pub sequential_len: usize,
     pub timed_len: usize,
     pub inbox_len: usize,
@@ -1163,7 +1355,9 @@ enum Returned {
 pub struct Audit {
     routes: Vec<Vec<u8>>,
     settings: Settings,
-    start: u32,
+    /// The clock's tick value at point `BASE`, and its largest tick value.
+    start: u64,
+    max: u64,
     /// The clock on the audit's own line (same origin as the model's, computed separately).
     clock: u64,
     seen: u64,
@@ -1181,14 +1375,17 @@ pub struct Audit {
     stop_dispatched_at: Option<u64>,
     terminate_dispatched: bool,
     ended: Option<EndReason>,
+    /// Checkpoint requests since the last `checkpoint` (which takes them all).
+    checkpoints_asked: u32,
 }
 
 impl Audit {
-    fn new(config: &Config) -> Self {
+    fn new<K: Tick>(config: &Config) -> Self {
         Self {
             routes: expected_routes(),
             settings: config.settings(),
-            start: config.start,
+            start: K::start(config.start).widen(),
+            max: K::MAX_U64,
             clock: BASE,
             seen: BASE,
             started: false,
@@ -1202,6 +1399,7 @@ impl Audit {
             stop_dispatched_at: None,
             terminate_dispatched: false,
             ended: None,
+            checkpoints_asked: 0,
         }
     }
 
@@ -1558,6 +1756,14 @@ impl Audit {
             // Ignored while stopping, and the periodic lifecycle timers are cancelled.
             Event::Reload => assert!(!done, "reload dispatched while stopping"),
             Event::LogStatistics => assert!(!done, "log_statistics dispatched while stopping"),
+            Event::Checkpoint => {
+                // Periodic ones are cancelled by a stop; one asked for may still come.
+                assert!(
+                    !done || self.checkpoints_asked > 0,
+                    "a periodic checkpoint dispatched while stopping"
+                );
+                self.checkpoints_asked = 0;
+            }
             Event::User(ev) => {
                 let a = self
                     .accepted
@@ -1604,6 +1810,7 @@ impl Audit {
             };
             match &seen.did {
                 Did::Nothing => {}
+                Did::RequestedCheckpoint => self.checkpoints_asked += 1,
                 Did::RequestedStop => {
                     // Takes effect after the pipeline; the last allowed one ends the loop.
                     if self.ended.is_none() {
@@ -1614,6 +1821,30 @@ impl Audit {
                     }
                 }
                 Did::Cancelled { handle, result } => self.cancelled(*handle, *result),
+                Did::Rescheduled { handle, result } => {
+                    let Ok(()) = result else { continue };
+                    // The new deadline, as the handler asked for it.
+                    let deadline = match parent.action {
+                        Action::Reschedule(_, offset) if u64::from(offset) <= HORIZON => {
+                            now + u64::from(offset)
+                        }
+                        Action::Reschedule(_, offset) => now - ((1 << 32) - u64::from(offset)),
+                        Action::RescheduleAfter(_, delay) => now + u64::from(delay),
+                        other => panic!("a handler's reschedule came from {other:?}"),
+                    };
+                    let id = self.handle_ids[*handle];
+                    let a = self.accepted.get_mut(&id).expect("moved an unknown event");
+                    assert!(!a.cancelled, "event {id} moved after it was cancelled");
+                    match &mut a.origin {
+                        Origin::Timed { deadline: d } => {
+                            assert_eq!(a.dispatched, 0, "event {id} moved after it fired");
+                            *d = deadline;
+                        }
+                        // The grid moves with it.
+                        Origin::Periodic { next, .. } => *next = deadline,
+                        other => panic!("event {id} of {other:?} has no timer to move"),
+                    }
+                }
                 Did::Scheduled { child, result } => {
                     let Ok(handle) = result else { continue };
                     let kind = self::child(parent, *child).kind;
@@ -1645,8 +1876,8 @@ impl Audit {
         }
     }
 
-    fn raw(&self, point: u64) -> u32 {
-        self.start.wrapping_add(point.wrapping_sub(BASE) as u32)
+    fn raw(&self, point: u64) -> u64 {
+        self.start.wrapping_add(point.wrapping_sub(BASE)) & self.max
     }
 }
 
@@ -1698,7 +1929,7 @@ impl Audit {
 /// queue's heap this way).
 pub trait Check {
     /// Called after every operation.
-    fn check<const S: usize, const T: usize>(&mut self, queue: &TestQueue<S, T>);
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, queue: &TestQueue<K, S, T>);
 }
 
 /// No extra checks.
@@ -1706,12 +1937,12 @@ pub trait Check {
 pub struct NoCheck;
 
 impl Check for NoCheck {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &TestQueue<S, T>) {}
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, _queue: &TestQueue<K, S, T>) {}
 }
 
 /// The kind at routing-table index `i`.
 fn kind_at(i: usize) -> Kind {
-    const BUILTIN: [Kind; 7] = [
+    const BUILTIN: [Kind; 8] = [
         Kind::START,
         Kind::STOP,
         Kind::TERMINATE,
@@ -1719,6 +1950,7 @@ fn kind_at(i: usize) -> Kind {
         Kind::SAVE_RUNLOG,
         Kind::SAVE_STATE,
         Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
     ];
     match BUILTIN.get(i) {
         Some(&kind) => kind,
@@ -1726,9 +1958,9 @@ fn kind_at(i: usize) -> Kind {
     }
 }
 
-struct Harness<'c, 'x, const S: usize, const T: usize, X: Check> {
-    kernel: TestKernel<'c, S, T>,
-    clock: Clock,
+struct Harness<'c, 'x, K: Tick, const S: usize, const T: usize, X: Check> {
+    kernel: TestKernel<'c, K, S, T>,
+    clock: Clock<K>,
     shared: &'c RefCell<Shared>,
     requests: &'c Requests,
     inbox: &'c Inbox<Ev, INBOX>,
@@ -1738,7 +1970,7 @@ struct Harness<'c, 'x, const S: usize, const T: usize, X: Check> {
     check: &'x mut X,
 }
 
-impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
+impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T, X> {
     /// Panics unless the kernel and the model agree.
     #[track_caller]
     fn same<V: PartialEq + Debug>(&self, got: V, want: V, what: &str) {
@@ -1788,10 +2020,10 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
     /// Moves the clock, first telling the queue the time when the move would otherwise break
     /// the host's one duty (a reading at least once per wrap period; see `Timeline`).
     fn advance(&mut self, ticks: u32) {
-        if self.model.clock - self.model.seen + u64::from(ticks) >= WRAP {
+        if self.model.clock - self.model.seen + u64::from(ticks) > K::MAX_U64 {
             self.observe();
         }
-        self.clock.advance_ticks(ticks);
+        self.clock.advance_ticks(K::from(ticks));
         self.model.clock += u64::from(ticks);
         self.audit.clock += u64::from(ticks);
     }
@@ -1836,7 +2068,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_after(Milliseconds(delay), event.clone())
+                    .schedule_after(Milliseconds(K::from(delay)), event.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self.model.schedule_after(delay, event).map_err(|k| (k, id));
@@ -1854,7 +2086,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_every(Milliseconds(period), event.clone())
+                    .schedule_every(Milliseconds(K::from(period)), event.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -1901,6 +2133,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                     match request {
                         Request::Stop => self.audit.posted_stops += 1,
                         Request::Terminate => self.audit.posted_terminate = true,
+                        Request::Checkpoint => self.audit.checkpoints_asked += 1,
                         _ => {}
                     }
                 }
@@ -1913,6 +2146,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                         Request::Reload => self.kernel.request_reload(),
                         Request::SaveRunlog => self.kernel.request_runlog(),
                         Request::SaveState => self.kernel.request_state(),
+                        Request::Checkpoint => self.kernel.request_checkpoint(),
                     }
                     self.model.ask(request);
                     let audit = &mut self.audit;
@@ -1925,6 +2159,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                                 }
                             }
                             Request::Terminate => audit.ended = Some(EndReason::Terminated),
+                            Request::Checkpoint => audit.checkpoints_asked += 1,
                             _ => {}
                         }
                     }
@@ -1935,12 +2170,27 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                     );
                 }
             }
+            Op::SetPeriod { which, period } => {
+                let slot = usize::from(which % 3);
+                let ms = period.filter(|&ms| ms > 0).map(Milliseconds);
+                let running = self.model.started && !self.model.done && self.model.ended.is_none();
+                let got = self
+                    .kernel
+                    .set_period(Periodic::ALL[slot], ms, self.clock.now());
+                let want = self.model.set_period(slot, period);
+                self.same(got, want, "set_period");
+                self.same(self.kernel.period(Periodic::ALL[slot]), ms, "period");
+                if running {
+                    // The kernel told the queue the time.
+                    self.audit.seen = self.audit.clock;
+                }
+            }
             Op::Advance { ticks } => self.advance(ticks),
             Op::Sleep => {
                 if let Some(at) = self.kernel.next_deadline() {
-                    let ahead = ticks(at).wrapping_sub(self.clock.ticks());
-                    if u64::from(ahead) <= HORIZON {
-                        self.advance(ahead);
+                    let ahead = ticks(at).wrapping_sub(self.clock.ticks().widen()) & K::MAX_U64;
+                    if ahead <= HORIZON {
+                        self.advance(ahead as u32);
                     }
                 }
             }
@@ -2052,7 +2302,10 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
             match self.kernel.queue().next(self.clock.now()) {
                 Next::Sequential(Event::User(ev)) => sequential.push(ev.id),
                 Next::Timed(fired)
-                    if matches!(fired.event, Event::LogStatistics | Event::SaveRunlog) => {}
+                    if matches!(
+                        fired.event,
+                        Event::LogStatistics | Event::SaveRunlog | Event::Checkpoint
+                    ) => {}
                 Next::Wait(_) | Next::Empty => break,
                 other => panic!("unexpected event left in the queue: {other:?}"),
             }
@@ -2114,18 +2367,26 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
 /// Runs `ops` on a kernel with capacities `CAPACITIES[config.capacity % 4]`, beside the model
 /// and under the audit, then the finale and the final accounting; panics at the first
 /// difference or broken rule.
+///
+/// It runs twice: on a `u32` clock, then on a `u64` clock.
 pub fn run(config: &Config, ops: &[Op], check: &mut impl Check) {
+    run_on::<u32>(config, ops, check);
+    run_on::<u64>(config, ops, check);
+}
+
+/// [`run`] on a clock of tick type `K` only.
+pub fn run_on<K: Tick>(config: &Config, ops: &[Op], check: &mut impl Check) {
     match CAPACITIES[usize::from(config.capacity) % CAPACITIES.len()] {
-        (1, 1) => run_with::<1, 1>(config, ops, check),
-        (2, 2) => run_with::<2, 2>(config, ops, check),
-        (3, 4) => run_with::<3, 4>(config, ops, check),
-        (6, 8) => run_with::<6, 8>(config, ops, check),
+        (1, 1) => run_with::<K, 1, 1>(config, ops, check),
+        (2, 2) => run_with::<K, 2, 2>(config, ops, check),
+        (3, 4) => run_with::<K, 3, 4>(config, ops, check),
+        (6, 8) => run_with::<K, 6, 8>(config, ops, check),
         _ => unreachable!("CAPACITIES and run disagree"),
     }
 }
 
-/// [`run`] with the capacities as const generics.
-pub fn run_with<const S: usize, const T: usize>(
+/// [`run`] with the tick type and the capacities as generics.
+pub fn run_with<K: Tick, const S: usize, const T: usize>(
     config: &Config,
     ops: &[Op],
     check: &mut impl Check,
@@ -2134,7 +2395,7 @@ pub fn run_with<const S: usize, const T: usize>(
     let requests = Requests::new();
     let inbox = Inbox::<Ev, INBOX>::new();
     let mut probes = [0, 1, 2].map(|i| Probe::new(i, &shared));
-    let mut kernel = TestKernel::<S, T>::new(config.settings());
+    let mut kernel = TestKernel::<K, S, T>::new(config.settings());
     for probe in probes.iter_mut() {
         kernel.add(probe).expect("the routes fit");
     }
@@ -2145,7 +2406,7 @@ pub fn run_with<const S: usize, const T: usize>(
     }
     kernel.attach_requests(&requests);
     kernel.attach_inbox(&inbox);
-    let clock = Clock::starting_at(config.start);
+    let clock = Clock::starting_at(K::start(config.start));
     // The host's duty before scheduling relative to now (see `EventQueue::new`).
     kernel.queue().advance(clock.now());
     let mut h = Harness {
@@ -2154,8 +2415,8 @@ pub fn run_with<const S: usize, const T: usize>(
         shared: &shared,
         requests: &requests,
         inbox: &inbox,
-        model: Model::new(S, T, config),
-        audit: Audit::new(config),
+        model: Model::new::<K>(S, T, config),
+        audit: Audit::new::<K>(config),
         ops: Vec::new(),
         check,
     };

@@ -32,6 +32,7 @@ pub mod code {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
+    pub const WATCHDOG: i32 = 70;
     pub const ALREADY_RUNNING: i32 = 75;
     pub const CONFIG: i32 = 78;
     pub const LSB_RUNNING: i32 = 0;
@@ -105,6 +106,21 @@ pub fn is_testd(pid: i32) -> bool {
             let exe = exe.to_string_lossy().into_owned();
             let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
             Path::new(&exe) == Path::new(testd())
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `pid` runs one of this package's binaries (testd, echod, …): the ones a test may
+/// kill when it ends, whatever state it failed in.
+pub fn is_ours(pid: i32) -> bool {
+    let Some(bin_dir) = Path::new(testd()).parent() else {
+        return false;
+    };
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|exe| {
+            let exe = exe.to_string_lossy().into_owned();
+            let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
+            Path::new(&exe).parent() == Some(bin_dir)
         })
         .unwrap_or(false)
 }
@@ -294,6 +310,8 @@ impl Env {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("LISTEN_FDS")
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
             .env("XDG_RUNTIME_DIR", self.path("xdg-runtime"))
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .stdin(Stdio::null());
@@ -363,7 +381,7 @@ impl Env {
         pid
     }
 
-    /// Kills `pid` at the end of the test if it still runs testd.
+    /// Kills `pid` at the end of the test if it still runs one of our binaries.
     pub fn track(&self, pid: i32) {
         self.daemons.borrow_mut().push(pid);
     }
@@ -433,7 +451,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for &pid in self.daemons.borrow().iter() {
-            if alive(pid) && is_testd(pid) {
+            if alive(pid) && is_ours(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
