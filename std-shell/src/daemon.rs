@@ -1862,6 +1862,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: ".".into(),
+            old_pstate_file: "old.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),
