@@ -979,6 +979,7 @@ impl Launch {
             pstate,
             writer,
             last_checkpoint: Vec::new(),
+            pstate_moved: false,
             config: self.config,
             base: self.base,
             files,
@@ -1038,8 +1039,9 @@ struct Runner {
     /// Writes checkpoints off the loop.
     writer: checkpoint::Writer,
     /// The bytes of the last checkpoint handed to the writer: an unchanged state is not
-    /// written again.
+    /// written again (unless a reload moved the file).
     last_checkpoint: Vec<u8>,
+    pstate_moved: bool,
     config: Config,
     base: PathBuf,
     files: Files,
@@ -1191,6 +1193,7 @@ impl Runner {
         if self.files.pstate_file != self.pstate.path() {
             // A reload moved the file: the state goes to the new path.
             self.pstate.set_path(self.files.pstate_file.clone());
+            self.pstate_moved = true;
         }
         persisted
     }
@@ -1218,9 +1221,10 @@ impl Runner {
         let Some(bytes) = self.pstate.to_bytes() else {
             return;
         };
-        if bytes == self.last_checkpoint {
+        if bytes == self.last_checkpoint && !self.pstate_moved {
             return;
         }
+        self.pstate_moved = false;
         self.last_checkpoint.clone_from(&bytes);
         self.writer.submit(self.pstate.path().to_path_buf(), bytes);
     }

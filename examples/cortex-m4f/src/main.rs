@@ -277,8 +277,10 @@ fn main() -> ! {
         stop_timeout: Milliseconds(1_000),
         ..Settings::default()
     };
-    // 1 component, 10 kinds (8 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
-    let mut kernel = Kernel::<'_, Ev, Timer0Clock, 1, 10, 1, 4, 4>::new(settings);
+    // 1 component, the lifecycle kinds and Ev's 2 (kinds::<Ev>()), 1 handler per kind, 4 sequential
+    // and 4 timed.
+    let mut kernel =
+        Kernel::<'_, Ev, Timer0Clock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 4>::new(settings);
     if let Err(e) = kernel.add(&mut blinker) {
         fail(format_args!("add: {e}"));
     }
