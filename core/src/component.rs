@@ -149,23 +149,25 @@ pub trait Component<U, C: Clock> {
     }
 }
 
-/// The queue operations a handler may use, whatever the queue's capacities (object-safe).
-/// Durations are in clock ticks here; [`Context`] converts.
-pub(crate) trait Scheduler<E, C: Clock> {
-    fn schedule(&mut self, event: E) -> Result<(), ScheduleError<E>>;
-    fn schedule_next(&mut self, event: E) -> Result<(), ScheduleError<E>>;
-    fn schedule_at(&mut self, at: Instant<C>, event: E) -> Result<TimerHandle, ScheduleError<E>>;
+/// The queue operations a handler or a host may use, whatever the queue's capacities
+/// (object-safe). They take and hand back the user's events only: the kernel's lifecycle
+/// events never go through them, so neither a handler nor a host can forge one. Durations are
+/// in clock ticks here; [`Context`] and [`HostQueue`](crate::HostQueue) convert.
+pub(crate) trait Scheduler<U, C: Clock> {
+    fn schedule(&mut self, event: U) -> Result<(), ScheduleError<U>>;
+    fn schedule_next(&mut self, event: U) -> Result<(), ScheduleError<U>>;
+    fn schedule_at(&mut self, at: Instant<C>, event: U) -> Result<TimerHandle, ScheduleError<U>>;
     fn schedule_after_ticks(
         &mut self,
         ticks: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>>;
+        event: U,
+    ) -> Result<TimerHandle, ScheduleError<U>>;
     fn schedule_every_ticks(
         &mut self,
         period: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>>;
-    fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError>;
+        event: U,
+    ) -> Result<TimerHandle, ScheduleError<U>>;
+    fn cancel(&mut self, handle: TimerHandle) -> Result<U, TimerError>;
     fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError>;
     fn reschedule_after_ticks(
         &mut self,
@@ -174,19 +176,57 @@ pub(crate) trait Scheduler<E, C: Clock> {
     ) -> Result<(), TimerError>;
 }
 
+/// Lifecycle requests a handler made, one bit each, applied after the event's pipeline.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Asked(pub(crate) u8);
+
+impl Asked {
+    pub(crate) const STOP: u8 = 1 << 0;
+    pub(crate) const RELOAD: u8 = 1 << 1;
+    pub(crate) const RUNLOG: u8 = 1 << 2;
+    pub(crate) const STATE: u8 = 1 << 3;
+
+    pub(crate) fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
 /// What a handler sees of the kernel while it handles an event.
+///
+/// It schedules the user's events only. The lifecycle moves through named requests
+/// ([`request_stop`](Self::request_stop), [`request_reload`](Self::request_reload), …), so a
+/// handler cannot forge a lifecycle event:
+///
+/// ```compile_fail
+/// use zendaemon_core::{Context, Event, ManualClock};
+///
+/// fn forge(ctx: &mut Context<'_, u32, ManualClock>) {
+///     // `start` again, in the middle of a run: does not compile.
+///     let _ = ctx.schedule(Event::Start);
+/// }
+/// ```
+///
+/// The same call with a user event compiles:
+///
+/// ```
+/// use zendaemon_core::{Context, ManualClock};
+///
+/// fn work(ctx: &mut Context<'_, u32, ManualClock>) {
+///     let _ = ctx.schedule(7u32);
+/// }
+/// ```
 pub struct Context<'a, U, C: Clock> {
-    queue: &'a mut dyn Scheduler<Event<U>, C>,
+    queue: &'a mut dyn Scheduler<U, C>,
     now: Instant<C>,
     done: bool,
-    stop_requested: bool,
+    asked: Asked,
 }
 
 impl<U, C: Clock> fmt::Debug for Context<'_, U, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("done", &self.done)
-            .field("stop_requested", &self.stop_requested)
+            .field("asked", &self.asked)
             .finish()
     }
 }
@@ -196,21 +236,18 @@ where
     C: Clock,
     C::T: TickInt,
 {
-    pub(crate) fn new(
-        queue: &'a mut dyn Scheduler<Event<U>, C>,
-        now: Instant<C>,
-        done: bool,
-    ) -> Self {
+    pub(crate) fn new(queue: &'a mut dyn Scheduler<U, C>, now: Instant<C>, done: bool) -> Self {
         Self {
             queue,
             now,
             done,
-            stop_requested: false,
+            asked: Asked(0),
         }
     }
 
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_requested
+    /// The lifecycle requests made during this pipeline.
+    pub(crate) fn asked(&self) -> Asked {
+        self.asked
     }
 
     /// The instant of this step.
@@ -226,37 +263,69 @@ where
 
     /// Asks for a graceful stop, as SIGINT would. Takes effect after this event's pipeline.
     pub fn request_stop(&mut self) {
-        self.stop_requested = true;
+        self.asked.0 |= Asked::STOP;
+    }
+
+    /// Asks for a `reload` event, as SIGHUP would (ignored while stopping). Takes effect after
+    /// this event's pipeline.
+    pub fn request_reload(&mut self) {
+        self.asked.0 |= Asked::RELOAD;
+    }
+
+    /// Asks for a `save_runlog` event, as SIGUSR1 would. Takes effect after this event's
+    /// pipeline.
+    pub fn request_runlog(&mut self) {
+        self.asked.0 |= Asked::RUNLOG;
+    }
+
+    /// Asks for a `save_state` event, as SIGUSR2 would. Takes effect after this event's
+    /// pipeline.
+    pub fn request_state(&mut self) {
+        self.asked.0 |= Asked::STATE;
     }
 
     /// Appends an event to the sequential queue.
-    pub fn schedule(&mut self, event: impl Into<Event<U>>) -> Result<(), ScheduleError<Event<U>>> {
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Full`] hands the event back when the queue is at capacity.
+    pub fn schedule(&mut self, event: impl Into<U>) -> Result<(), ScheduleError<U>> {
         self.queue.schedule(event.into())
     }
 
     /// Puts an event at the front of the sequential queue.
-    pub fn schedule_next(
-        &mut self,
-        event: impl Into<Event<U>>,
-    ) -> Result<(), ScheduleError<Event<U>>> {
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule`](Self::schedule).
+    pub fn schedule_next(&mut self, event: impl Into<U>) -> Result<(), ScheduleError<U>> {
         self.queue.schedule_next(event.into())
     }
 
     /// Schedules an event at an instant.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError`] with the event when the timed queue is full.
     pub fn schedule_at(
         &mut self,
         at: Instant<C>,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>> {
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>> {
         self.queue.schedule_at(at, event.into())
     }
 
     /// Schedules an event after a delay from this step's instant.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError`] with the event when the timed queue is full or the delay lies beyond
+    /// the clock's horizon.
     pub fn schedule_after<D>(
         &mut self,
         delay: D,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>>
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>>
     where
         D: FixedPoint,
         D::T: TickInt,
@@ -267,11 +336,15 @@ where
 
     /// Schedules a periodic event, first one period from now (drift-free; see
     /// [`EventQueue::schedule_every`](crate::EventQueue::schedule_every)).
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule_after`](Self::schedule_after), and [`ScheduleError::ZeroPeriod`].
     pub fn schedule_every<D>(
         &mut self,
         period: D,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>>
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>>
     where
         D: FixedPoint,
         D::T: TickInt,
@@ -281,16 +354,28 @@ where
     }
 
     /// Cancels a timed event and hands it back.
-    pub fn cancel(&mut self, handle: TimerHandle) -> Result<Event<U>, TimerError> {
+    ///
+    /// # Errors
+    ///
+    /// [`TimerError::Stale`] when the timer fired, was cancelled, or is not one of the user's.
+    pub fn cancel(&mut self, handle: TimerHandle) -> Result<U, TimerError> {
         self.queue.cancel(handle)
     }
 
     /// Moves a timed event to a new instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`cancel`](Self::cancel).
     pub fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError> {
         self.queue.reschedule(handle, at)
     }
 
     /// Moves a timed event to a delay from this step's instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`cancel`](Self::cancel), and [`TimerError::BeyondHorizon`].
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
         D: FixedPoint,

@@ -35,14 +35,15 @@ use embedded_time::{Clock, Instant};
 use heapless::Vec;
 
 use crate::component::{
-    Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
+    Asked, Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
 };
 use crate::event::{Event, Kind, UserEvent, BUILTIN_KINDS};
+use crate::host::HostQueue;
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
-use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
+use crate::queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
 use crate::stats::{KernelStats, Rate};
 use crate::time::{duration_to_ticks, TickInt};
-use crate::timer::{TimerError, TimerHandle};
+use crate::timer::TimerHandle;
 
 /// Lifecycle settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub enum StartError {
     AlreadyStarted,
     /// A periodic lifecycle event could not be armed (timed queue full, zero or too long a
     /// period).
-    Schedule(crate::queue::ScheduleErrorKind),
+    Schedule(ScheduleErrorKind),
 }
 
 impl fmt::Display for StartError {
@@ -434,28 +435,61 @@ where
             return Err(StartError::AlreadyStarted);
         }
         self.queue.advance(now);
+        self.arm_periodic().map_err(StartError::Schedule)?;
+        self.started = true;
+        self.started_at = self.now_ticks();
+        self.due.set(Due::START);
+        Ok(())
+    }
+
+    /// Changes the periods of `log_statistics` and `save_runlog` (a reloaded configuration).
+    /// Once started and until a stop begins, both are re-armed at once, one period from the
+    /// last `now`; before `start`, [`start`](Self::start) arms them.
+    ///
+    /// # Errors
+    ///
+    /// A [`ScheduleErrorKind`] when one cannot be armed (timed queue full, zero or too long a
+    /// period); neither is armed then.
+    pub fn set_intervals(
+        &mut self,
+        stats: Option<Milliseconds<u32>>,
+        runlog: Option<Milliseconds<u32>>,
+    ) -> Result<(), ScheduleErrorKind> {
+        self.settings.stats_interval = stats;
+        self.settings.runlog_interval = runlog;
+        if self.started {
+            self.arm_periodic()?;
+        }
+        Ok(())
+    }
+
+    /// (Re-)arms the periodic lifecycle events from the settings, from the last `now`, unless
+    /// a stop began (a stop leaves them cancelled).
+    fn arm_periodic(&mut self) -> Result<(), ScheduleErrorKind> {
+        for handle in self.periodic.iter_mut().filter_map(Option::take) {
+            let _ = self.queue.cancel(handle);
+        }
+        if self.done || self.ended.is_some() {
+            return Ok(());
+        }
         let periodic = [
             (self.settings.stats_interval, Event::LogStatistics),
             (self.settings.runlog_interval, Event::SaveRunlog),
         ];
         for (slot, (interval, event)) in periodic.into_iter().enumerate() {
-            // A stop asked for before the start: they stay cancelled, as a stop leaves them.
-            if let Some(period) = interval.filter(|_| !self.done) {
+            if let Some(period) = interval {
                 match self.queue.schedule_every(period, event) {
                     Ok(handle) => self.periodic[slot] = Some(handle),
                     Err(e) => {
-                        // Leave no half-started kernel behind: disarm what was armed.
+                        // Leave nothing half-armed behind.
                         for handle in self.periodic.iter_mut().filter_map(Option::take) {
                             let _ = self.queue.cancel(handle);
                         }
-                        return Err(StartError::Schedule(e.kind()));
+                        return Err(e.kind());
                     }
                 }
             }
         }
-        self.started = true;
-        self.started_at = self.now_ticks();
-        self.due.set(Due::START);
         Ok(())
     }
 
@@ -685,9 +719,10 @@ where
         self.queue.stats()
     }
 
-    /// The queue, for the host to schedule into (before or between steps).
-    pub fn queue(&mut self) -> &mut EventQueue<Event<U>, C, S, T> {
-        &mut self.queue
+    /// The queue, for the host to schedule the user's events into (before or between steps).
+    /// The view takes user events only: the lifecycle moves through the named requests.
+    pub fn queue(&mut self) -> HostQueue<'_, U, C, S, T> {
+        HostQueue::new(&mut self.queue)
     }
 
     /// The components, in the order they were added.
@@ -794,7 +829,7 @@ where
         }
         if let Some(inbox) = self.inbox.filter(|i| i.may_have_events()) {
             let queue = &mut self.queue;
-            let mut accept = |u| queue.schedule(Event::User(u)).map_err(unwrap_user);
+            let mut accept = |u| Scheduler::schedule(queue, u).map_err(ScheduleError::into_event);
             loop {
                 match inbox.take_one(&mut accept) {
                     Take::Taken => {}
@@ -832,10 +867,10 @@ where
                 break;
             }
         }
-        let stop_requested = ctx.stop_requested();
+        let asked = ctx.asked();
         let unhandled = route.is_empty() && !kind.is_builtin();
-        if stop_requested {
-            self.request_stop();
+        if asked.0 != 0 {
+            self.apply(asked);
         }
         if unhandled {
             self.stats.unhandled = self.stats.unhandled.saturating_add(1);
@@ -848,10 +883,38 @@ where
     }
 }
 
-fn unwrap_user<U>(err: ScheduleError<Event<U>>) -> U {
-    match err.into_event() {
-        Event::User(u) => u,
-        _ => unreachable!("only user events come from the inbox"),
+impl<
+        'c,
+        U,
+        C,
+        const M: usize,
+        const K: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+        D,
+    > Kernel<'c, U, C, M, K, H, S, T, D>
+where
+    U: UserEvent + Clone,
+    C: Clock,
+    C::T: TickInt,
+    D: ?Sized + Component<U, C> + 'c,
+{
+    /// The lifecycle requests a handler made, as the named requests (out of the hot path).
+    #[cold]
+    fn apply(&mut self, asked: Asked) {
+        if asked.has(Asked::STOP) {
+            self.request_stop();
+        }
+        if asked.has(Asked::RELOAD) {
+            self.request_reload();
+        }
+        if asked.has(Asked::RUNLOG) {
+            self.request_runlog();
+        }
+        if asked.has(Asked::STATE) {
+            self.request_state();
+        }
     }
 }
 
@@ -861,56 +924,13 @@ fn ticks_per_second<C: Clock>() -> (u64, u64) {
     (u64::from(*f.denominator()), u64::from(*f.numerator()))
 }
 
-impl<E, C, const S: usize, const T: usize> Scheduler<E, C> for EventQueue<E, C, S, T>
-where
-    E: Clone,
-    C: Clock,
-    C::T: TickInt,
-{
-    fn schedule(&mut self, event: E) -> Result<(), ScheduleError<E>> {
-        EventQueue::schedule(self, event)
-    }
-    fn schedule_next(&mut self, event: E) -> Result<(), ScheduleError<E>> {
-        EventQueue::schedule_next(self, event)
-    }
-    fn schedule_at(&mut self, at: Instant<C>, event: E) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_at(self, at, event)
-    }
-    fn schedule_after_ticks(
-        &mut self,
-        ticks: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_after_ticks(self, ticks.unwrap_or(u64::MAX), event)
-    }
-    fn schedule_every_ticks(
-        &mut self,
-        period: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_every_ticks(self, period.unwrap_or(u64::MAX), event)
-    }
-    fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError> {
-        EventQueue::cancel(self, handle)
-    }
-    fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError> {
-        EventQueue::reschedule(self, handle, at)
-    }
-    fn reschedule_after_ticks(
-        &mut self,
-        handle: TimerHandle,
-        ticks: Option<u64>,
-    ) -> Result<(), TimerError> {
-        EventQueue::reschedule_after_ticks(self, handle, ticks.unwrap_or(u64::MAX))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pending::Inbox;
     use crate::stats::{CounterSet, Counters};
     use crate::time::ManualClock;
+    use crate::timer::TimerError;
     use core::cell::RefCell;
     use embedded_time::duration::Milliseconds;
     use std::vec::Vec as StdVec;
@@ -1016,7 +1036,7 @@ mod tests {
         let mut a = Probe::new("a", &log, &[Kind::START, WORK]);
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        k.queue().schedule(Ev::Work(1)).unwrap();
         assert_eq!(k.step(clock.now()), Err(StepError::NotStarted));
         k.start(clock.now()).unwrap();
         assert_eq!(k.start(clock.now()), Err(StartError::AlreadyStarted));
@@ -1026,6 +1046,112 @@ mod tests {
         assert_eq!(events(&log), [Event::Start, Event::User(Ev::Work(1))]);
         // Once ended, it stays ended.
         assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+    }
+
+    #[test]
+    fn handlers_move_the_lifecycle_only_through_named_requests() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut asker = Probe::new(
+            "asker",
+            &log,
+            &[
+                WORK,
+                PING,
+                Kind::RELOAD,
+                Kind::SAVE_RUNLOG,
+                Kind::SAVE_STATE,
+            ],
+        );
+        asker.action = |ctx, e| {
+            if let Event::User(Ev::Work(_)) = e {
+                ctx.request_reload();
+                ctx.request_runlog();
+                ctx.request_state();
+                // The user event goes in as itself, not as `Event::User`.
+                ctx.schedule(Ev::Ping).unwrap();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut asker).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
+        k.run_until_idle(clock.now()).unwrap();
+        assert_eq!(
+            events(&log),
+            [
+                Event::User(Ev::Work(0)),
+                Event::Reload,
+                Event::SaveRunlog,
+                Event::SaveState,
+                Event::User(Ev::Ping),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_cannot_reach_the_kernels_own_timers() {
+        let clock = ManualClock::new();
+        let settings = Settings {
+            stats_interval: Some(ms(10)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.start(clock.now()).unwrap();
+        // A handle naming the same slot and generation as the kernel's `log_statistics`
+        // timer, from another queue.
+        let mut other = EventQueue::<Event<Ev>, ManualClock, 1, 1>::new();
+        let handle = other.schedule_after(ms(10), Event::User(Ev::Ping)).unwrap();
+        assert_eq!(k.queue().cancel(handle), Err(TimerError::Stale));
+        assert_eq!(
+            k.queue().reschedule_after(handle, ms(1)),
+            Err(TimerError::Stale)
+        );
+        assert_eq!(k.queue().timed_len(), 1);
+        clock.advance(ms(10));
+        k.step(clock.now()).unwrap();
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::LOG_STATISTICS,
+                handlers: 0
+            })
+        );
+    }
+
+    #[test]
+    fn set_intervals_rearms_the_kernels_periodic_events_until_a_stop() {
+        let clock = ManualClock::new();
+        let mut k = TestKernel::new(Settings::default());
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
+        k.set_intervals(Some(ms(5)), Some(ms(7))).unwrap();
+        assert_eq!(k.queue().timed_len(), 2);
+        // A new period replaces the old timer, measured from the last `now`.
+        clock.advance(ms(3));
+        k.queue().advance(clock.now());
+        k.set_intervals(Some(ms(5)), None).unwrap();
+        assert_eq!(k.queue().timed_len(), 1);
+        clock.advance(ms(4));
+        assert_eq!(k.step(clock.now()), Ok(Step::Idle));
+        clock.advance(ms(1));
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::LOG_STATISTICS,
+                handlers: 0
+            })
+        );
+        assert_eq!(
+            k.set_intervals(Some(ms(0)), None),
+            Err(ScheduleErrorKind::ZeroPeriod)
+        );
+        assert_eq!(k.queue().timed_len(), 0);
+        // A stop leaves them cancelled, whatever the settings say.
+        k.request_stop();
+        k.set_intervals(Some(ms(5)), Some(ms(5))).unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
     }
 
     #[test]
@@ -1042,7 +1168,7 @@ mod tests {
         k.add(&mut c).unwrap();
         assert_eq!(k.route(WORK).collect::<StdVec<_>>(), ["c", "a", "b"]);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         assert_eq!(k.step(clock.now()), dispatched(WORK, 3));
         assert_eq!(names(&log), ["c", "a", "b"]);
@@ -1066,7 +1192,7 @@ mod tests {
         k.add(&mut gate).unwrap();
         k.add(&mut never).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        k.queue().schedule(Ev::Work(1)).unwrap();
         k.step(clock.now()).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(WORK, 2));
         assert_eq!(
@@ -1086,8 +1212,8 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(2))).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
+        k.queue().schedule(Ev::Work(2)).unwrap();
         // Lifecycle events without handlers are fine.
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         assert_eq!(k.step(clock.now()), Err(StepError::Unhandled(PING)));
@@ -1147,7 +1273,7 @@ mod tests {
         let mut k = TestKernel::new(settings);
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.step(clock.now()).unwrap();
         clock.advance(ms(1_000));
@@ -1177,7 +1303,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.set_stop_timeout(ms(2_000));
         k.request_stop();
@@ -1198,7 +1324,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.request_stop();
         assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
@@ -1277,9 +1403,9 @@ mod tests {
         let two = NonZeroU32::new(2).unwrap();
         assert_eq!(k.run(clock.now(), two), Err(StepError::NotStarted));
         for n in 0..5 {
-            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+            k.queue().schedule(Ev::Work(n)).unwrap();
         }
-        let timer = k.queue().schedule_after(ms(10), Event::User(Ev::Ping));
+        let timer = k.queue().schedule_after(ms(10), Ev::Ping);
         k.start(clock.now()).unwrap();
         // `start` is a lifecycle event: the host hears of it before any work runs.
         assert_eq!(k.run(clock.now(), two), Ok(Run::Lifecycle(Kind::START)));
@@ -1326,7 +1452,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         for n in 1..=4 {
-            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+            k.queue().schedule(Ev::Work(n)).unwrap();
         }
         k.start(clock.now()).unwrap();
         let many = NonZeroU32::new(10).unwrap();
@@ -1352,9 +1478,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue()
-            .schedule_after(ms(10), Event::User(Ev::Ping))
-            .unwrap();
+        k.queue().schedule_after(ms(10), Ev::Ping).unwrap();
         k.step(clock.now()).unwrap();
         clock.advance(ms(17));
         assert_eq!(k.step(clock.now()), dispatched(PING, 1));
@@ -1424,12 +1548,10 @@ mod tests {
         k.start(clock.now()).unwrap();
         let work = |k: &mut TestKernel<'_>, n: u32| {
             for i in 0..n {
-                k.queue().schedule(Event::User(Ev::Work(i))).unwrap();
+                k.queue().schedule(Ev::Work(i)).unwrap();
             }
             // Keep the loop from ending on an empty queue.
-            k.queue()
-                .schedule_after(ms(60_000), Event::User(Ev::Work(99)))
-                .unwrap();
+            k.queue().schedule_after(ms(60_000), Ev::Work(99)).unwrap();
             assert_eq!(k.run_until_idle(clock.now()), Ok(Idle::Waiting));
         };
         // 4 events, rates taken 2 s after start: 2/s, all new (100 %).
@@ -1474,7 +1596,7 @@ mod tests {
         k.start(clock.now()).unwrap();
         // Stopping already: the periodic lifecycle events stay cancelled.
         assert_eq!(k.queue().timed_len(), 0);
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         clock.advance(ms(20));
         assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
@@ -1515,7 +1637,7 @@ mod tests {
         k.add(&mut a).unwrap();
         k.attach_requests(&REQUESTS);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
         k.step(clock.now()).unwrap();
         REQUESTS.post(Request::SaveState);
         REQUESTS.post(Request::SaveRunlog);
@@ -1541,7 +1663,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.attach_requests(&REQUESTS);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         for _ in 0..3 {
             REQUESTS.post(Request::Stop);
         }
@@ -1558,11 +1680,9 @@ mod tests {
         k.add(&mut a).unwrap();
         k.attach_inbox(&INBOX);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(u32::MAX))).unwrap();
+        k.queue().schedule(Ev::Work(u32::MAX)).unwrap();
         // A far timer keeps the loop alive while the inbox is empty.
-        k.queue()
-            .schedule_after(ms(3_600_000), Event::User(Ev::Ping))
-            .unwrap();
+        k.queue().schedule_after(ms(3_600_000), Ev::Ping).unwrap();
         let poster = std::thread::spawn(|| {
             for i in 0..1000 {
                 while INBOX.post(Ev::Work(i)).is_err() {

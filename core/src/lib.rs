@@ -5,6 +5,7 @@
 
 pub mod component;
 pub mod event;
+pub mod host;
 pub mod kernel;
 pub mod pending;
 pub mod queue;
@@ -17,6 +18,7 @@ pub mod timer;
 pub use component::{Component, Context, Flow, RouteError, Routes, StateValue, StateVisitor};
 pub use embedded_time;
 pub use event::{Event, Kind, UserEvent};
+pub use host::HostQueue;
 pub use kernel::{EndReason, Idle, Kernel, Run, Settings, StartError, Step, StepError};
 pub use pending::{Inbox, Mailbox, Request, Requests};
 pub use queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};

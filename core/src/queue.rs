@@ -64,6 +64,16 @@ impl<E> ScheduleError<E> {
         }
     }
 
+    /// The same error around `f(event)`: how a view of the queue hands back the event it was
+    /// given rather than the queue's wrapper of it.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> ScheduleError<F> {
+        match self {
+            Self::Full(e) => ScheduleError::Full(f(e)),
+            Self::BeyondHorizon(e) => ScheduleError::BeyondHorizon(f(e)),
+            Self::ZeroPeriod(e) => ScheduleError::ZeroPeriod(f(e)),
+        }
+    }
+
     /// The error without the event, for reporting.
     pub fn kind(&self) -> ScheduleErrorKind {
         match self {
@@ -411,6 +421,11 @@ where
         }
     }
 
+    /// Takes the front of the sequential queue, whatever the timers.
+    pub fn pop_sequential(&mut self) -> Option<E> {
+        self.sequential.pop_front()
+    }
+
     /// Events waiting in both queues (pyzenkit's `count()`).
     pub fn count(&self) -> usize {
         self.sequential.len() + self.timers.len()
@@ -447,6 +462,11 @@ where
     /// [`wait_ticks`](Self::wait_ticks) as a duration of the clock.
     pub fn wait(&self) -> Option<embedded_time::duration::Generic<C::T>> {
         self.wait_ticks().map(crate::time::ticks_duration::<C>)
+    }
+
+    /// The event of a pending timer.
+    pub fn get(&self, handle: TimerHandle) -> Result<&E, TimerError> {
+        self.timers.get(handle)
     }
 
     /// The deadline of a pending timer.

@@ -480,14 +480,12 @@ mod tests {
         k.add(&mut counter).unwrap();
         k.start(clock.now()).unwrap();
         for _ in 0..3 {
-            k.queue().schedule(Event::User(Tick)).unwrap();
+            k.queue().schedule(Tick).unwrap();
         }
-        k.queue()
-            .schedule_after(Milliseconds(5u32), Event::User(Tick))
-            .unwrap();
+        k.queue().schedule_after(Milliseconds(5u32), Tick).unwrap();
         // A far timer keeps the loop from ending on an empty queue.
         k.queue()
-            .schedule_after(Milliseconds(60_000u32), Event::User(Tick))
+            .schedule_after(Milliseconds(60_000u32), Tick)
             .unwrap();
         k.run_until_idle(clock.now()).unwrap();
         clock.advance(Milliseconds(2_000u32));

@@ -1154,10 +1154,7 @@ mod tests {
         }
 
         fn look(&mut self) -> Vec<String> {
-            self.kernel
-                .queue()
-                .schedule(Event::User(FollowEvent::Poll))
-                .unwrap();
+            self.kernel.queue().schedule(FollowEvent::Poll).unwrap();
             self.drain()
         }
     }
@@ -1338,10 +1335,7 @@ mod tests {
         assert_eq!(rig.look(), lines(&["1", "2"]));
         dir.append("a.log", "3\n4\n");
         // Read and queued, but the run ends before they are handled.
-        rig.kernel
-            .queue()
-            .schedule(Event::User(FollowEvent::Poll))
-            .unwrap();
+        rig.kernel.queue().schedule(FollowEvent::Poll).unwrap();
         rig.kernel.step(StdClock::now()).unwrap();
         assert_eq!(rig.seen.borrow().len(), 0);
         drop(rig);

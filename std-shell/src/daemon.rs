@@ -49,8 +49,8 @@
 //! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
 //!    and locks its own pidfile, named with that PID, see [`instances`]);
 //!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
-//!    starts the kernel; arms the periodic `log_statistics` and `save_runlog` events; dispatches
-//!    `start`. A failure in this step reaches the launching process through the readiness pipe
+//!    starts the kernel, which arms the periodic `log_statistics` and `save_runlog` events;
+//!    dispatches `start`. A failure in this step reaches the launching process through the readiness pipe
 //!    (it prints the message and exits with the error's code), or the console in the
 //!    foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
@@ -79,7 +79,7 @@
 //! | `save_state` | writes the state file |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
-//! | `stop` | cancels the periodic events, starts the [`StopWatchdog`], tells systemd `STOPPING=1` |
+//! | `stop` | starts the [`StopWatchdog`], tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
 //!
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
@@ -140,7 +140,7 @@
 //! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
 //! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
 //! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
-//! [`Daemon::with_capacities`] takes them from the type. The shell's two periodic events use
+//! [`Daemon::with_capacities`] takes them from the type. The kernel's two periodic events use
 //! two of the `T` timers.
 
 use std::fs;
@@ -152,8 +152,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Event, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step,
-    StepError, TimerHandle, UserEvent,
+    EndReason, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step, StepError,
+    UserEvent,
 };
 
 use crate::actions;
@@ -423,13 +423,13 @@ fn watchdog_timeout(stop_timeout: Duration) -> Duration {
     stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
 }
 
-/// The kernel's settings from the shell's. The periodic events are the shell's own (so a
-/// reload can change their intervals).
+/// The kernel's settings from the shell's. The kernel arms the periodic events; a reload
+/// hands it new intervals ([`Kernel::set_intervals`]).
 fn kernel_settings(s: &Settings) -> KernelSettings {
     KernelSettings {
         stop_timeout: millis(s.stop_timeout),
-        stats_interval: None,
-        runlog_interval: None,
+        stats_interval: Some(millis(s.stats_interval)),
+        runlog_interval: Some(millis(s.runlog_interval)),
         max_stop_requests: 3,
     }
 }
@@ -662,7 +662,6 @@ impl Launch {
             notifier,
             pidfile,
             watchdog: None,
-            periodic: [None, None],
             stopping: false,
             reload_pending: false,
             ping: None,
@@ -717,8 +716,6 @@ struct Runner {
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
-    /// The periodic `log_statistics` and `save_runlog` timers.
-    periodic: [Option<TimerHandle>; 2],
     stopping: bool,
     /// A reload was applied; `READY=1` follows its event.
     reload_pending: bool,
@@ -814,39 +811,12 @@ impl Runner {
         kernel
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
-        self.arm(kernel)?;
         match kernel.step(StdClock::now()) {
             Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
             other => Err(Error::Daemon(format!(
                 "the kernel did not dispatch start first: {other:?}"
             ))),
         }
-    }
-
-    /// (Re-)arms the periodic lifecycle events with the current intervals, from now.
-    fn arm<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
-        &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) -> Result<()>
-    where
-        U: UserEvent + Clone,
-    {
-        let s = self.config.settings();
-        let plan = [
-            (s.stats_interval, Event::LogStatistics, "log_statistics"),
-            (s.runlog_interval, Event::SaveRunlog, "save_runlog"),
-        ];
-        for (slot, (interval, event, name)) in plan.into_iter().enumerate() {
-            if let Some(handle) = self.periodic[slot].take() {
-                let _ = kernel.queue().cancel(handle);
-            }
-            let handle = kernel
-                .queue()
-                .schedule_every(millis(interval), event)
-                .map_err(|e| Error::Daemon(format!("cannot arm the periodic {name}: {e}")))?;
-            self.periodic[slot] = Some(handle);
-        }
-        Ok(())
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -900,7 +870,7 @@ impl Runner {
             if kernel.is_done() && !self.stopping {
                 // A component asked for the stop (in the last batch, or in `start`): `stop`
                 // goes next, and is guarded from its start.
-                self.begin_stop(kernel);
+                self.begin_stop();
             }
             let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
@@ -966,7 +936,7 @@ impl Runner {
                     (0..n).for_each(|_| requests.post(Request::Stop));
                     stop_posted = true;
                     // Before the step that dispatches `stop`: its handlers may never return.
-                    self.begin_stop(kernel);
+                    self.begin_stop();
                 }
                 Signal::Term => {
                     log::warn!("received SIGTERM: terminating");
@@ -1017,7 +987,7 @@ impl Runner {
                 log::info!("reload complete");
             }
             // Normally begun already, when the request came.
-            Kind::STOP => self.begin_stop(kernel),
+            Kind::STOP => self.begin_stop(),
             Kind::TERMINATE => log::warn!(
                 "graceful stop did not finish within the stop timeout of {} s: terminating",
                 self.config.settings().stop_timeout.as_secs_f64()
@@ -1026,28 +996,14 @@ impl Runner {
         }
     }
 
-    fn begin_stop<
-        U,
-        const M: usize,
-        const KK: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-    >(
-        &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-    ) where
-        U: UserEvent + Clone,
-    {
+    /// The shell's part of a stop (the kernel cancels its periodic events itself).
+    fn begin_stop(&mut self) {
         if self.stopping {
             return;
         }
         self.stopping = true;
         log::info!("graceful stop initiated");
         self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
-        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-            let _ = kernel.queue().cancel(handle);
-        }
         let stop_timeout = self.config.settings().stop_timeout;
         let timeout = watchdog_timeout(stop_timeout);
         let pidfile = Arc::clone(&self.pidfile);
@@ -1152,8 +1108,9 @@ impl Runner {
             );
         }
         if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
-            if let Err(e) = self.arm(kernel) {
-                log::error!("{e}");
+            let (stats, runlog) = (millis(s.stats_interval), millis(s.runlog_interval));
+            if let Err(e) = kernel.set_intervals(Some(stats), Some(runlog)) {
+                log::error!("cannot arm the periodic log_statistics and save_runlog: {e}");
             }
         }
         log::info!("configuration reloaded");

@@ -51,9 +51,9 @@ use std::num::NonZeroU32;
 use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
-    Component, Context, EndReason, Event, EventQueue, Flow, Idle, Inbox, Kernel, KernelStats, Kind,
-    Mailbox, ManualClock, Next, QueueStats, Request, Requests, RouteError, Routes, Run,
-    ScheduleErrorKind, Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
+    Component, Context, EndReason, Event, Flow, Idle, Inbox, Kernel, KernelStats, Kind, Mailbox,
+    ManualClock, QueueStats, Request, Requests, RouteError, Routes, Run, ScheduleErrorKind,
+    Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
 };
 
 /// The clock under test: `u32` milliseconds, so it wraps.
@@ -82,7 +82,8 @@ const BASE: u64 = 1 << 40;
 pub type TestKernel<'c, const S: usize, const T: usize> =
     Kernel<'c, Ev, Clock, COMPONENTS, KINDS, HANDLERS, S, T>;
 /// Its queue.
-pub type TestQueue<const S: usize, const T: usize> = EventQueue<Event<Ev>, Clock, S, T>;
+pub type TestQueue<'q, const S: usize, const T: usize> =
+    zendaemon_core::HostQueue<'q, Ev, Clock, S, T>;
 
 // ------------------------------------------------------------------------------------------
 // Events, components and their behaviour (shared by the real components and the model)
@@ -266,11 +267,28 @@ pub fn pick(n: u16, handles: usize) -> Option<usize> {
     (handles > 0).then(|| handles - 1 - usize::from(n) % handles)
 }
 
-/// The id of a user event (handles only ever name user events).
-fn user_id(event: &Event<Ev>) -> u32 {
-    match event {
-        Event::User(ev) => ev.id,
-        other => panic!("a user timer handed back {other:?}"),
+/// The id of a user event (handles only ever name user events), as the kernel hands it back
+/// (`Ev`) or as the model holds it (`Event<Ev>`).
+fn user_id(event: &impl UserId) -> u32 {
+    event.user_id()
+}
+
+trait UserId {
+    fn user_id(&self) -> u32;
+}
+
+impl UserId for Ev {
+    fn user_id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl UserId for Event<Ev> {
+    fn user_id(&self) -> u32 {
+        match self {
+            Event::User(ev) => ev.id,
+            other => panic!("a user timer handed back {other:?}"),
+        }
     }
 }
 
@@ -1813,11 +1831,11 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let id = self.new_id();
                 let ev = spec.event(id, false);
                 let event = Event::User(ev.clone());
-                let queue = self.kernel.queue();
+                let mut queue = self.kernel.queue();
                 let got = if front {
-                    queue.schedule_next(event.clone())
+                    queue.schedule_next(ev.clone())
                 } else {
-                    queue.schedule(event.clone())
+                    queue.schedule(ev.clone())
                 };
                 let got = got.map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -1836,7 +1854,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_after(Milliseconds(delay), event.clone())
+                    .schedule_after(Milliseconds(delay), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self.model.schedule_after(delay, event).map_err(|k| (k, id));
@@ -1854,7 +1872,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_every(Milliseconds(period), event.clone())
+                    .schedule_every(Milliseconds(period), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -1986,7 +2004,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
         let snapshot = self.snapshot();
         self.same(&snapshot, &self.model.snapshot(), "the kernel's state");
         self.audit.check_stats(&snapshot);
-        self.check.check(self.kernel.queue());
+        self.check.check(&self.kernel.queue());
     }
 
     /// Asks for a stop and runs the loop until it ends, as a host would: calling
@@ -2046,16 +2064,11 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
         let lifecycle = self.model.lifecycle.iter().flatten().count();
         let timed = self.kernel.queue().timed_len();
         self.same(timed, lifecycle, "timers left");
-        // The sequential queue, in order (the kernel's own periodic timers may fire on the way).
+        // The sequential queue, in order.
         let mut sequential = Vec::new();
-        loop {
-            match self.kernel.queue().next(self.clock.now()) {
-                Next::Sequential(Event::User(ev)) => sequential.push(ev.id),
-                Next::Timed(fired)
-                    if matches!(fired.event, Event::LogStatistics | Event::SaveRunlog) => {}
-                Next::Wait(_) | Next::Empty => break,
-                other => panic!("unexpected event left in the queue: {other:?}"),
-            }
+        let mut queue = self.kernel.queue();
+        while let Some(ev) = queue.take_sequential() {
+            sequential.push(ev.id);
         }
         let want: Vec<u32> = self.model.sequential.iter().map(user_id).collect();
         self.same(&sequential, &want, "sequential events left");
