@@ -101,7 +101,7 @@ fn handle_raw(sum: &mut Sum, n: u32) {
     sum.0 = sum.0.wrapping_add(u64::from(n));
 }
 
-type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, 8, 3, 64, 4>;
+type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, { zendaemon_core::kinds::<Ev>() }, 3, 64, 4>;
 
 /// Events per batch in the `batch of 16` benchmarks.
 const BATCH: u32 = 16;

@@ -68,7 +68,7 @@ impl Component<Ev, ManualClock> for Sum {
 
 /// The kernel of `benches/kernel.rs`: 3 components, 8 kinds, 3 handlers per kind, 64
 /// sequential and 4 timed events.
-type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, 8, 3, 64, 4>;
+type BenchKernel<'c> = Kernel<'c, Ev, ManualClock, 3, { zendaemon_core::kinds::<Ev>() }, 3, 64, 4>;
 /// The capacities of the std shell's `Daemon::new` (16 components, 64 kinds, 16 handlers per
 /// kind, 1024 sequential and 256 timed events).
 type ShellKernel<'c> = Kernel<'c, Ev, ManualClock, 16, 64, 16, 1024, 256>;
@@ -224,15 +224,38 @@ fn print_sizes() {
     );
     row(
         "Kernel<Ev, _, M=1, K=8, H=1, S=8, T=1> (smallest useful)",
-        size_of::<Kernel<'static, Ev, ManualClock, 1, 8, 1, 8, 1>>(),
+        size_of::<Kernel<'static, Ev, ManualClock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 8, 1>>(
+        ),
     );
     row(
         "Kernel<cortex-m Ev, _, M=4, K=11, H=2, S=16, T=8> (examples/cortex-m shape)",
-        size_of::<Kernel<'static, CortexM, ManualClock, 4, 11, 2, 16, 8>>(),
+        size_of::<
+            Kernel<
+                'static,
+                CortexM,
+                ManualClock,
+                4,
+                { zendaemon_core::kinds::<CortexM>() },
+                2,
+                16,
+                8,
+            >,
+        >(),
     );
     row(
         "Kernel<freestanding Ev, _, M=3, K=10, H=2, S=32, T=4> (examples/freestanding shape)",
-        size_of::<Kernel<'static, Freestanding, ManualClock<u64>, 3, 10, 2, 32, 4>>(),
+        size_of::<
+            Kernel<
+                'static,
+                Freestanding,
+                ManualClock<u64>,
+                3,
+                { zendaemon_core::kinds::<Freestanding>() },
+                2,
+                32,
+                4,
+            >,
+        >(),
     );
     row(
         "Kernel<Ev, _, M=16, K=64, H=16, S=1024, T=256> (std shell's Daemon::new)",

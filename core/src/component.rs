@@ -176,21 +176,6 @@ pub(crate) trait Scheduler<U, C: Clock> {
     ) -> Result<(), TimerError>;
 }
 
-/// Lifecycle requests a handler made, one bit each, applied after the event's pipeline.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Asked(pub(crate) u8);
-
-impl Asked {
-    pub(crate) const STOP: u8 = 1 << 0;
-    pub(crate) const RELOAD: u8 = 1 << 1;
-    pub(crate) const RUNLOG: u8 = 1 << 2;
-    pub(crate) const STATE: u8 = 1 << 3;
-
-    pub(crate) fn has(self, bit: u8) -> bool {
-        self.0 & bit != 0
-    }
-}
-
 /// What a handler sees of the kernel while it handles an event.
 ///
 /// It schedules the user's events only. The lifecycle moves through named requests
@@ -219,7 +204,20 @@ pub struct Context<'a, U, C: Clock> {
     queue: &'a mut dyn Scheduler<U, C>,
     now: Instant<C>,
     done: bool,
-    asked: Asked,
+    /// The requests a handler made ([`Asked`] bits): one byte, so the kernel tests them all
+    /// with one comparison per event.
+    asked: u8,
+}
+
+/// The bits of [`Context`]'s requests.
+pub(crate) struct Asked;
+
+impl Asked {
+    pub(crate) const STOP: u8 = 1 << 0;
+    pub(crate) const CHECKPOINT: u8 = 1 << 1;
+    pub(crate) const RELOAD: u8 = 1 << 2;
+    pub(crate) const RUNLOG: u8 = 1 << 3;
+    pub(crate) const STATE: u8 = 1 << 4;
 }
 
 impl<U, C: Clock> fmt::Debug for Context<'_, U, C> {
@@ -241,12 +239,13 @@ where
             queue,
             now,
             done,
-            asked: Asked(0),
+            asked: 0,
         }
     }
 
-    /// The lifecycle requests made during this pipeline.
-    pub(crate) fn asked(&self) -> Asked {
+    /// The [`Asked`] bits of the requests handlers made.
+    #[inline(always)]
+    pub(crate) fn asked(&self) -> u8 {
         self.asked
     }
 
@@ -263,25 +262,33 @@ where
 
     /// Asks for a graceful stop, as SIGINT would. Takes effect after this event's pipeline.
     pub fn request_stop(&mut self) {
-        self.asked.0 |= Asked::STOP;
+        self.asked |= Asked::STOP;
+    }
+
+    /// Asks for a checkpoint of the persistent state at once, for example after committing
+    /// something that must not be done again after a crash. [`Event::Checkpoint`] goes
+    /// through its pipeline as the next event (after this event's pipeline), and the host
+    /// then saves the state. Several requests before it is dispatched give one checkpoint.
+    pub fn request_checkpoint(&mut self) {
+        self.asked |= Asked::CHECKPOINT;
     }
 
     /// Asks for a `reload` event, as SIGHUP would (ignored while stopping). Takes effect after
     /// this event's pipeline.
     pub fn request_reload(&mut self) {
-        self.asked.0 |= Asked::RELOAD;
+        self.asked |= Asked::RELOAD;
     }
 
     /// Asks for a `save_runlog` event, as SIGUSR1 would. Takes effect after this event's
     /// pipeline.
     pub fn request_runlog(&mut self) {
-        self.asked.0 |= Asked::RUNLOG;
+        self.asked |= Asked::RUNLOG;
     }
 
     /// Asks for a `save_state` event, as SIGUSR2 would. Takes effect after this event's
     /// pipeline.
     pub fn request_state(&mut self) {
-        self.asked.0 |= Asked::STATE;
+        self.asked |= Asked::STATE;
     }
 
     /// Appends an event to the sequential queue.

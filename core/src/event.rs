@@ -68,12 +68,37 @@ pub enum Event<U> {
     SaveState,
     /// Log statistics (periodically).
     LogStatistics,
+    /// Save the persistent state (periodically, and when a component asks for it with
+    /// [`Context::request_checkpoint`](crate::Context::request_checkpoint)).
+    Checkpoint,
     /// One of the user's events.
     User(U),
 }
 
 /// Number of lifecycle event kinds; user kinds follow them.
-pub const BUILTIN_KINDS: usize = 7;
+pub const BUILTIN_KINDS: usize = 8;
+
+/// The number of event kinds a kernel needs for the user event type `U`: the lifecycle kinds
+/// plus `U::KINDS`. Spell a kernel's `K` with it, so a new lifecycle kind changes nothing in
+/// your code:
+///
+/// ```
+/// use zendaemon_core::{kinds, Kernel, ManualClock, Settings, UserEvent};
+///
+/// #[derive(Debug, Clone)]
+/// struct Tick;
+/// impl UserEvent for Tick {
+///     const KINDS: usize = 1;
+///     fn kind(&self) -> usize { 0 }
+///     fn kind_name(_: usize) -> &'static str { "tick" }
+/// }
+///
+/// let kernel = Kernel::<'_, Tick, ManualClock, 1, { kinds::<Tick>() }, 1, 4, 4>::new(Settings::default());
+/// # let _ = kernel;
+/// ```
+pub const fn kinds<U: UserEvent>() -> usize {
+    BUILTIN_KINDS + U::KINDS
+}
 
 /// The routing key of an event: an index into the kernel's routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,6 +120,8 @@ impl Kind {
     pub const SAVE_STATE: Kind = Kind(5);
     /// [`Event::LogStatistics`].
     pub const LOG_STATISTICS: Kind = Kind(6);
+    /// [`Event::Checkpoint`].
+    pub const CHECKPOINT: Kind = Kind(7);
 
     /// The kind of user event kind `k` (as returned by [`UserEvent::kind`]).
     #[inline]
@@ -124,6 +151,7 @@ impl Kind {
             4 => "save_runlog",
             5 => "save_state",
             6 => "log_statistics",
+            7 => "checkpoint",
             k => U::kind_name(k - BUILTIN_KINDS),
         }
     }
@@ -146,6 +174,7 @@ impl<U: UserEvent> Event<U> {
             Event::SaveRunlog => Kind::SAVE_RUNLOG,
             Event::SaveState => Kind::SAVE_STATE,
             Event::LogStatistics => Kind::LOG_STATISTICS,
+            Event::Checkpoint => Kind::CHECKPOINT,
             Event::User(_) => unreachable!("user events returned above"),
         }
     }
@@ -194,6 +223,11 @@ mod tests {
         assert_eq!(Kind::user(0).name::<Ev>(), "a");
         assert_eq!(Kind::SAVE_RUNLOG.name::<Ev>(), "save_runlog");
         assert!(Kind::LOG_STATISTICS.is_builtin());
+        assert!(Kind::CHECKPOINT.is_builtin());
+        assert_eq!(Event::<Ev>::Checkpoint.kind(), Kind::CHECKPOINT);
+        assert_eq!(Kind::CHECKPOINT.name::<Ev>(), "checkpoint");
+        assert_eq!(Kind::user(0).index(), kinds::<Ev>() - 2);
+        assert_eq!(kinds::<()>(), BUILTIN_KINDS);
         assert!(!Event::User(Ev::A).kind().is_builtin());
     }
 }

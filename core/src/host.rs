@@ -1,18 +1,19 @@
 //! The kernel's queue as a host and a handler see it: the user's events only.
 //!
-//! The kernel keeps its periodic lifecycle events (`log_statistics`, `save_runlog`) in the same
-//! timed queue as the user's timers, so the queue holds [`Event<U>`]. Handing that queue out
-//! would let a host schedule `start`, `stop` or `terminate` behind the kernel's back and break
-//! the lifecycle rules. [`HostQueue`] is the narrow view [`Kernel::queue`](crate::Kernel::queue)
-//! gives instead: it schedules, cancels and moves the user's events (`U`), and reads the
-//! queue's figures. The lifecycle moves only through named requests
+//! The kernel keeps its periodic lifecycle events (`log_statistics`, `save_runlog`,
+//! `checkpoint`) in the same timed queue as the user's timers, so the queue holds [`Event<U>`].
+//! Handing that queue out would let a host schedule `start`, `stop` or `terminate` behind the
+//! kernel's back and break the lifecycle rules. [`HostQueue`] is the narrow view
+//! [`Kernel::queue`](crate::Kernel::queue) gives instead: it schedules, cancels and moves the
+//! user's events (`U`), and reads the queue's figures. The lifecycle moves only through named requests
 //! ([`Kernel::request_stop`](crate::Kernel::request_stop), [`Requests`](crate::Requests),
 //! [`Context::request_stop`](crate::Context::request_stop), …).
 //!
 //! ```compile_fail
 //! use zendaemon_core::{Event, Kernel, ManualClock, Settings};
 //!
-//! let mut kernel: Kernel<'_, (), ManualClock, 1, 7, 1, 4, 4> = Kernel::new(Settings::default());
+//! let mut kernel: Kernel<'_, (), ManualClock, 1, { zendaemon_core::kinds::<()>() }, 1, 4, 4> =
+//!     Kernel::new(Settings::default());
 //! // A host forging `terminate`: does not compile.
 //! let _ = kernel.queue().schedule(Event::Terminate);
 //! ```

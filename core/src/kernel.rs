@@ -3,7 +3,11 @@
 //! # Lifecycle (pyzenkit's semantics, with its gaps closed)
 //!
 //! * [`start`](Kernel::start) makes `start` the first event and arms the periodic
-//!   `log_statistics` and `save_runlog` events, if configured.
+//!   `log_statistics`, `save_runlog` and `checkpoint` events, if configured. The kernel owns
+//!   these timers; [`set_period`](Kernel::set_period) changes a period at run time (a reload).
+//! * A checkpoint asked for ([`Context::request_checkpoint`],
+//!   [`Kernel::request_checkpoint`] or a posted [`Request::Checkpoint`]) runs `checkpoint`
+//!   through its pipeline as the next event; several requests before it give one.
 //! * A stop request ([`request_stop`](Kernel::request_stop), [`Context::request_stop`], or a
 //!   posted [`Request::Stop`]) sets the *done* flag, runs `stop` through its pipeline next and
 //!   arms `terminate` after the stop timeout. Periodic lifecycle events are cancelled.
@@ -37,10 +41,10 @@ use heapless::Vec;
 use crate::component::{
     Asked, Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
 };
-use crate::event::{Event, Kind, UserEvent, BUILTIN_KINDS};
+use crate::event::{kinds, Event, Kind, UserEvent};
 use crate::host::HostQueue;
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
-use crate::queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
+use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
 use crate::stats::{KernelStats, Rate};
 use crate::time::{duration_to_ticks, TickInt};
 use crate::timer::TimerHandle;
@@ -54,6 +58,8 @@ pub struct Settings {
     pub stats_interval: Option<Milliseconds<u32>>,
     /// Period of `save_runlog`, or none.
     pub runlog_interval: Option<Milliseconds<u32>>,
+    /// Period of `checkpoint`, or none.
+    pub checkpoint_interval: Option<Milliseconds<u32>>,
     /// The stop request that ends the loop at once (pyzenkit: 3).
     pub max_stop_requests: u32,
 }
@@ -64,7 +70,45 @@ impl Default for Settings {
             stop_timeout: Milliseconds(30_000),
             stats_interval: None,
             runlog_interval: None,
+            checkpoint_interval: None,
             max_stop_requests: 3,
+        }
+    }
+}
+
+/// One of the kernel's periodic lifecycle events, for [`Kernel::set_period`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Periodic {
+    /// `log_statistics` ([`Settings::stats_interval`]).
+    Statistics,
+    /// `save_runlog` ([`Settings::runlog_interval`]).
+    Runlog,
+    /// `checkpoint` ([`Settings::checkpoint_interval`]).
+    Checkpoint,
+}
+
+impl Periodic {
+    /// All of them, in the order [`Kernel::start`] arms them.
+    pub const ALL: [Periodic; 3] = [Periodic::Statistics, Periodic::Runlog, Periodic::Checkpoint];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    fn event<U>(self) -> Event<U> {
+        match self {
+            Periodic::Statistics => Event::LogStatistics,
+            Periodic::Runlog => Event::SaveRunlog,
+            Periodic::Checkpoint => Event::Checkpoint,
+        }
+    }
+
+    fn interval(self, settings: &mut Settings) -> &mut Option<Milliseconds<u32>> {
+        match self {
+            Periodic::Statistics => &mut settings.stats_interval,
+            Periodic::Runlog => &mut settings.runlog_interval,
+            Periodic::Checkpoint => &mut settings.checkpoint_interval,
         }
     }
 }
@@ -187,7 +231,7 @@ pub enum StartError {
     AlreadyStarted,
     /// A periodic lifecycle event could not be armed (timed queue full, zero or too long a
     /// period).
-    Schedule(ScheduleErrorKind),
+    Schedule(crate::queue::ScheduleErrorKind),
 }
 
 impl fmt::Display for StartError {
@@ -212,6 +256,7 @@ impl Due {
     const RELOAD: u8 = 1 << 2;
     const SAVE_RUNLOG: u8 = 1 << 3;
     const SAVE_STATE: u8 = 1 << 4;
+    const CHECKPOINT: u8 = 1 << 5;
 
     fn set(&mut self, bit: u8) {
         self.0 |= bit;
@@ -237,7 +282,8 @@ impl Due {
             Self::STOP => Event::Stop,
             Self::RELOAD => Event::Reload,
             Self::SAVE_RUNLOG => Event::SaveRunlog,
-            _ => Event::SaveState,
+            Self::SAVE_STATE => Event::SaveState,
+            _ => Event::Checkpoint,
         })
     }
 }
@@ -273,8 +319,8 @@ impl<const K: usize, const H: usize> RouteTable for Table<K, H> {
 /// The event kernel.
 ///
 /// * `U`: the user's event type; `C`: the clock.
-/// * `M` components, `K` event kinds (at least 7 lifecycle kinds plus `U::KINDS`, checked at
-///   compile time), `H` handlers per kind, `S` sequential and `T` timed events.
+/// * `M` components, `K` event kinds (at least [`kinds::<U>()`](crate::kinds): the lifecycle
+///   kinds plus `U::KINDS`, checked at compile time), `H` handlers per kind, `S` sequential and `T` timed events.
 ///
 /// Components are borrowed for `'c`, so they can live on the stack or in `static`s.
 ///
@@ -310,7 +356,7 @@ pub struct Kernel<
     started_at: u64,
     done: bool,
     terminate_at: Option<u64>,
-    periodic: [Option<TimerHandle>; 2],
+    periodic: [Option<TimerHandle>; 3],
     ended: Option<EndReason>,
     stats: KernelStats<K>,
 }
@@ -358,8 +404,8 @@ where
     pub fn new(settings: Settings) -> Self {
         const {
             assert!(
-                K >= BUILTIN_KINDS + U::KINDS,
-                "K must cover the 7 lifecycle kinds plus the user's kinds"
+                K >= kinds::<U>(),
+                "K must cover the lifecycle kinds plus the user's kinds: use kinds::<U>()"
             );
             assert!(M > 0 && M <= 255, "between 1 and 255 components");
             assert!(H > 0, "at least one handler per kind");
@@ -380,7 +426,7 @@ where
             started_at: 0,
             done: false,
             terminate_at: None,
-            periodic: [None, None],
+            periodic: [None; 3],
             ended: None,
             stats: KernelStats::new(),
         }
@@ -435,61 +481,19 @@ where
             return Err(StartError::AlreadyStarted);
         }
         self.queue.advance(now);
-        self.arm_periodic().map_err(StartError::Schedule)?;
-        self.started = true;
-        self.started_at = self.now_ticks();
-        self.due.set(Due::START);
-        Ok(())
-    }
-
-    /// Changes the periods of `log_statistics` and `save_runlog` (a reloaded configuration).
-    /// Once started and until a stop begins, both are re-armed at once, one period from the
-    /// last `now`; before `start`, [`start`](Self::start) arms them.
-    ///
-    /// # Errors
-    ///
-    /// A [`ScheduleErrorKind`] when one cannot be armed (timed queue full, zero or too long a
-    /// period); neither is armed then.
-    pub fn set_intervals(
-        &mut self,
-        stats: Option<Milliseconds<u32>>,
-        runlog: Option<Milliseconds<u32>>,
-    ) -> Result<(), ScheduleErrorKind> {
-        self.settings.stats_interval = stats;
-        self.settings.runlog_interval = runlog;
-        if self.started {
-            self.arm_periodic()?;
-        }
-        Ok(())
-    }
-
-    /// (Re-)arms the periodic lifecycle events from the settings, from the last `now`, unless
-    /// a stop began (a stop leaves them cancelled).
-    fn arm_periodic(&mut self) -> Result<(), ScheduleErrorKind> {
-        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-            let _ = self.queue.cancel(handle);
-        }
-        if self.done || self.ended.is_some() {
-            return Ok(());
-        }
-        let periodic = [
-            (self.settings.stats_interval, Event::LogStatistics),
-            (self.settings.runlog_interval, Event::SaveRunlog),
-        ];
-        for (slot, (interval, event)) in periodic.into_iter().enumerate() {
-            if let Some(period) = interval {
-                match self.queue.schedule_every(period, event) {
-                    Ok(handle) => self.periodic[slot] = Some(handle),
-                    Err(e) => {
-                        // Leave nothing half-armed behind.
-                        for handle in self.periodic.iter_mut().filter_map(Option::take) {
-                            let _ = self.queue.cancel(handle);
-                        }
-                        return Err(e.kind());
-                    }
+        // A stop asked for before the start: they stay cancelled, as a stop leaves them.
+        if !self.done {
+            for which in Periodic::ALL {
+                if let Err(e) = self.arm(which) {
+                    // Leave no half-started kernel behind: disarm what was armed.
+                    self.disarm_periodic();
+                    return Err(StartError::Schedule(e));
                 }
             }
         }
+        self.started = true;
+        self.started_at = self.now_ticks();
+        self.due.set(Due::START);
         Ok(())
     }
 
@@ -507,10 +511,60 @@ where
             self.done = true;
             self.due.set(Due::STOP);
             self.due.clear(Due::RELOAD);
-            for handle in self.periodic.iter_mut().filter_map(Option::take) {
-                let _ = self.queue.cancel(handle);
-            }
+            self.disarm_periodic();
         }
+    }
+
+    /// Arms the periodic event `which` with its configured period from the queue's last
+    /// `now`, if it has one (its slot must be empty).
+    fn arm(&mut self, which: Periodic) -> Result<(), crate::queue::ScheduleErrorKind> {
+        if let Some(period) = *which.interval(&mut self.settings) {
+            let handle = self
+                .queue
+                .schedule_every(period, which.event())
+                .map_err(|e| e.kind())?;
+            self.periodic[which.slot()] = Some(handle);
+        }
+        Ok(())
+    }
+
+    fn disarm_periodic(&mut self) {
+        for handle in self.periodic.iter_mut().filter_map(Option::take) {
+            let _ = self.queue.cancel(handle);
+        }
+    }
+
+    /// Changes the period of one of the kernel's periodic lifecycle events (a reloaded
+    /// configuration): the old timer is cancelled and, with `Some(period)`, the event is
+    /// armed again, first one period after `now`. Before [`start`](Self::start) it only
+    /// changes the setting `start` arms with; while stopping (the periodic events are
+    /// cancelled then) it only changes the setting.
+    ///
+    /// # Errors
+    ///
+    /// The period could not be armed (timed queue full, zero or too long a period): the new
+    /// period is kept as the setting but no timer runs for it.
+    pub fn set_period(
+        &mut self,
+        which: Periodic,
+        period: Option<Milliseconds<u32>>,
+        now: Instant<C>,
+    ) -> Result<(), crate::queue::ScheduleErrorKind> {
+        *which.interval(&mut self.settings) = period;
+        if let Some(handle) = self.periodic[which.slot()].take() {
+            let _ = self.queue.cancel(handle);
+        }
+        if !self.started || self.done || self.ended.is_some() {
+            return Ok(());
+        }
+        self.queue.advance(now);
+        self.arm(which)
+    }
+
+    /// The period of one of the periodic lifecycle events, as set.
+    pub fn period(&self, which: Periodic) -> Option<Milliseconds<u32>> {
+        let mut settings = self.settings;
+        *which.interval(&mut settings)
     }
 
     /// Ends the loop at once, as SIGTERM does.
@@ -535,6 +589,14 @@ where
     /// Asks for a `save_state` event.
     pub fn request_state(&mut self) {
         self.due.set(Due::SAVE_STATE);
+    }
+
+    /// Asks for a `checkpoint` event (see [`Context::request_checkpoint`]); it goes ahead of
+    /// queued work, and several requests before it is dispatched give one.
+    pub fn request_checkpoint(&mut self) {
+        if self.ended.is_none() {
+            self.due.set(Due::CHECKPOINT);
+        }
     }
 
     /// Changes the stop timeout (a reloaded configuration). A stop already under way keeps
@@ -824,6 +886,7 @@ where
                     Request::Reload => self.request_reload(),
                     Request::SaveRunlog => self.request_runlog(),
                     Request::SaveState => self.request_state(),
+                    Request::Checkpoint => self.request_checkpoint(),
                 }
             }
         }
@@ -840,6 +903,25 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// Acts on the requests handlers made through their [`Context`] ([`Asked`] bits).
+    fn take_asked(&mut self, asked: u8) {
+        if asked & Asked::STOP != 0 {
+            self.request_stop();
+        }
+        if asked & Asked::CHECKPOINT != 0 {
+            self.request_checkpoint();
+        }
+        if asked & Asked::RELOAD != 0 {
+            self.request_reload();
+        }
+        if asked & Asked::RUNLOG != 0 {
+            self.request_runlog();
+        }
+        if asked & Asked::STATE != 0 {
+            self.request_state();
         }
     }
 
@@ -869,8 +951,8 @@ where
         }
         let asked = ctx.asked();
         let unhandled = route.is_empty() && !kind.is_builtin();
-        if asked.0 != 0 {
-            self.apply(asked);
+        if asked != 0 {
+            self.take_asked(asked);
         }
         if unhandled {
             self.stats.unhandled = self.stats.unhandled.saturating_add(1);
@@ -880,41 +962,6 @@ where
             kind,
             handlers: ran,
         })
-    }
-}
-
-impl<
-        'c,
-        U,
-        C,
-        const M: usize,
-        const K: usize,
-        const H: usize,
-        const S: usize,
-        const T: usize,
-        D,
-    > Kernel<'c, U, C, M, K, H, S, T, D>
-where
-    U: UserEvent + Clone,
-    C: Clock,
-    C::T: TickInt,
-    D: ?Sized + Component<U, C> + 'c,
-{
-    /// The lifecycle requests a handler made, as the named requests (out of the hot path).
-    #[cold]
-    fn apply(&mut self, asked: Asked) {
-        if asked.has(Asked::STOP) {
-            self.request_stop();
-        }
-        if asked.has(Asked::RELOAD) {
-            self.request_reload();
-        }
-        if asked.has(Asked::RUNLOG) {
-            self.request_runlog();
-        }
-        if asked.has(Asked::STATE) {
-            self.request_state();
-        }
     }
 }
 
@@ -959,7 +1006,7 @@ mod tests {
 
     type Log = RefCell<StdVec<(&'static str, Event<Ev>)>>;
     type Ctx<'a> = Context<'a, Ev, ManualClock>;
-    type TestKernel<'c> = Kernel<'c, Ev, ManualClock, 4, 9, 3, 8, 8>;
+    type TestKernel<'c> = Kernel<'c, Ev, ManualClock, 4, { kinds::<Ev>() }, 3, 8, 8>;
 
     /// A component that records what it sees and does what its fields say.
     struct Probe<'l> {
@@ -1117,41 +1164,6 @@ mod tests {
                 handlers: 0
             })
         );
-    }
-
-    #[test]
-    fn set_intervals_rearms_the_kernels_periodic_events_until_a_stop() {
-        let clock = ManualClock::new();
-        let mut k = TestKernel::new(Settings::default());
-        k.start(clock.now()).unwrap();
-        k.step(clock.now()).unwrap();
-        assert_eq!(k.queue().timed_len(), 0);
-        k.set_intervals(Some(ms(5)), Some(ms(7))).unwrap();
-        assert_eq!(k.queue().timed_len(), 2);
-        // A new period replaces the old timer, measured from the last `now`.
-        clock.advance(ms(3));
-        k.queue().advance(clock.now());
-        k.set_intervals(Some(ms(5)), None).unwrap();
-        assert_eq!(k.queue().timed_len(), 1);
-        clock.advance(ms(4));
-        assert_eq!(k.step(clock.now()), Ok(Step::Idle));
-        clock.advance(ms(1));
-        assert_eq!(
-            k.step(clock.now()),
-            Ok(Step::Dispatched {
-                kind: Kind::LOG_STATISTICS,
-                handlers: 0
-            })
-        );
-        assert_eq!(
-            k.set_intervals(Some(ms(0)), None),
-            Err(ScheduleErrorKind::ZeroPeriod)
-        );
-        assert_eq!(k.queue().timed_len(), 0);
-        // A stop leaves them cancelled, whatever the settings say.
-        k.request_stop();
-        k.set_intervals(Some(ms(5)), Some(ms(5))).unwrap();
-        assert_eq!(k.queue().timed_len(), 0);
     }
 
     #[test]
@@ -1539,6 +1551,124 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_asked_for_by_handlers_goes_next_and_coalesces() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[WORK, Kind::CHECKPOINT]);
+        // Every work item asks for a checkpoint, twice.
+        a.action = |ctx, e| {
+            if let Event::User(Ev::Work(_)) = e {
+                ctx.request_checkpoint();
+                ctx.request_checkpoint();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        for n in 0..3 {
+            k.queue().schedule(Ev::Work(n)).unwrap();
+        }
+        k.start(clock.now()).unwrap();
+        let many = NonZeroU32::new(10).unwrap();
+        assert_eq!(k.run(clock.now(), many), Ok(Run::Lifecycle(Kind::START)));
+        // The checkpoint goes ahead of the queued work, and `run` returns after it.
+        assert_eq!(
+            k.run(clock.now(), many),
+            Ok(Run::Lifecycle(Kind::CHECKPOINT))
+        );
+        // The handler and the host ask, before the next dispatch: still one.
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        k.request_checkpoint();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), dispatched(WORK, 1));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+        assert_eq!(
+            events(&log),
+            [
+                Event::User(Ev::Work(0)),
+                Event::Checkpoint,
+                Event::User(Ev::Work(1)),
+                Event::Checkpoint,
+                Event::User(Ev::Work(2)),
+                Event::Checkpoint,
+            ]
+        );
+        assert_eq!(k.stats().dispatched[Kind::CHECKPOINT.index()], 3);
+    }
+
+    #[test]
+    fn posted_checkpoint_requests_give_one_checkpoint() {
+        static REQUESTS: Requests = Requests::new();
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::CHECKPOINT]);
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.attach_requests(&REQUESTS);
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        REQUESTS.post(Request::Checkpoint);
+        REQUESTS.post(Request::Checkpoint);
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        assert_eq!(k.step(clock.now()), Err(StepError::Unhandled(PING)));
+        assert_eq!(events(&log), [Event::Checkpoint]);
+    }
+
+    #[test]
+    fn periodic_checkpoints_and_set_period_rearms_from_now() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut a = Probe::new("a", &log, &[Kind::CHECKPOINT, Kind::LOG_STATISTICS]);
+        let settings = Settings {
+            checkpoint_interval: Some(ms(1_000)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.add(&mut a).unwrap();
+        // Before start, only the setting changes; start arms with it.
+        k.set_period(Periodic::Checkpoint, Some(ms(400)), clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
+        k.start(clock.now()).unwrap();
+        assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
+        assert_eq!(k.next_deadline(), Some(Instant::new(400)));
+        clock.advance(ms(400));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        // Re-armed from now (700), not on the old grid (800).
+        clock.advance(ms(300));
+        k.set_period(Periodic::Checkpoint, Some(ms(1_000)), clock.now())
+            .unwrap();
+        assert_eq!(k.period(Periodic::Checkpoint), Some(ms(1_000)));
+        assert_eq!(k.queue().timed_len(), 1);
+        assert_eq!(k.next_deadline(), Some(Instant::new(1_700)));
+        // Another periodic event, armed at run time.
+        k.set_period(Periodic::Statistics, Some(ms(500)), clock.now())
+            .unwrap();
+        assert_eq!(k.next_deadline(), Some(Instant::new(1_200)));
+        // Switched off: its timer is gone.
+        k.set_period(Periodic::Statistics, None, clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 1);
+        // A period the queue refuses: the error, and no timer.
+        assert_eq!(
+            k.set_period(Periodic::Runlog, Some(ms(0)), clock.now()),
+            Err(crate::queue::ScheduleErrorKind::ZeroPeriod)
+        );
+        assert_eq!(k.queue().timed_len(), 1);
+        clock.advance(ms(1_000));
+        assert_eq!(k.step(clock.now()), dispatched(Kind::CHECKPOINT, 1));
+        // A stop cancels it; setting a period while stopping arms nothing.
+        k.request_stop();
+        assert_eq!(k.queue().timed_len(), 0);
+        k.set_period(Periodic::Checkpoint, Some(ms(10)), clock.now())
+            .unwrap();
+        assert_eq!(k.queue().timed_len(), 0);
+        assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Stopped)));
+    }
+
+    #[test]
     fn statistics_rates_against_hand_computed_values() {
         let clock = ManualClock::new();
         let log = Log::default();
@@ -1614,7 +1744,7 @@ mod tests {
             runlog_interval: Some(ms(1_000)),
             ..Settings::default()
         };
-        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 1>::new(settings);
+        let mut k = Kernel::<'_, Ev, ManualClock, 1, { kinds::<Ev>() }, 1, 4, 1>::new(settings);
         assert_eq!(
             k.start(clock.now()),
             Err(StartError::Schedule(crate::queue::ScheduleErrorKind::Full))
@@ -1676,7 +1806,8 @@ mod tests {
         let clock = ManualClock::new();
         let log = Log::default();
         let mut a = Probe::new("a", &log, &[WORK]);
-        let mut k = Kernel::<'_, Ev, ManualClock, 1, 9, 1, 4, 4>::new(Settings::default());
+        let mut k =
+            Kernel::<'_, Ev, ManualClock, 1, { kinds::<Ev>() }, 1, 4, 4>::new(Settings::default());
         k.add(&mut a).unwrap();
         k.attach_inbox(&INBOX);
         k.start(clock.now()).unwrap();

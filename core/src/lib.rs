@@ -17,9 +17,9 @@ pub mod timer;
 
 pub use component::{Component, Context, Flow, RouteError, Routes, StateValue, StateVisitor};
 pub use embedded_time;
-pub use event::{Event, Kind, UserEvent};
+pub use event::{kinds, Event, Kind, UserEvent};
 pub use host::HostQueue;
-pub use kernel::{EndReason, Idle, Kernel, Run, Settings, StartError, Step, StepError};
+pub use kernel::{EndReason, Idle, Kernel, Periodic, Run, Settings, StartError, Step, StepError};
 pub use pending::{Inbox, Mailbox, Request, Requests};
 pub use queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
 pub use stats::{CounterId, CounterSet, Counters, KernelStats, Lateness, Rate};

@@ -3,7 +3,7 @@
 //! Two mechanisms, for two kinds of poster:
 //!
 //! * [`Requests`]: counters for the lifecycle requests (stop, terminate, reload, save runlog,
-//!   save state). Posting is a single atomic add where the target has atomic read-modify-write
+//!   save state, checkpoint). Posting is a single atomic add where the target has atomic read-modify-write
 //!   (x86_64, ARMv7-M): lock-free, so safe from a **Unix signal handler**, which must never take
 //!   a lock the interrupted code may hold. On targets without it (ARMv6-M) posting runs in a
 //!   `critical-section`, which on a single-core MCU masks interrupts: safe from any **ISR**.
@@ -40,16 +40,19 @@ pub enum Request {
     SaveRunlog,
     /// Write a state dump (SIGUSR2).
     SaveState,
+    /// Save the persistent state now (a checkpoint).
+    Checkpoint,
 }
 
 impl Request {
     /// Every request, in the order the kernel handles them within one step.
-    pub const ALL: [Request; 5] = [
+    pub const ALL: [Request; REQUESTS] = [
         Request::Terminate,
         Request::Stop,
         Request::Reload,
         Request::SaveRunlog,
         Request::SaveState,
+        Request::Checkpoint,
     ];
 
     const fn index(self) -> usize {
@@ -59,11 +62,12 @@ impl Request {
             Request::Reload => 2,
             Request::SaveRunlog => 3,
             Request::SaveState => 4,
+            Request::Checkpoint => 5,
         }
     }
 }
 
-const REQUESTS: usize = 5;
+const REQUESTS: usize = 6;
 
 /// A monotonically increasing post counter, shared with handlers. Reading it is a plain
 /// atomic load on every target (ARMv6-M has atomic loads and stores, just no

@@ -168,6 +168,7 @@ fn kinds<U: UserEvent>() -> impl Iterator<Item = Kind> {
                 Kind::SAVE_RUNLOG,
                 Kind::SAVE_STATE,
                 Kind::LOG_STATISTICS,
+                Kind::CHECKPOINT,
             ][i]
         } else {
             Kind::user(i - BUILTIN_KINDS)
@@ -476,7 +477,9 @@ mod tests {
         let mut counter = Counter {
             counters: Counters::new(),
         };
-        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, { crate::kinds::<Tick>() }, 2, 8, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut counter).unwrap();
         k.start(clock.now()).unwrap();
         for _ in 0..3 {
@@ -531,7 +534,9 @@ mod tests {
         let mut counter = Counter {
             counters: Counters::new(),
         };
-        let mut k = Kernel::<'_, Tick, ManualClock, 2, 8, 2, 8, 4>::new(Settings::default());
+        let mut k = Kernel::<'_, Tick, ManualClock, 2, { crate::kinds::<Tick>() }, 2, 8, 4>::new(
+            Settings::default(),
+        );
         k.add(&mut counter).unwrap();
         let mut buf = [0u8; 4096];
         let full = to_json(&k.state(), &mut buf).unwrap();

@@ -27,6 +27,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => ticks().prop_map(Action::ScheduleEvery),
         1 => (0..4u16).prop_map(Action::Cancel),
         1 => Just(Action::RequestStop),
+        1 => Just(Action::RequestCheckpoint),
     ]
 }
 
@@ -49,6 +50,7 @@ fn request() -> impl Strategy<Value = Request> {
         2 => Just(Request::Reload),
         2 => Just(Request::SaveRunlog),
         2 => Just(Request::SaveState),
+        2 => Just(Request::Checkpoint),
     ]
 }
 
@@ -67,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => spec().prop_map(Op::PostEvent),
         1 => (request(), times()).prop_map(|(request, times)| Op::Post { request, times }),
         1 => (request(), times()).prop_map(|(request, times)| Op::Ask { request, times }),
+        1 => (0..3u8, interval()).prop_map(|(which, period)| Op::SetPeriod { which, period }),
         3 => ticks().prop_map(|ticks| Op::Advance { ticks }),
         1 => Just(Op::Sleep),
         1 => Just(Op::Observe),
@@ -86,19 +89,27 @@ fn config() -> impl Strategy<Value = Config> {
         any::<u8>(),
         (any::<u8>(), any::<u32>()),
         (any::<u8>(), any::<u32>()),
-        interval(),
-        interval(),
+        (interval(), interval(), interval()),
         any::<u8>(),
         prop_oneof![3 => Just(0u8), 1 => any::<u8>()],
         prop::bool::weighted(0.75),
     )
         .prop_map(
-            |(capacity, start, timeout, stats, runlog, stops, start_after, keepalive)| Config {
+            |(
+                capacity,
+                start,
+                timeout,
+                (stats, runlog, checkpoint),
+                stops,
+                start_after,
+                keepalive,
+            )| Config {
                 capacity,
                 start: km::start_from(start.0, start.1),
                 stop_timeout: km::stop_timeout_from(timeout.0, timeout.1),
                 stats_interval: stats,
                 runlog_interval: runlog,
+                checkpoint_interval: checkpoint,
                 max_stop_requests: km::max_stops_from(stops),
                 start_after,
                 keepalive,
@@ -136,6 +147,7 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
         stop_timeout: 30_000,
         stats_interval: Some(10),
         runlog_interval: None,
+        checkpoint_interval: None,
         max_stop_requests: 3,
         start_after: 1,
         keepalive: false,
@@ -165,7 +177,10 @@ fn lateness_of_a_timer_overdue_by_more_than_a_wrap_period() {
         stats_interval: Some(Milliseconds(1)),
         ..Settings::default()
     };
-    let mut k = Kernel::<'_, (), ManualClock<u32>, 1, 7, 1, 1, 1>::new(settings);
+    let mut k =
+        Kernel::<'_, (), ManualClock<u32>, 1, { zendaemon_core::kinds::<()>() }, 1, 1, 1>::new(
+            settings,
+        );
     k.start(clock.now()).unwrap();
     let dispatched = |kind| Ok(Step::Dispatched { kind, handlers: 0 });
     assert_eq!(k.step(clock.now()), dispatched(Kind::START));

@@ -1129,15 +1129,32 @@ mod tests {
 
     /// A kernel with a follower and a collector; `look` polls and returns the new lines.
     struct Rig<'c, const S: usize> {
-        kernel: Kernel<'c, FollowEvent, StdClock, 2, 9, 2, S, 8>,
+        kernel: Kernel<
+            'c,
+            FollowEvent,
+            StdClock,
+            2,
+            { zendaemon::core::kinds::<FollowEvent>() },
+            2,
+            S,
+            8,
+        >,
         seen: Rc<RefCell<Vec<String>>>,
     }
 
     impl<'c, const S: usize> Rig<'c, S> {
         fn new(follower: &'c mut Follower<FollowEvent>, collect: &'c mut Collect) -> Self {
             let seen = Rc::clone(&collect.0);
-            let mut kernel: Kernel<'c, FollowEvent, StdClock, 2, 9, 2, S, 8> =
-                Kernel::new(Settings::default());
+            let mut kernel: Kernel<
+                'c,
+                FollowEvent,
+                StdClock,
+                2,
+                { zendaemon::core::kinds::<FollowEvent>() },
+                2,
+                S,
+                8,
+            > = Kernel::new(Settings::default());
             kernel.add(follower).unwrap();
             kernel.add(collect).unwrap();
             kernel.start(StdClock::now()).unwrap();

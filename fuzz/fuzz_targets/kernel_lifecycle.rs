@@ -27,14 +27,15 @@ fn ticks(u: &mut Unstructured<'_>) -> Result<u32> {
 }
 
 fn action(u: &mut Unstructured<'_>) -> Result<Action> {
-    Ok(match u.int_in_range(0..=11u8)? {
+    Ok(match u.int_in_range(0..=12u8)? {
         0..=3 => Action::None,
         4..=5 => Action::Schedule,
         6 => Action::ScheduleNext,
         7..=8 => Action::ScheduleAfter(ticks(u)?),
         9 => Action::ScheduleEvery(ticks(u)?),
         10 => Action::Cancel(u.int_in_range(0..=3)?),
-        _ => Action::RequestStop,
+        11 => Action::RequestStop,
+        _ => Action::RequestCheckpoint,
     })
 }
 
@@ -49,11 +50,12 @@ fn spec(u: &mut Unstructured<'_>) -> Result<Spec> {
 }
 
 fn request(u: &mut Unstructured<'_>) -> Result<Request> {
-    Ok(match u.int_in_range(0..=7u8)? {
+    Ok(match u.int_in_range(0..=8u8)? {
         0..=1 => Request::Stop,
         2 => Request::Terminate,
         3..=4 => Request::Reload,
         5 => Request::SaveRunlog,
+        6 => Request::Checkpoint,
         _ => Request::SaveState,
     })
 }
@@ -70,7 +72,7 @@ fn times(u: &mut Unstructured<'_>) -> Result<u8> {
 impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         // Weighted choice: steps and scheduling are the bulk of a kernel's life.
-        Ok(match u.int_in_range(0..=31u8)? {
+        Ok(match u.int_in_range(0..=32u8)? {
             0..=3 => Op::Schedule(spec(u)?),
             4..=5 => Op::ScheduleNext(spec(u)?),
             6..=8 => Op::ScheduleAfter {
@@ -101,6 +103,14 @@ impl<'a> Arbitrary<'a> for Op {
             24..=25 => Op::Run {
                 limit: u.int_in_range(1..=4)?,
             },
+            26 => Op::SetPeriod {
+                which: u.int_in_range(0..=2)?,
+                period: if u.ratio(1, 3)? {
+                    None
+                } else {
+                    Some(u.int_in_range(0..=3_000)?)
+                },
+            },
             _ => Op::Step,
         })
     }
@@ -127,6 +137,7 @@ impl<'a> Arbitrary<'a> for Input {
             stop_timeout: kernel_model::stop_timeout_from(u.arbitrary()?, u.arbitrary()?),
             stats_interval: interval(u)?,
             runlog_interval: interval(u)?,
+            checkpoint_interval: interval(u)?,
             max_stop_requests: kernel_model::max_stops_from(u.arbitrary()?),
             start_after: if u.ratio(3, 4)? { 0 } else { u.arbitrary()? },
             keepalive: u.ratio(3, 4)?,

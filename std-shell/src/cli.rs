@@ -10,6 +10,7 @@
 //! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--precise-max-spin`: seconds,
 //!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
+//! - `--log-target`, `--log-format`, `--sigterm`: one word (see [`crate::words`]).
 //! - `--action`: see [`Action`].
 //! - `--limit`: a positive integer.
 //! - paths, `--user`, `--group`: any non-empty string.
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::logging::LogLevel;
+use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// A control action (`--action`): a short command run instead of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -301,6 +303,27 @@ pub struct Cli {
     #[argh(option)]
     pub log_level: Option<LogLevel>,
 
+    /// where log lines go: auto, console, file, syslog or journald (default: auto)
+    #[argh(option)]
+    pub log_target: Option<LogTarget>,
+
+    /// log line format: text or json (default: text)
+    #[argh(option)]
+    pub log_format: Option<LogFormat>,
+
+    /// syslog socket for --log-target syslog (default: /dev/log)
+    #[argh(option, from_str_fn(parse_path))]
+    pub syslog_socket: Option<PathBuf>,
+
+    /// write Prometheus metrics to this file every statistics interval
+    #[argh(option, from_str_fn(parse_path))]
+    pub metrics_file: Option<PathBuf>,
+
+    /// what SIGTERM means: terminate (at once, without stop) or stop (graceful, with the stop
+    /// timeout) (default: terminate)
+    #[argh(option)]
+    pub sigterm: Option<Sigterm>,
+
     /// run an action instead of the daemon: signal-check, signal-hup, signal-int, signal-term,
     /// signal-usr1, signal-usr2, signal-alrm, config-view, status, stop, runlogs-list,
     /// runlog-view, runlogs-evaluate
@@ -457,6 +480,17 @@ impl Cli {
         put("pstate_file", path(&self.pstate_file));
         put("log_file", path(&self.log_file));
         put("log_level", self.log_level.map(|l| Value::from(l.as_str())));
+        put(
+            "log_target",
+            self.log_target.map(|v| Value::from(v.as_str())),
+        );
+        put(
+            "log_format",
+            self.log_format.map(|v| Value::from(v.as_str())),
+        );
+        put("syslog_socket", path(&self.syslog_socket));
+        put("metrics_file", path(&self.metrics_file));
+        put("sigterm", self.sigterm.map(|v| Value::from(v.as_str())));
         put("action", self.action.map(|a| Value::from(a.as_str())));
         put("input", path(&self.input));
         put("limit", self.limit.map(Value::from));

@@ -39,8 +39,10 @@
 //! `stats_interval`, `runlog_interval`, `stop_timeout`, `precise_max_spin`: numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
-//! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `action`: an action name. `limit`: a
-//! positive integer. `chroot_dir`, `user`, `group`, `action`, `input`, `limit` may be `null`.
+//! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `log_target`, `log_format`, `sigterm`:
+//! one word (see [`crate::words`]). `action`: an action name. `limit`: a
+//! positive integer. `chroot_dir`, `user`, `group`, `action`, `input`, `limit`, `metrics_file`
+//! may be `null`.
 //!
 //! # Components
 //!
@@ -63,9 +65,10 @@ use crate::cli::{self, Action, Cli};
 use crate::error::{Error, Result};
 use crate::logging::LogLevel;
 use crate::paths::{self, DefaultPaths};
+use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 24] = [
+pub const SHELL_KEYS: [&str; 29] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -87,6 +90,11 @@ pub const SHELL_KEYS: [&str; 24] = [
     "pstate_file",
     "log_file",
     "log_level",
+    "log_target",
+    "log_format",
+    "syslog_socket",
+    "metrics_file",
+    "sigterm",
     "action",
     "input",
     "limit",
@@ -114,6 +122,8 @@ pub const DEFAULT_PRECISE_MAX_SPIN: Duration = crate::precise::DEFAULT_MAX_SPIN;
 pub const DEFAULT_UMASK: u32 = 0o002;
 /// Default working directory.
 pub const DEFAULT_WORK_DIR: &str = "/";
+/// Default syslog socket.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
 /// The shell's settings, typed. Built by [`Config::load`]; serializes back to the same keys and
 /// value forms (for the state file).
@@ -168,6 +178,16 @@ pub struct Settings {
     pub log_file: PathBuf,
     /// The log level.
     pub log_level: LogLevel,
+    /// Where log lines go.
+    pub log_target: LogTarget,
+    /// How console and file lines look.
+    pub log_format: LogFormat,
+    /// The syslog socket (`log_target` `syslog`).
+    pub syslog_socket: PathBuf,
+    /// The Prometheus text file written every statistics interval, if any.
+    pub metrics_file: Option<PathBuf>,
+    /// What `SIGTERM` means.
+    pub sigterm: Sigterm,
     /// The action to run instead of the daemon, if any.
     pub action: Option<Action>,
     /// The runlog for `runlog-view`, if given.
@@ -265,6 +285,11 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
     put("pstate_file", path_value(&d.pstate_file));
     put("log_file", path_value(&d.log_file));
     put("log_level", Value::from(LogLevel::default().as_str()));
+    put("log_target", Value::from(LogTarget::default().as_str()));
+    put("log_format", Value::from(LogFormat::default().as_str()));
+    put("syslog_socket", Value::from(DEFAULT_SYSLOG_SOCKET));
+    put("metrics_file", Value::Null);
+    put("sigterm", Value::from(Sigterm::default().as_str()));
     put("action", Value::Null);
     put("input", Value::Null);
     put("limit", Value::Null);
@@ -464,6 +489,11 @@ impl Fields<'_> {
             pstate_file: self.required("pstate_file", path)?,
             log_file: self.required("log_file", path)?,
             log_level: self.required("log_level", |v| str_of(v)?.parse())?,
+            log_target: self.required("log_target", |v| str_of(v)?.parse())?,
+            log_format: self.required("log_format", |v| str_of(v)?.parse())?,
+            syslog_socket: self.required("syslog_socket", path)?,
+            metrics_file: self.get("metrics_file", path)?,
+            sigterm: self.required("sigterm", |v| str_of(v)?.parse())?,
             action: self.get("action", |v| str_of(v)?.parse())?,
             input: self.get("input", path)?,
             limit: self.get("limit", limit)?,

@@ -61,7 +61,8 @@
 //!
 //! Each turn: signals that arrived become kernel requests (posted to a
 //! [`Requests`] the kernel drains): `SIGINT` → stop (each one
-//! counts; the third ends the loop at once), `SIGTERM` → terminate, `SIGHUP` → reload (below),
+//! counts; the third ends the loop at once), `SIGTERM` → terminate (with `sigterm: stop`, a stop
+//! like `SIGINT`'s, see [`Sigterm`]), `SIGHUP` → reload (below),
 //! `SIGUSR1` → save runlog, `SIGUSR2` → save state, `SIGALRM` → nothing but the wake-up. Then
 //! one clock reading and one [`Kernel::run`]: a batch of up to 16 events at that reading. The
 //! batch size adapts: a batch that took more than 20 µs (full or not) makes the next one a
@@ -113,9 +114,9 @@
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
 //! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now), and the stop timeout (for the next stop: the
+//! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
-//! starts at that stop); then [`Event::Reload`] goes through the kernel and `READY=1` follows
+//! starts at that stop); then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
 //! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
 //! change.
@@ -137,11 +138,12 @@
 //!
 //! # Capacities
 //!
-//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least the 7 lifecycle kinds
-//! plus the user's, checked at compile time), `H` handlers per kind, `S` sequential and `T`
+//! `Daemon<U, M, K, H, S, T>`: `M` components, `K` event kinds (at least
+//! [`kinds::<U>()`](zendaemon_core::kinds): the lifecycle kinds plus the user's, checked at
+//! compile time), `H` handlers per kind, `S` sequential and `T`
 //! timed events. [`Daemon::new`] uses the defaults ([`DEFAULT_COMPONENTS`] …);
-//! [`Daemon::with_capacities`] takes them from the type. The kernel's two periodic events use
-//! two of the `T` timers.
+//! [`Daemon::with_capacities`] takes them from the type. The kernel's periodic events use up to
+//! three of the `T` timers.
 
 use std::fs;
 use std::num::NonZeroU32;
@@ -152,8 +154,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Kernel, Kind, Request, Requests, Run, Settings as KernelSettings, Step, StepError,
-    UserEvent,
+    EndReason, Kernel, Kind, Periodic, Request, Requests, Run, Settings as KernelSettings, Step,
+    StepError, UserEvent,
 };
 
 use crate::actions;
@@ -174,10 +176,11 @@ use crate::runlog;
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
 use crate::watchdog::StopWatchdog;
+use crate::words::Sigterm;
 
 /// Default capacity: components.
 pub const DEFAULT_COMPONENTS: usize = 16;
-/// Default capacity: event kinds (7 lifecycle kinds plus up to 57 of the user's).
+/// Default capacity: event kinds (the 8 lifecycle kinds plus up to 56 of the user's).
 pub const DEFAULT_KINDS: usize = 64;
 /// Default capacity: handlers per event kind.
 pub const DEFAULT_HANDLERS: usize = 16;
@@ -376,6 +379,8 @@ fn absolutize_cli(cli: &mut Cli, base: &Path) {
         &mut cli.config_dir,
         &mut cli.pstate_file,
         &mut cli.log_file,
+        &mut cli.syslog_socket,
+        &mut cli.metrics_file,
         &mut cli.input,
     ]
     .into_iter()
@@ -393,6 +398,7 @@ struct Files {
     runlog_dir: PathBuf,
     pstate_file: PathBuf,
     log_file: PathBuf,
+    metrics_file: Option<PathBuf>,
 }
 
 impl Files {
@@ -408,6 +414,7 @@ impl Files {
             runlog_dir: absolute(base, &settings.runlog_dir),
             pstate_file: absolute(base, &settings.pstate_file),
             log_file: absolute(base, &settings.log_file),
+            metrics_file: settings.metrics_file.as_deref().map(|p| absolute(base, p)),
         }
     }
 }
@@ -423,13 +430,14 @@ fn watchdog_timeout(stop_timeout: Duration) -> Duration {
     stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
 }
 
-/// The kernel's settings from the shell's. The kernel arms the periodic events; a reload
-/// hands it new intervals ([`Kernel::set_intervals`]).
+/// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
+/// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
     KernelSettings {
         stop_timeout: millis(s.stop_timeout),
         stats_interval: Some(millis(s.stats_interval)),
         runlog_interval: Some(millis(s.runlog_interval)),
+        checkpoint_interval: None,
         max_stop_requests: 3,
     }
 }
@@ -800,7 +808,7 @@ impl Runner {
         }
     }
 
-    /// Starts the kernel, arms the periodic events, dispatches `start`.
+    /// Starts the kernel (which arms the periodic events), dispatches `start`.
     fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
@@ -938,11 +946,20 @@ impl Runner {
                     // Before the step that dispatches `stop`: its handlers may never return.
                     self.begin_stop();
                 }
-                Signal::Term => {
-                    log::warn!("received SIGTERM: terminating");
-                    requests.post(Request::Terminate);
-                    stop_posted = true;
-                }
+                Signal::Term => match self.config.settings().sigterm {
+                    Sigterm::Terminate => {
+                        log::warn!("received SIGTERM: terminating");
+                        requests.post(Request::Terminate);
+                        stop_posted = true;
+                    }
+                    Sigterm::Stop => {
+                        // `sigterm: stop`: SIGTERM is SIGINT, each one a stop request.
+                        log::warn!("received SIGTERM ({n}x): graceful stop requested");
+                        (0..n).for_each(|_| requests.post(Request::Stop));
+                        stop_posted = true;
+                        self.begin_stop();
+                    }
+                },
                 Signal::Hup => {
                     if stop_posted || kernel.is_done() || self.stopping {
                         log::info!("received SIGHUP: ignored while stopping");
@@ -996,7 +1013,7 @@ impl Runner {
         }
     }
 
-    /// The shell's part of a stop (the kernel cancels its periodic events itself).
+    /// Guards a stop from its start: the [`StopWatchdog`], systemd's `STOPPING=1`.
     fn begin_stop(&mut self) {
         if self.stopping {
             return;
@@ -1107,10 +1124,25 @@ impl Runner {
                 s.stop_timeout.as_secs_f64()
             );
         }
-        if old.stats_interval != s.stats_interval || old.runlog_interval != s.runlog_interval {
-            let (stats, runlog) = (millis(s.stats_interval), millis(s.runlog_interval));
-            if let Err(e) = kernel.set_intervals(Some(stats), Some(runlog)) {
-                log::error!("cannot arm the periodic log_statistics and save_runlog: {e}");
+        let periods = [
+            (
+                Periodic::Statistics,
+                "stats_interval",
+                old.stats_interval,
+                s.stats_interval,
+            ),
+            (
+                Periodic::Runlog,
+                "runlog_interval",
+                old.runlog_interval,
+                s.runlog_interval,
+            ),
+        ];
+        for (which, key, was, is) in periods {
+            if was != is {
+                if let Err(e) = kernel.set_period(which, Some(millis(is)), StdClock::now()) {
+                    log::error!("cannot re-arm '{key}' with {} s: {e}", is.as_secs_f64());
+                }
             }
         }
         log::info!("configuration reloaded");

@@ -96,11 +96,14 @@
 //! # Under systemd
 //!
 //! Run the daemon in the foreground (`--no-daemon`) as a `Type=notify` service: the shell
-//! tells systemd when it is ready, reloading and stopping, and pings `WatchdogSec=` when asked
-//! to ([`notify`]). Set `KillSignal=SIGINT`: `SIGINT` is the graceful stop, while `SIGTERM`,
-//! systemd's default, ends a run at once, without `stop`. Reload with `SIGHUP`. The unit
-//! `std-shell/examples/zendaemon-demo.service` in the repository does all this for the demo
-//! daemon (`demo`, in the `zendaemon-examples` package):
+//! tells systemd when it is ready, reloading and stopping, and pings `WatchdogSec=` at half
+//! its interval ([`notify`]). Pass `--sigterm=stop`, so that `SIGTERM`, systemd's
+//! `KillSignal=`, is the graceful stop (by default `SIGTERM` ends a run at once, without
+//! `stop`: pyzenkit's meaning). Reload with `SIGHUP`. In the foreground under systemd the
+//! shell logs to the journal ([`logging`]). The unit `std-shell/examples/zendaemon-demo.service`
+//! in the repository does all this for the demo daemon (`demo`, in the `zendaemon-examples`
+//! package), as a dynamic user in a sandbox (`systemd-analyze security` exposure 0.2; a
+//! template unit for several instances, `zendaemon-demo@.service`, sits beside it):
 //!
 //! ```ini
 #![doc = include_str!("../examples/zendaemon-demo.service")]
@@ -155,6 +158,7 @@ pub mod runlog;
 pub mod service;
 pub mod signals;
 pub mod watchdog;
+pub mod words;
 
 pub use clock::StdClock;
 pub use config::Config;

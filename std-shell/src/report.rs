@@ -281,7 +281,8 @@ mod tests {
     fn documents_have_the_documented_keys() {
         let mut w = W(Counters::new());
         let mut q = Quiet;
-        let mut k: Kernel<'_, Job, StdClock, 2, 8, 2, 4, 4> = Kernel::new(Settings::default());
+        let mut k: Kernel<'_, Job, StdClock, 2, { zendaemon_core::kinds::<Job>() }, 2, 4, 4> =
+            Kernel::new(Settings::default());
         k.add(&mut w).unwrap();
         k.add(&mut q).unwrap();
         k.start(StdClock::now()).unwrap();

@@ -179,7 +179,7 @@ mod tests {
         }
     }
 
-    type TestKernel<'c> = ServiceKernel<'c, Tick, 4, 8, 4, 4, 4>;
+    type TestKernel<'c> = ServiceKernel<'c, Tick, 4, { zendaemon_core::kinds::<Tick>() }, 4, 4, 4>;
 
     /// Counts ticks, `factor` at a time; configured from its own section, a number.
     struct Counter {

@@ -52,8 +52,8 @@ use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
     Component, Context, EndReason, Event, Flow, Idle, Inbox, Kernel, KernelStats, Kind, Mailbox,
-    ManualClock, QueueStats, Request, Requests, RouteError, Routes, Run, ScheduleErrorKind,
-    Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
+    ManualClock, Periodic, QueueStats, Request, Requests, RouteError, Routes, Run,
+    ScheduleErrorKind, Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
 };
 
 /// The clock under test: `u32` milliseconds, so it wraps.
@@ -63,8 +63,8 @@ pub type Clock = ManualClock<u32>;
 pub const USER_KINDS: usize = 4;
 /// The user kind nobody handles (dispatching it is `StepError::Unhandled`).
 pub const UNROUTED: u8 = 3;
-/// Routing table size: the 7 lifecycle kinds and the user's.
-pub const KINDS: usize = 7 + USER_KINDS;
+/// Routing table size: the lifecycle kinds and the user's.
+pub const KINDS: usize = zendaemon_core::kinds::<Ev>();
 /// Components in the kernel.
 pub const COMPONENTS: usize = 3;
 /// Handlers per kind (the longest route below has 3).
@@ -106,6 +106,8 @@ pub enum Action {
     Cancel(u16),
     /// `ctx.request_stop()`.
     RequestStop,
+    /// `ctx.request_checkpoint()`.
+    RequestCheckpoint,
 }
 
 /// The user's event: an id that is unique per schedule call, and instructions for handlers.
@@ -214,6 +216,7 @@ pub const ROUTES: [&[(Kind, bool)]; COMPONENTS] = [
         (Kind::SAVE_STATE, false),
         (Kind::LOG_STATISTICS, false),
         (Kind::RELOAD, false),
+        (Kind::CHECKPOINT, false),
     ],
     &[
         (Kind::START, false),
@@ -224,6 +227,7 @@ pub const ROUTES: [&[(Kind, bool)]; COMPONENTS] = [
         (Kind::RELOAD, true),
         (Kind::SAVE_RUNLOG, false),
         (Kind::TERMINATE, true),
+        (Kind::CHECKPOINT, true),
     ],
 ];
 
@@ -307,6 +311,7 @@ pub enum Did {
         result: Result<u32, TimerError>,
     },
     RequestedStop,
+    RequestedCheckpoint,
 }
 
 /// One handler call, as the handler saw it.
@@ -361,6 +366,10 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
         Action::RequestStop => {
             ctx.request_stop();
             return Did::RequestedStop;
+        }
+        Action::RequestCheckpoint => {
+            ctx.request_checkpoint();
+            return Did::RequestedCheckpoint;
         }
         Action::Cancel(n) => {
             return match pick(n, shared.handles.len()) {
@@ -471,6 +480,9 @@ pub enum Op {
     /// Calls the kernel's own method for a request (`request_stop`, `terminate`,
     /// `request_reload`, `request_runlog`, `request_state`), `times` times in a row (1 to 3).
     Ask { request: Request, times: u8 },
+    /// `kernel.set_period(which, period ms, now)` (`which` modulo 3 into `Periodic::ALL`;
+    /// 0 and `None` both mean none).
+    SetPeriod { which: u8, period: Option<u32> },
     /// Moves the clock forward; the kernel is not told.
     Advance { ticks: u32 },
     /// Moves the clock to `kernel.next_deadline()`, as a host that sleeps would.
@@ -498,6 +510,8 @@ pub struct Config {
     pub stats_interval: Option<u32>,
     /// `Settings::runlog_interval`, ms (0 and `None` both mean none).
     pub runlog_interval: Option<u32>,
+    /// `Settings::checkpoint_interval`, ms (0 and `None` both mean none).
+    pub checkpoint_interval: Option<u32>,
     /// `Settings::max_stop_requests`.
     pub max_stop_requests: u32,
     /// How many operations run before the interpreter starts the kernel.
@@ -513,6 +527,7 @@ impl Config {
             stop_timeout: Milliseconds(self.stop_timeout),
             stats_interval: interval(self.stats_interval),
             runlog_interval: interval(self.runlog_interval),
+            checkpoint_interval: interval(self.checkpoint_interval),
             max_stop_requests: self.max_stop_requests,
         }
     }
@@ -570,7 +585,7 @@ const KEEPALIVE: Spec = Spec {
 };
 
 /// The requests, by index, for decoders.
-pub const REQUESTS: [Request; 5] = Request::ALL;
+pub const REQUESTS: [Request; 6] = Request::ALL;
 
 // ------------------------------------------------------------------------------------------
 // The model
@@ -581,6 +596,10 @@ const DUE_STOP: u8 = 1 << 1;
 const DUE_RELOAD: u8 = 1 << 2;
 const DUE_SAVE_RUNLOG: u8 = 1 << 3;
 const DUE_SAVE_STATE: u8 = 1 << 4;
+const DUE_CHECKPOINT: u8 = 1 << 5;
+
+/// The periodic lifecycle events by slot, in `Periodic::ALL` order.
+const PERIODIC: [Event<Ev>; 3] = [Event::LogStatistics, Event::SaveRunlog, Event::Checkpoint];
 
 /// Who holds a model timer: a handle the host or a handler got, or a kernel lifecycle slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -621,12 +640,12 @@ pub struct Model {
     burst: Option<u64>,
     /// For every handle ever returned, the key of its timer while pending.
     handles: Vec<Option<(u64, u64)>>,
-    /// The kernel's periodic `log_statistics` and `save_runlog` timers.
-    lifecycle: [Option<(u64, u64)>; 2],
+    /// The kernel's periodic `log_statistics`, `save_runlog` and `checkpoint` timers.
+    lifecycle: [Option<(u64, u64)>; 3],
     queue_stats: QueueStats,
     inbox: VecDeque<Ev>,
     /// Posts not yet drained, in `Request::ALL` order.
-    posted: [u32; 5],
+    posted: [u32; 6],
     started: bool,
     ended: Option<EndReason>,
     done: bool,
@@ -662,10 +681,10 @@ impl Model {
             next_seq: 0,
             burst: None,
             handles: Vec::new(),
-            lifecycle: [None, None],
+            lifecycle: [None; 3],
             queue_stats: QueueStats::default(),
             inbox: VecDeque::new(),
-            posted: [0; 5],
+            posted: [0; 6],
             started: false,
             ended: None,
             done: false,
@@ -787,7 +806,7 @@ impl Model {
     }
 
     fn cancel_lifecycle(&mut self) {
-        for slot in 0..2 {
+        for slot in 0..3 {
             if let Some(key) = self.lifecycle[slot].take() {
                 self.timers.remove(&key);
             }
@@ -848,10 +867,11 @@ impl Model {
         }
         self.seen = self.clock;
         let periodic = [
-            (self.settings.stats_interval, Event::LogStatistics),
-            (self.settings.runlog_interval, Event::SaveRunlog),
+            self.settings.stats_interval,
+            self.settings.runlog_interval,
+            self.settings.checkpoint_interval,
         ];
-        for (slot, (interval, event)) in periodic.into_iter().enumerate() {
+        for (slot, (interval, event)) in periodic.into_iter().zip(PERIODIC).enumerate() {
             // A stop cancels them; one asked for before the start leaves them unarmed.
             if let Some(period) = interval.filter(|_| !self.done) {
                 if let Err(kind) = self.schedule_every(period.0, event, Some(slot)) {
@@ -897,6 +917,31 @@ impl Model {
             }
             Request::SaveRunlog => self.due |= DUE_SAVE_RUNLOG,
             Request::SaveState => self.due |= DUE_SAVE_STATE,
+            Request::Checkpoint => self.due |= DUE_CHECKPOINT,
+        }
+    }
+
+    /// `set_period`: the setting changes; the slot's timer is cancelled and, while running,
+    /// armed again from now.
+    fn set_period(&mut self, slot: usize, period: Option<u32>) -> Result<(), ScheduleErrorKind> {
+        let period = period.filter(|&ms| ms > 0).map(Milliseconds);
+        match slot {
+            0 => self.settings.stats_interval = period,
+            1 => self.settings.runlog_interval = period,
+            _ => self.settings.checkpoint_interval = period,
+        }
+        if let Some(key) = self.lifecycle[slot].take() {
+            self.timers.remove(&key);
+        }
+        if !self.started || self.done || self.ended.is_some() {
+            return Ok(());
+        }
+        self.seen = self.clock;
+        match period {
+            Some(p) => self
+                .schedule_every(p.0, PERIODIC[slot].clone(), Some(slot))
+                .map(|_| ()),
+            None => Ok(()),
         }
     }
 
@@ -943,7 +988,8 @@ impl Model {
             DUE_STOP => Event::Stop,
             DUE_RELOAD => Event::Reload,
             DUE_SAVE_RUNLOG => Event::SaveRunlog,
-            _ => Event::SaveState,
+            DUE_SAVE_STATE => Event::SaveState,
+            _ => Event::Checkpoint,
         })
     }
 
@@ -1005,6 +1051,7 @@ impl Model {
         let now = self.raw(self.seen);
         let done = self.done;
         let mut stop = false;
+        let mut checkpoint = false;
         let mut ran = 0u8;
         for &component in &route {
             ran += 1;
@@ -1014,7 +1061,7 @@ impl Model {
                 ev.trail = trail_after(ev.trail, component);
                 if ev.actor == component {
                     let ev = ev.clone();
-                    did = self.act(&ev, &mut stop);
+                    did = self.act(&ev, &mut stop, &mut checkpoint);
                 }
             }
             let flow = flow_of(component, &event);
@@ -1033,6 +1080,9 @@ impl Model {
         if stop {
             self.request_stop();
         }
+        if checkpoint {
+            self.due |= DUE_CHECKPOINT;
+        }
         if route.is_empty() && !kind.is_builtin() {
             self.stats.unhandled += 1;
             return Err(StepError::Unhandled(kind));
@@ -1043,7 +1093,7 @@ impl Model {
         })
     }
 
-    fn act(&mut self, ev: &Ev, stop: &mut bool) -> Did {
+    fn act(&mut self, ev: &Ev, stop: &mut bool, checkpoint: &mut bool) -> Did {
         let handle = |owner: Owner| match owner {
             Owner::Handle(h) => Some(h),
             Owner::Lifecycle(_) => unreachable!(),
@@ -1053,6 +1103,10 @@ impl Model {
             Action::RequestStop => {
                 *stop = true;
                 Did::RequestedStop
+            }
+            Action::RequestCheckpoint => {
+                *checkpoint = true;
+                Did::RequestedCheckpoint
             }
             Action::Cancel(n) => match pick(n, self.handles.len()) {
                 None => Did::Nothing,
@@ -1199,6 +1253,8 @@ pub struct Audit {
     stop_dispatched_at: Option<u64>,
     terminate_dispatched: bool,
     ended: Option<EndReason>,
+    /// Checkpoint requests since the last `checkpoint` (which takes them all).
+    checkpoints_asked: u32,
 }
 
 impl Audit {
@@ -1220,6 +1276,7 @@ impl Audit {
             stop_dispatched_at: None,
             terminate_dispatched: false,
             ended: None,
+            checkpoints_asked: 0,
         }
     }
 
@@ -1576,6 +1633,14 @@ impl Audit {
             // Ignored while stopping, and the periodic lifecycle timers are cancelled.
             Event::Reload => assert!(!done, "reload dispatched while stopping"),
             Event::LogStatistics => assert!(!done, "log_statistics dispatched while stopping"),
+            Event::Checkpoint => {
+                // Periodic ones are cancelled by a stop; one asked for may still come.
+                assert!(
+                    !done || self.checkpoints_asked > 0,
+                    "a periodic checkpoint dispatched while stopping"
+                );
+                self.checkpoints_asked = 0;
+            }
             Event::User(ev) => {
                 let a = self
                     .accepted
@@ -1622,6 +1687,7 @@ impl Audit {
             };
             match &seen.did {
                 Did::Nothing => {}
+                Did::RequestedCheckpoint => self.checkpoints_asked += 1,
                 Did::RequestedStop => {
                     // Takes effect after the pipeline; the last allowed one ends the loop.
                     if self.ended.is_none() {
@@ -1729,7 +1795,7 @@ impl Check for NoCheck {
 
 /// The kind at routing-table index `i`.
 fn kind_at(i: usize) -> Kind {
-    const BUILTIN: [Kind; 7] = [
+    const BUILTIN: [Kind; 8] = [
         Kind::START,
         Kind::STOP,
         Kind::TERMINATE,
@@ -1737,6 +1803,7 @@ fn kind_at(i: usize) -> Kind {
         Kind::SAVE_RUNLOG,
         Kind::SAVE_STATE,
         Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
     ];
     match BUILTIN.get(i) {
         Some(&kind) => kind,
@@ -1919,6 +1986,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                     match request {
                         Request::Stop => self.audit.posted_stops += 1,
                         Request::Terminate => self.audit.posted_terminate = true,
+                        Request::Checkpoint => self.audit.checkpoints_asked += 1,
                         _ => {}
                     }
                 }
@@ -1931,6 +1999,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                         Request::Reload => self.kernel.request_reload(),
                         Request::SaveRunlog => self.kernel.request_runlog(),
                         Request::SaveState => self.kernel.request_state(),
+                        Request::Checkpoint => self.kernel.request_checkpoint(),
                     }
                     self.model.ask(request);
                     let audit = &mut self.audit;
@@ -1943,6 +2012,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                                 }
                             }
                             Request::Terminate => audit.ended = Some(EndReason::Terminated),
+                            Request::Checkpoint => audit.checkpoints_asked += 1,
                             _ => {}
                         }
                     }
@@ -1951,6 +2021,21 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                         self.audit.ended,
                         "{request:?} asked of the kernel: ended() is wrong"
                     );
+                }
+            }
+            Op::SetPeriod { which, period } => {
+                let slot = usize::from(which % 3);
+                let ms = period.filter(|&ms| ms > 0).map(Milliseconds);
+                let running = self.model.started && !self.model.done && self.model.ended.is_none();
+                let got = self
+                    .kernel
+                    .set_period(Periodic::ALL[slot], ms, self.clock.now());
+                let want = self.model.set_period(slot, period);
+                self.same(got, want, "set_period");
+                self.same(self.kernel.period(Periodic::ALL[slot]), ms, "period");
+                if running {
+                    // The kernel told the queue the time.
+                    self.audit.seen = self.audit.clock;
                 }
             }
             Op::Advance { ticks } => self.advance(ticks),

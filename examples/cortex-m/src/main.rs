@@ -409,9 +409,9 @@ fn PendSV() {
 // The main loop
 // ---------------------------------------------------------------------------------------------
 
-/// 4 components, 7 lifecycle + 4 user kinds, 2 handlers per kind, 16 sequential and 8 timed
+/// 4 components, the lifecycle and 4 user kinds ([`zendaemon_core::kinds`]), 2 handlers per kind, 16 sequential and 8 timed
 /// events.
-type App<'c> = Kernel<'c, Ev, SysTickClock, 4, 11, 2, 16, 8>;
+type App<'c> = Kernel<'c, Ev, SysTickClock, 4, { zendaemon_core::kinds::<Ev>() }, 2, 16, 8>;
 
 #[entry]
 fn main() -> ! {

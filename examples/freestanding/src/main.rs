@@ -566,9 +566,9 @@ impl Component<Ev, Monotonic> for Consumer {
 // The main loop
 // ---------------------------------------------------------------------------------------------
 
-/// 3 components, 7 lifecycle + 3 user kinds, 2 handlers per kind, 32 sequential and 4 timed
+/// 3 components, the lifecycle and 3 user kinds ([`zendaemon_core::kinds`]), 2 handlers per kind, 32 sequential and 4 timed
 /// events.
-type App<'c> = Kernel<'c, Ev, Monotonic, 3, 10, 2, 32, 4>;
+type App<'c> = Kernel<'c, Ev, Monotonic, 3, { zendaemon_core::kinds::<Ev>() }, 2, 32, 4>;
 
 extern "C" fn main() -> ! {
     let clock = Monotonic;

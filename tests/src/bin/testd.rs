@@ -22,7 +22,8 @@
 //! | `stop_after` | u64, 0 | after this many `work` events the worker asks for a graceful stop itself (0: never) |
 //! | `unhandled_at_start` | bool, false | at `start` it schedules one `orphan` event, which no component handles: an error of the run (logged, in the runlog's `errors`, `result` `failure`, exit code 1 at the end) |
 //!
-//! Events: `start`, `stop`, `reload`, `work` go to the worker; `orphan` goes nowhere.
+//! Events: `start`, `stop`, `reload`, `work` go to the worker; `orphan` goes nowhere. Its
+//! `stop` handler logs `worker: stop handler runs` (info) first.
 //!
 //! Reload (`SIGHUP`): a new `worker` section applies at once; the pending `work` event is moved
 //! to one new interval from the reload (cancelled for `0`). A section with an unknown key or a
@@ -210,6 +211,7 @@ impl Component<Job, StdClock> for Worker {
                 }
             }
             Event::Stop => {
+                log::info!("worker: stop handler runs");
                 if let Some(handle) = self.timer.take() {
                     let _ = ctx.cancel(handle);
                 }
