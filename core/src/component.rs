@@ -12,13 +12,12 @@
 
 use core::fmt;
 
-use embedded_time::fixed_point::FixedPoint;
 use embedded_time::{Clock, Instant};
 
 use crate::event::{Event, Kind};
 use crate::queue::ScheduleError;
 use crate::stats::CounterSet;
-use crate::time::{duration_to_ticks, TickInt};
+use crate::time::{duration_to_ticks, Delay, TickInt};
 use crate::timer::{TimerError, TimerHandle};
 
 /// What a handler tells the pipeline (calloop's `PostAction`, pyzenkit's `FLAG_CONTINUE`).
@@ -334,11 +333,10 @@ where
         event: impl Into<U>,
     ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .schedule_after_ticks(duration_to_ticks::<C, D>(delay), event.into())
+            .schedule_after_ticks(duration_to_ticks::<C, _>(delay), event.into())
     }
 
     /// Schedules a periodic event, first one period from now (drift-free; see
@@ -353,11 +351,10 @@ where
         event: impl Into<U>,
     ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .schedule_every_ticks(duration_to_ticks::<C, D>(period), event.into())
+            .schedule_every_ticks(duration_to_ticks::<C, _>(period), event.into())
     }
 
     /// Cancels a timed event and hands it back.
@@ -385,10 +382,9 @@ where
     /// As [`cancel`](Self::cancel), and [`TimerError::BeyondHorizon`].
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .reschedule_after_ticks(handle, duration_to_ticks::<C, D>(delay))
+            .reschedule_after_ticks(handle, duration_to_ticks::<C, _>(delay))
     }
 }

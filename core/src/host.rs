@@ -20,13 +20,12 @@
 
 use core::fmt;
 
-use embedded_time::fixed_point::FixedPoint;
 use embedded_time::{Clock, Instant};
 
 use crate::component::Scheduler;
 use crate::event::Event;
 use crate::queue::{EventQueue, QueueStats, ScheduleError};
-use crate::time::{duration_to_ticks, TickInt};
+use crate::time::{duration_to_ticks, Delay, TickInt};
 use crate::timer::{TimerError, TimerHandle};
 
 /// The user event inside an event the caller built as `Event::User`.
@@ -183,10 +182,9 @@ where
         event: impl Into<U>,
     ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
-        let ticks = duration_to_ticks::<C, D>(delay);
+        let ticks = duration_to_ticks::<C, _>(delay);
         Scheduler::schedule_after_ticks(self.queue, ticks, event.into())
     }
 
@@ -201,10 +199,9 @@ where
         event: impl Into<U>,
     ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
-        let ticks = duration_to_ticks::<C, D>(period);
+        let ticks = duration_to_ticks::<C, _>(period);
         Scheduler::schedule_every_ticks(self.queue, ticks, event.into())
     }
 
@@ -233,10 +230,9 @@ where
     /// As [`cancel`](Self::cancel), and [`TimerError::BeyondHorizon`].
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
-        let ticks = duration_to_ticks::<C, D>(delay);
+        let ticks = duration_to_ticks::<C, _>(delay);
         Scheduler::reschedule_after_ticks(self.queue, handle, ticks)
     }
 

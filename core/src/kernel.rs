@@ -46,7 +46,7 @@ use crate::host::HostQueue;
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
 use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
 use crate::stats::{KernelStats, Rate};
-use crate::time::{duration_to_ticks, TickInt};
+use crate::time::{duration_to_ticks, to_millis, Delay, TickInt};
 use crate::timer::TimerHandle;
 
 /// Lifecycle settings.
@@ -62,6 +62,46 @@ pub struct Settings {
     pub checkpoint_interval: Option<Milliseconds<u32>>,
     /// The stop request that ends the loop at once (pyzenkit: 3).
     pub max_stop_requests: u32,
+}
+
+impl Settings {
+    /// These settings with `stop_timeout` set from any [`Delay`]: a
+    /// [`core::time::Duration`] or an embedded-time duration (rounded up to whole
+    /// milliseconds, at most 49.7 days).
+    #[must_use]
+    pub fn with_stop_timeout(mut self, timeout: impl Delay) -> Self {
+        self.stop_timeout = to_millis(timeout);
+        self
+    }
+
+    /// These settings with one of the periodic lifecycle events armed every `period`
+    /// (rounded up to whole milliseconds, at most 49.7 days).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use zendaemon_core::embedded_time::duration::{Milliseconds, Seconds};
+    /// use zendaemon_core::{Periodic, Settings};
+    ///
+    /// let settings = Settings::default()
+    ///     .with_stop_timeout(Duration::from_secs(5))
+    ///     .with_period(Periodic::Statistics, Seconds(60))
+    ///     .with_period(Periodic::Runlog, Milliseconds(500));
+    /// assert_eq!(settings.stop_timeout, Milliseconds(5_000u32));
+    /// assert_eq!(settings.stats_interval, Some(Milliseconds(60_000u32)));
+    /// assert_eq!(settings.runlog_interval, Some(Milliseconds(500u32)));
+    /// ```
+    #[must_use]
+    pub fn with_period(mut self, which: Periodic, period: impl Delay) -> Self {
+        *which.interval(&mut self) = Some(to_millis(period));
+        self
+    }
+
+    /// These settings with the stop request that ends the loop at once.
+    #[must_use]
+    pub fn with_max_stop_requests(mut self, n: u32) -> Self {
+        self.max_stop_requests = n;
+        self
+    }
 }
 
 impl Default for Settings {
@@ -601,8 +641,8 @@ where
 
     /// Changes the stop timeout (a reloaded configuration). A stop already under way keeps
     /// the deadline it was given; the new timeout applies to a stop that has not yet begun.
-    pub fn set_stop_timeout(&mut self, timeout: Milliseconds<u32>) {
-        self.settings.stop_timeout = timeout;
+    pub fn set_stop_timeout(&mut self, timeout: impl Delay) {
+        self.settings.stop_timeout = to_millis(timeout);
     }
 
     /// True once a stop began.

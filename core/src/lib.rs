@@ -23,5 +23,5 @@ pub use kernel::{EndReason, Idle, Kernel, Periodic, Run, Settings, StartError, S
 pub use pending::{Inbox, Mailbox, Request, Requests};
 pub use queue::{EventQueue, Next, QueueStats, ScheduleError, ScheduleErrorKind};
 pub use stats::{CounterId, CounterSet, Counters, KernelStats, Lateness, Rate};
-pub use time::{ManualClock, TickInt, Timeline};
+pub use time::{Delay, ManualClock, TickInt, Timeline};
 pub use timer::{Fired, TimerError, TimerHandle, TimerQueue};

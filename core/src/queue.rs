@@ -36,11 +36,10 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use embedded_time::fixed_point::FixedPoint;
 use embedded_time::{Clock, Instant};
 use heapless::Deque;
 
-use crate::time::{duration_to_ticks, instant_ticks, TickInt, Timeline};
+use crate::time::{duration_to_ticks, instant_ticks, Delay, TickInt, Timeline};
 use crate::timer::{Fired, TimerError, TimerHandle, TimerQueue};
 
 /// Why an event could not be scheduled. The event is always handed back.
@@ -288,8 +287,7 @@ where
     /// event never fires early.
     pub fn schedule_after<D>(&mut self, delay: D, event: E) -> Result<TimerHandle, ScheduleError<E>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.schedule_after_ticks(Self::ticks_of(delay), event)
     }
@@ -305,8 +303,7 @@ where
     ) -> Result<TimerHandle, ScheduleError<E>>
     where
         E: Clone,
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.schedule_every_ticks(Self::ticks_of(period), event)
     }
@@ -371,8 +368,7 @@ where
     /// Moves a pending timed event to `delay` after the last `now`.
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.reschedule_after_ticks(handle, Self::ticks_of(delay))
     }
@@ -519,10 +515,9 @@ where
     /// A duration in ticks of `C`; one too long for `u64` ticks is beyond any horizon.
     fn ticks_of<D>(span: D) -> u64
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
-        duration_to_ticks::<C, D>(span).unwrap_or(u64::MAX)
+        duration_to_ticks::<C, _>(span).unwrap_or(u64::MAX)
     }
 
     fn insert_timer(&mut self, deadline: u64, event: E) -> Result<TimerHandle, ScheduleError<E>> {

@@ -96,10 +96,10 @@ use std::marker::PhantomData;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterId, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
     StateValue, StateVisitor, TimerHandle, UserEvent,
@@ -781,7 +781,7 @@ impl<U: FollowEvents> Follower<U> {
                 return;
             }
         }
-        match ctx.schedule_after(Milliseconds(self.settings.poll_ms), U::poll()) {
+        match ctx.schedule_after(Duration::from_millis(self.settings.poll_ms), U::poll()) {
             Ok(handle) => self.timer = Some(handle),
             Err(e) => log::error!(
                 "cannot schedule the next look at the files ({:?}): following stops",

@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use serde::Deserialize;
-//! use zendaemon::core::embedded_time::duration::Milliseconds;
+//! use std::time::Duration;
 //! use zendaemon::core::{
 //!     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
 //!     UserEvent,
@@ -55,7 +55,7 @@
 //!             let _ = self.counters.inc("ticks", 1);
 //!         }
 //!         if !ctx.is_done() {
-//!             let _ = ctx.schedule_after(Milliseconds(self.every), Tick);
+//!             let _ = ctx.schedule_after(Duration::from_millis(self.every), Tick);
 //!         }
 //!         Flow::Continue
 //!     }

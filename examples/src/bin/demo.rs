@@ -23,8 +23,9 @@
 //! (numbers examined), `primes` (primes found). The persistent state keeps the next number to
 //! examine, so a restart goes on where the previous run stopped.
 
+use std::time::Duration;
+
 use serde::Deserialize;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterId, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
     StateValue, StateVisitor, TimerHandle, UserEvent,
@@ -130,7 +131,7 @@ impl Worker {
     }
 
     fn schedule(&mut self, ctx: &mut Context<'_, Work, StdClock>) {
-        match ctx.schedule_after(Milliseconds(self.settings.work_interval_ms), Work) {
+        match ctx.schedule_after(Duration::from_millis(self.settings.work_interval_ms), Work) {
             Ok(handle) => self.timer = Some(handle),
             Err(e) => log::error!("cannot schedule the next unit of work: {:?}", e.kind()),
         }

@@ -55,7 +55,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes, StateValue,
     StateVisitor, TimerHandle, UserEvent,
@@ -164,8 +163,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn interval(&self) -> Option<Milliseconds<u64>> {
-        (self.settings.work_interval_ms > 0).then_some(Milliseconds(self.settings.work_interval_ms))
+    fn interval(&self) -> Option<Duration> {
+        (self.settings.work_interval_ms > 0)
+            .then_some(Duration::from_millis(self.settings.work_interval_ms))
     }
 
     fn schedule_work(&mut self, ctx: &mut Context<'_, Job, StdClock>) {
