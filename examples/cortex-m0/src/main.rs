@@ -299,7 +299,8 @@ fn main() -> ! {
         ..Settings::default()
     };
     // 1 component, 9 kinds (7 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
-    let mut kernel = Kernel::<'_, Ev, Timer0Clock, 1, 9, 1, 4, 4>::new(settings);
+    let mut kernel =
+        Kernel::<'_, Ev, Timer0Clock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 4>::new(settings);
     if let Err(e) = kernel.add(&mut blinker) {
         fail(format_args!("add: {e}"));
     }
