@@ -129,6 +129,12 @@ impl Kind {
         Kind((BUILTIN_KINDS + k) as u16)
     }
 
+    /// The kind with this routing-table index (the inverse of [`Kind::index`]).
+    #[inline]
+    pub(crate) const fn from_index(index: u16) -> Kind {
+        Kind(index)
+    }
+
     /// The index into the routing table.
     #[inline]
     pub const fn index(self) -> usize {

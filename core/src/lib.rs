@@ -3,8 +3,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod activity;
 pub mod component;
 pub mod event;
+#[cfg(feature = "fugit")]
+pub mod fugit;
 pub mod host;
 pub mod kernel;
 pub mod pending;
@@ -15,6 +18,7 @@ pub mod stats;
 pub mod time;
 pub mod timer;
 
+pub use activity::{Activity, Dispatching};
 pub use component::{Component, Context, Flow, RouteError, Routes, StateValue, StateVisitor};
 pub use embedded_time;
 pub use event::{kinds, Event, Kind, UserEvent};

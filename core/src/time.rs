@@ -78,7 +78,7 @@ pub const fn horizon_ticks(max: u64) -> u64 {
 ///
 /// # Conversion cost
 ///
-/// [`ticks`](Self::ticks) scales by the ratio of the span's unit to the clock's tick, and both
+/// [`ticks`](Self::in_ticks) scales by the ratio of the span's unit to the clock's tick, and both
 /// are constants: the ratio is reduced at compile time (an inline `const` block), and what is
 /// left of the division at run time is a multiplication by a precomputed reciprocal with one
 /// correction step ([`Divisor`]). So no 64- or 128-bit division (`__aeabi_uldivmod`,
@@ -89,21 +89,21 @@ pub const fn horizon_ticks(max: u64) -> u64 {
 /// use zendaemon_core::embedded_time::duration::Milliseconds;
 /// use zendaemon_core::{Delay, ManualClock};
 ///
-/// assert_eq!(Milliseconds(500).ticks::<ManualClock>(), Some(500));
-/// assert_eq!(Duration::from_millis(500).ticks::<ManualClock>(), Some(500));
+/// assert_eq!(Milliseconds(500).in_ticks::<ManualClock>(), Some(500));
+/// assert_eq!(Duration::from_millis(500).in_ticks::<ManualClock>(), Some(500));
 /// // A fraction of a tick rounds up: a timer never fires early.
-/// assert_eq!(Duration::from_micros(1).ticks::<ManualClock>(), Some(1));
+/// assert_eq!(Duration::from_micros(1).in_ticks::<ManualClock>(), Some(1));
 /// ```
 pub trait Delay: Copy {
     /// The span in ticks of clock `C`, rounded up, so that a deadline computed from it is
     /// never earlier than asked for. `None` when it does not fit into `u64` ticks (far beyond
     /// any clock's horizon).
-    fn ticks<C: Clock>(self) -> Option<u64>;
+    fn in_ticks<C: Clock>(self) -> Option<u64>;
 }
 
 impl Delay for core::time::Duration {
     #[inline]
-    fn ticks<C: Clock>(self) -> Option<u64> {
+    fn in_ticks<C: Clock>(self) -> Option<u64> {
         // ticks = (secs + nanos / 1e9) · den / num for a clock of `num / den` seconds a tick.
         // With R / S = den / num reduced: secs · R = q · S + r, and
         // ticks = q + ceil((r · 1e9 + nanos · R) / (S · 1e9)), every term below 2^63.
@@ -127,7 +127,7 @@ macro_rules! delay_for_embedded_time {
     ($($ty:ident),*) => {$(
         impl Delay for embedded_time::duration::$ty<u32> {
             #[inline]
-            fn ticks<C: Clock>(self) -> Option<u64> {
+            fn in_ticks<C: Clock>(self) -> Option<u64> {
                 let (num, by) = const {
                     let unit = <embedded_time::duration::$ty<u32> as FixedPoint>::SCALING_FACTOR;
                     let c = C::SCALING_FACTOR;
@@ -157,7 +157,7 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// `(a, b)` divided by their greatest common divisor (`b` at least 1). For `const` blocks;
 /// `#[inline]` keeps it (and its divisions) out of the object code when only they call it.
 #[inline]
-const fn reduce(a: u64, b: u64) -> (u64, u64) {
+pub(crate) const fn reduce(a: u64, b: u64) -> (u64, u64) {
     assert!(
         b > 0,
         "a clock's or a duration's scaling factor must not be zero"
@@ -250,7 +250,7 @@ pub fn to_millis(span: impl Delay) -> Milliseconds<u32> {
             Ok(Instant::new(0))
         }
     }
-    let ms = span.ticks::<Millis>().unwrap_or(u64::MAX);
+    let ms = span.in_ticks::<Millis>().unwrap_or(u64::MAX);
     Milliseconds(u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
@@ -258,7 +258,7 @@ pub fn to_millis(span: impl Delay) -> Milliseconds<u32> {
 /// it is never earlier than asked for. `None` when it does not fit into `u64` ticks.
 #[inline]
 pub fn duration_to_ticks<C: Clock, D: Delay>(span: D) -> Option<u64> {
-    span.ticks::<C>()
+    span.in_ticks::<C>()
 }
 
 /// A wrap-safe mapping from a clock's (possibly wrapping) ticks to a `u64` line that does not
@@ -569,29 +569,29 @@ mod tests {
     fn std_durations_convert_exactly_and_never_early() {
         use core::time::Duration;
         // 3 ms ticks: a fraction of a tick rounds up.
-        assert_eq!(Duration::ZERO.ticks::<Tick3ms>(), Some(0));
-        assert_eq!(Duration::from_nanos(1).ticks::<Tick3ms>(), Some(1));
-        assert_eq!(Duration::from_millis(3).ticks::<Tick3ms>(), Some(1));
-        assert_eq!(Duration::from_micros(3_001).ticks::<Tick3ms>(), Some(2));
-        assert_eq!(Duration::from_secs(3).ticks::<Tick3ms>(), Some(1_000));
-        assert_eq!(Duration::new(3, 1).ticks::<Tick3ms>(), Some(1_001));
-        assert_eq!(Duration::from_secs(1).ticks::<Tick3ms>(), Some(334));
+        assert_eq!(Duration::ZERO.in_ticks::<Tick3ms>(), Some(0));
+        assert_eq!(Duration::from_nanos(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Duration::from_millis(3).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Duration::from_micros(3_001).in_ticks::<Tick3ms>(), Some(2));
+        assert_eq!(Duration::from_secs(3).in_ticks::<Tick3ms>(), Some(1_000));
+        assert_eq!(Duration::new(3, 1).in_ticks::<Tick3ms>(), Some(1_001));
+        assert_eq!(Duration::from_secs(1).in_ticks::<Tick3ms>(), Some(334));
         // 1 ms is 32.768 ticks of a 32 kHz clock: 33, never 32.
-        assert_eq!(Duration::from_millis(1).ticks::<Khz32>(), Some(33));
-        assert_eq!(Duration::from_secs(1).ticks::<Khz32>(), Some(32_768));
+        assert_eq!(Duration::from_millis(1).in_ticks::<Khz32>(), Some(33));
+        assert_eq!(Duration::from_secs(1).in_ticks::<Khz32>(), Some(32_768));
         // Beyond u64 ticks: refused, not wrapped.
-        assert_eq!(Duration::MAX.ticks::<Ghz>(), None);
-        assert_eq!(Duration::MAX.ticks::<ManualClock>(), None);
+        assert_eq!(Duration::MAX.in_ticks::<Ghz>(), None);
+        assert_eq!(Duration::MAX.in_ticks::<ManualClock>(), None);
         // Against the slow reference, over every scale of duration.
         let mut next = stream(2);
         for _ in 0..20_000 {
             let secs = next() >> (next() % 64);
             let d = Duration::new(secs, (next() % 1_000_000_000) as u32);
             for (got, want) in [
-                (d.ticks::<Tick3ms>(), reference::<Tick3ms>(d)),
-                (d.ticks::<Khz32>(), reference::<Khz32>(d)),
-                (d.ticks::<Ghz>(), reference::<Ghz>(d)),
-                (d.ticks::<ManualClock>(), reference::<ManualClock>(d)),
+                (d.in_ticks::<Tick3ms>(), reference::<Tick3ms>(d)),
+                (d.in_ticks::<Khz32>(), reference::<Khz32>(d)),
+                (d.in_ticks::<Ghz>(), reference::<Ghz>(d)),
+                (d.in_ticks::<ManualClock>(), reference::<ManualClock>(d)),
             ] {
                 // `None` only where the exact figure does not fit (or `secs · rate` overflows,
                 // which is beyond every horizon too).
@@ -606,29 +606,35 @@ mod tests {
     #[test]
     fn embedded_time_durations_convert_exactly_and_never_early() {
         // Unsuffixed literals infer `u32`: `Milliseconds(500)` compiles.
-        assert_eq!(Milliseconds(500).ticks::<ManualClock>(), Some(500));
-        assert_eq!(Milliseconds(1).ticks::<Tick3ms>(), Some(1));
-        assert_eq!(Milliseconds(3).ticks::<Tick3ms>(), Some(1));
-        assert_eq!(Milliseconds(4).ticks::<Tick3ms>(), Some(2));
-        assert_eq!(Seconds(3).ticks::<Tick3ms>(), Some(1_000));
-        assert_eq!(Microseconds(1).ticks::<Tick3ms>(), Some(1));
-        assert_eq!(Nanoseconds(0).ticks::<Tick3ms>(), Some(0));
-        assert_eq!(Hours(1).ticks::<Tick3ms>(), Some(1_200_000));
-        assert_eq!(Minutes(1).ticks::<Khz32>(), Some(60 * 32_768));
+        assert_eq!(Milliseconds(500).in_ticks::<ManualClock>(), Some(500));
+        assert_eq!(Milliseconds(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Milliseconds(3).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Milliseconds(4).in_ticks::<Tick3ms>(), Some(2));
+        assert_eq!(Seconds(3).in_ticks::<Tick3ms>(), Some(1_000));
+        assert_eq!(Microseconds(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Nanoseconds(0).in_ticks::<Tick3ms>(), Some(0));
+        assert_eq!(Hours(1).in_ticks::<Tick3ms>(), Some(1_200_000));
+        assert_eq!(Minutes(1).in_ticks::<Khz32>(), Some(60 * 32_768));
         assert_eq!(
-            Seconds(u32::MAX).ticks::<Tick3ms>(),
+            Seconds(u32::MAX).in_ticks::<Tick3ms>(),
             Some(u64::from(u32::MAX) / 3 * 1_000)
         );
-        assert_eq!(Hours(u32::MAX).ticks::<Ghz>(), None);
+        assert_eq!(Hours(u32::MAX).in_ticks::<Ghz>(), None);
         // Against the slow reference.
         let mut next = stream(3);
         for _ in 0..20_000 {
             let n = (next() >> (next() % 32)) as u32;
             let ms = core::time::Duration::from_millis(n.into());
-            assert_eq!(Milliseconds(n).ticks::<Tick3ms>(), reference::<Tick3ms>(ms));
-            assert_eq!(Milliseconds(n).ticks::<Khz32>(), reference::<Khz32>(ms));
+            assert_eq!(
+                Milliseconds(n).in_ticks::<Tick3ms>(),
+                reference::<Tick3ms>(ms)
+            );
+            assert_eq!(Milliseconds(n).in_ticks::<Khz32>(), reference::<Khz32>(ms));
             let us = core::time::Duration::from_micros(n.into());
-            assert_eq!(Microseconds(n).ticks::<Tick3ms>(), reference::<Tick3ms>(us));
+            assert_eq!(
+                Microseconds(n).in_ticks::<Tick3ms>(),
+                reference::<Tick3ms>(us)
+            );
         }
     }
 

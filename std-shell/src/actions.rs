@@ -257,7 +257,7 @@ fn wait_gone(targets: Vec<(PathBuf, i32)>, timeout: Duration) -> Vec<(PathBuf, i
 fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let s = config.settings();
     let name = &s.name;
-    let after_term = crate::daemon::WATCHDOG_MARGIN + LAST_WORDS_GRACE + Duration::from_secs(2);
+    let after_term = s.watchdog_margin + LAST_WORDS_GRACE + Duration::from_secs(2);
     let mut code = exit::OK;
     let mut signalled = Vec::new();
     for (path, probe) in probes(config)? {

@@ -270,6 +270,11 @@ pub struct Cli {
     #[argh(option, from_str_fn(parse_seconds))]
     pub stop_timeout: Option<Duration>,
 
+    /// seconds the stop watchdog allows beyond the stop timeout, and after SIGTERM or the
+    /// third SIGINT, before it ends a daemon whose handler hangs (default: 1)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub watchdog_margin: Option<Duration>,
+
     /// parallel mode: several instances, each with its PID in its pidfile's name
     #[argh(switch)]
     pub parallel: bool,
@@ -472,6 +477,7 @@ impl Cli {
         put("stats_interval", self.stats_interval.map(seconds_value));
         put("runlog_interval", self.runlog_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
+        put("watchdog_margin", self.watchdog_margin.map(seconds_value));
         put("parallel", switch(self.parallel));
         put("precise_timers", switch(self.precise_timers));
         put("precise_max_spin", self.precise_max_spin.map(seconds_value));

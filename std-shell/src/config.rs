@@ -36,7 +36,8 @@
 //! # Value types in files
 //!
 //! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
-//! `stats_interval`, `runlog_interval`, `stop_timeout`, `precise_max_spin`: numbers of seconds,
+//! `stats_interval`, `runlog_interval`, `stop_timeout`, `watchdog_margin`, `precise_max_spin`:
+//! numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
 //! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `log_target`, `log_format`, `sigterm`:
@@ -68,7 +69,7 @@ use crate::paths::{self, DefaultPaths};
 use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 29] = [
+pub const SHELL_KEYS: [&str; 30] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -82,6 +83,7 @@ pub const SHELL_KEYS: [&str; 29] = [
     "stats_interval",
     "runlog_interval",
     "stop_timeout",
+    "watchdog_margin",
     "parallel",
     "precise_timers",
     "precise_max_spin",
@@ -116,6 +118,8 @@ pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default margin of the stop watchdog (see [`crate::watchdog`]).
+pub const DEFAULT_WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
 /// Default longest spin per wake-up with precise timers (see [`crate::precise`]).
 pub const DEFAULT_PRECISE_MAX_SPIN: Duration = crate::precise::DEFAULT_MAX_SPIN;
 /// Default umask.
@@ -159,6 +163,10 @@ pub struct Settings {
     /// How long a graceful stop may take.
     #[serde(serialize_with = "ser_seconds")]
     pub stop_timeout: Duration,
+    /// How long the stop watchdog lets the run go on beyond the stop timeout, and after
+    /// `SIGTERM` or the third `SIGINT`, before it ends the process (see [`crate::watchdog`]).
+    #[serde(serialize_with = "ser_seconds")]
+    pub watchdog_margin: Duration,
     /// Parallel mode.
     pub parallel: bool,
     /// Precise timers: the loop wakes a learned margin before each deadline and spins on the
@@ -274,6 +282,10 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
         cli::seconds_value(DEFAULT_RUNLOG_INTERVAL),
     );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
+    put(
+        "watchdog_margin",
+        cli::seconds_value(DEFAULT_WATCHDOG_MARGIN),
+    );
     put("parallel", Value::Bool(false));
     put("precise_timers", Value::Bool(false));
     put(
@@ -481,6 +493,7 @@ impl Fields<'_> {
             stats_interval: self.required("stats_interval", seconds)?,
             runlog_interval: self.required("runlog_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
+            watchdog_margin: self.required("watchdog_margin", seconds)?,
             parallel: self.required("parallel", boolean)?,
             precise_timers: self.required("precise_timers", boolean)?,
             precise_max_spin: self.required("precise_max_spin", seconds)?,

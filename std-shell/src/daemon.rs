@@ -39,18 +39,22 @@
 //! 4. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//! 5. Chooses where log lines go and installs the logger ([`logging`]): the
+//!    program's own logger if it installed one before `run` (the shell then logs through it
+//!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
 //! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
 //!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
 //! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
 //!    `--no-daemon`, applies umask, chroot, working directory and privilege drop in place
 //!    ([`foreground`]). Every error up to here reached the terminal, with the exit code of
 //!    [`Error::exit_code`].
-//! 8. In the daemon: writes its PID into the pidfile (in `--parallel` mode it first creates
-//!    and locks its own pidfile, named with that PID, see [`instances`]);
-//!    installs the signal handlers ([`Signals`]); [activates](Service::activate) the services;
-//!    starts the kernel, which arms the periodic `log_statistics` and `save_runlog` events;
-//!    dispatches `start`. A failure in this step reaches the launching process through the readiness pipe
+//! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
+//!    [`StopWatchdog`]; then writes its PID into the pidfile (in `--parallel` mode it first
+//!    creates and locks its own pidfile, named with that PID, see [`instances`]);
+//!    [activates](Service::activate) the services; starts the kernel, which arms the periodic
+//!    `log_statistics`, `save_runlog` and `checkpoint` events; dispatches
+//!    `start`. A failure in this step reaches the launching process through the readiness pipe
 //!    (it prints the message and exits with the error's code), or the console in the
 //!    foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
@@ -80,7 +84,7 @@
 //! | `save_state` | writes the state file |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
-//! | `stop` | starts the [`StopWatchdog`], tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
+//! | `stop` | starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
 //!
 //! When nothing is due, the loop sleeps in [`Signals::wait_until`] until the kernel's next
 //! deadline (or systemd's next watchdog ping, when `WATCHDOG_USEC` asks for them) or a signal.
@@ -115,8 +119,8 @@
 //! error but does not fail the run. On success the shell applies the log level, a new log
 //! file, new runlog directory, state and persistent state files, the statistics and runlog
 //! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
-//! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`] that
-//! starts at that stop); then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
+//! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`]'s);
+//! then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
 //! directory, umask, daemon mode, parallel mode, precise timers) are logged as such when they
 //! change.
@@ -125,12 +129,18 @@
 //!
 //! A graceful stop (`SIGINT`, [`stop` action](crate::actions), a component's
 //! `request_stop`) dispatches `stop`; the kernel cuts it off with `terminate` after the stop
-//! timeout. Because a handler that never returns would never let the kernel do that, the
-//! [`StopWatchdog`] also starts at `stop`: at the stop timeout plus a margin (half the stop
-//! timeout, at most one second, so the kernel's own `terminate` goes first whenever the loop
-//! still turns) it logs the failure, removes the pidfile and ends the process with exit code 1.
-//! No runlog or persistent state is written then: the stuck handler may hold the state
-//! half-updated.
+//! timeout, counted from the stop's beginning: the first `SIGINT`'s arrival, not the moment
+//! the loop got round to dispatching `stop`. A handler that never returns would keep the loop
+//! from doing either, so the [`StopWatchdog`] guards the whole run from outside the loop, on
+//! its own thread with its own `SIGINT` and `SIGTERM` handlers. It ends the process at the
+//! stop timeout plus a margin after the first `SIGINT` (or the loop's own stop), and within
+//! the margin after `SIGTERM` or the third `SIGINT`, whatever a handler is doing. The margin
+//! is the `watchdog_margin` setting (`--watchdog-margin`, 1 s by default); it leaves the loop
+//! time to end the run itself whenever it still turns. When the watchdog fires, it logs why
+//! and which component was handling which event kind (the kernel's [`Activity`]), removes the
+//! pidfile and exits with [`exit::WATCHDOG`] (70). No runlog or persistent state is written
+//! then: the stuck handler may hold the state half-updated. `--action stop` on such a daemon
+//! returns 0 once it is gone.
 //!
 //! Every way the loop ends ([`EndReason`]) counts as clean: handlers always run to their end
 //! (signals only set flags that the loop reads between events), so components are consistent
@@ -154,8 +164,8 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 use embedded_time::duration::Milliseconds;
 use embedded_time::Instant;
 use zendaemon_core::{
-    EndReason, Kernel, Kind, Periodic, Request, Requests, Run, Settings as KernelSettings, Step,
-    StepError, UserEvent,
+    Activity, EndReason, Kernel, Kind, Periodic, Request, Requests, Run,
+    Settings as KernelSettings, Step, StepError, UserEvent,
 };
 
 use crate::actions;
@@ -163,10 +173,11 @@ use crate::atomic::write_atomic;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
-use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Readiness};
+use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Privileges, Readiness};
 use crate::error::{exit, Error, Result};
 use crate::instances;
-use crate::logging::{Logger, Target};
+use crate::listen::{Acquire, Listeners};
+use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
@@ -175,7 +186,7 @@ use crate::report::{self, RunInfo};
 use crate::runlog;
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
-use crate::watchdog::StopWatchdog;
+use crate::watchdog::{Limits, StopWatchdog};
 use crate::words::Sigterm;
 
 /// Default capacity: components.
@@ -188,9 +199,6 @@ pub const DEFAULT_HANDLERS: usize = 16;
 pub const DEFAULT_SEQUENTIAL: usize = 1024;
 /// Default capacity: timed events.
 pub const DEFAULT_TIMED: usize = 256;
-
-/// The longest the stop watchdog waits beyond the stop timeout.
-pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
 
 /// A daemon under construction: its name and its services. See the [module
 /// documentation](self) for what [`run`](Daemon::run) does.
@@ -280,7 +288,30 @@ where
     /// Runs the daemon or the action the command line asks for, and returns the process's
     /// exit code (see the [module documentation](self)). In daemon mode the launching process
     /// never returns from here: it exits with the daemon's start-up result.
+    ///
+    /// First of all it takes the sockets of systemd's socket activation
+    /// ([`listen`](crate::listen)) and closes every other descriptor the process inherited:
+    /// every descriptor above 2 without close-on-exec
+    /// ([`close_inherited`](daemonize::close_inherited)). So before `run`, a program must not
+    /// hold a descriptor without close-on-exec that it means to keep (std opens everything
+    /// with close-on-exec; `nix::fcntl::open` without `O_CLOEXEC`, `dup` and sockets without
+    /// `SOCK_CLOEXEC` do not): components open what they need in
+    /// [`configure`](Service::configure), [`acquire`](Service::acquire) or
+    /// [`activate`](Service::activate), which all run later, and keep it through
+    /// daemonizing.
     pub fn run(mut self) -> i32 {
+        // First of all, before any component code runs: the sockets systemd handed over are
+        // ours, and whatever else the process inherited is closed (see `listen` and
+        // "Descriptors" in `daemonize`).
+        let listeners = match Listeners::from_env() {
+            Ok(l) => l,
+            Err(e) => return early(&self.name, &e),
+        };
+        // SAFETY: `run`'s documented precondition: before it, the program owns no descriptor
+        // without close-on-exec (it opens what it needs in the services' hooks, all later).
+        if let Err(e) = unsafe { daemonize::close_inherited(&listeners.raw_fds()) } {
+            return early(&self.name, &e);
+        }
         let args = match self.args.take() {
             Some(args) => args,
             None => match env_args() {
@@ -331,6 +362,7 @@ where
         }
         let launch = Launch {
             program,
+            listeners,
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
@@ -424,12 +456,6 @@ fn millis(d: Duration) -> Milliseconds<u32> {
     Milliseconds(u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX))
 }
 
-/// When the stop watchdog fires: the stop timeout plus half of it, at most
-/// [`WATCHDOG_MARGIN`] more.
-fn watchdog_timeout(stop_timeout: Duration) -> Duration {
-    stop_timeout.saturating_add((stop_timeout / 2).min(WATCHDOG_MARGIN))
-}
-
 /// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
 /// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
@@ -442,9 +468,51 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
     }
 }
 
+/// Where the shell's logger writes, from `log_target` (see [`logging`]), and
+/// what to use instead if that target cannot be opened (`auto`'s journald only).
+fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
+    let foreground_only = |word: LogTarget| {
+        if settings.no_daemon {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "log_target",
+                format!(
+                    "'{word}' works only in the foreground (no_daemon): a daemon's stderr is \
+                     /dev/null and the journal needs it"
+                ),
+            ))
+        }
+    };
+    Ok(match settings.log_target {
+        LogTarget::Auto if !settings.no_daemon => (Target::File(files.log_file.clone()), None),
+        LogTarget::Auto => match logging::Console::from_env() {
+            logging::Console::Journal if cfg!(feature = "journald") => {
+                (Target::Journald, Some(Target::ConsolePrefixed))
+            }
+            logging::Console::Journal | logging::Console::Prefixed => {
+                (Target::ConsolePrefixed, None)
+            }
+            logging::Console::Plain => (Target::Console, None),
+        },
+        LogTarget::Console => {
+            foreground_only(LogTarget::Console)?;
+            (Target::Console, None)
+        }
+        LogTarget::File => (Target::File(files.log_file.clone()), None),
+        LogTarget::Syslog => (Target::Syslog(settings.syslog_socket.clone()), None),
+        LogTarget::Journald => {
+            foreground_only(LogTarget::Journald)?;
+            (Target::Journald, None)
+        }
+    })
+}
+
 /// Everything decided before the kernel exists.
 struct Launch {
     program: String,
+    /// Sockets from systemd, for the services' `acquire`.
+    listeners: Listeners,
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
@@ -464,6 +532,55 @@ fn remove_pidfile(p: &SharedPidfile) {
             log::error!("{e}");
         }
     }
+}
+
+/// Starts the stop watchdog ([`crate::watchdog`]). Its last words log why it fired and which
+/// handler was running then (from `activity`), and remove the pidfile.
+fn start_watchdog<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    settings: &Settings,
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+    pidfile: &SharedPidfile,
+) -> Result<StopWatchdog>
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    let pidfile = Arc::clone(pidfile);
+    let limits = Limits {
+        stop_timeout: settings.stop_timeout,
+        margin: settings.watchdog_margin,
+        max_stops: kernel_settings(settings).max_stop_requests as usize,
+        term_is_stop: settings.sigterm == Sigterm::Stop,
+    };
+    StopWatchdog::start(limits, exit::WATCHDOG, move |why, limits| {
+        let running = match activity.current() {
+            Some(d) => format!(
+                "component '{}' was handling a '{}' event",
+                names.get(usize::from(d.component)).copied().unwrap_or("?"),
+                kind_name(d.kind)
+            ),
+            None => "no handler was running".to_owned(),
+        };
+        log::error!(
+            "stop watchdog: {}; {running}; exiting with code {} without saving the runlog or \
+             the persistent state",
+            why.describe(&limits),
+            exit::WATCHDOG
+        );
+        if let Some(p) = take_pidfile(&pidfile) {
+            let _ = p.remove();
+        }
+    })
 }
 
 /// Where errors go before the daemon runs: the terminal (and the log file, if open).
@@ -488,7 +605,7 @@ impl Early<'_> {
 
 impl Launch {
     fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
-        self,
+        mut self,
         mut services: Vec<&mut (dyn Service<U> + '_)>,
     ) -> i32
     where
@@ -501,6 +618,15 @@ impl Launch {
             console_logger: false,
             logger: false,
         };
+
+        #[cfg(not(feature = "metrics"))]
+        if settings.metrics_file.is_some() {
+            let e = Error::config(
+                "metrics_file",
+                "this program was built without zendaemon's 'metrics' feature",
+            );
+            return early.fail(&e);
+        }
 
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
@@ -543,6 +669,8 @@ impl Launch {
             return early.fail(&e);
         }
         let requests = Requests::new();
+        // What the kernel dispatches, for the stop watchdog's last words.
+        let activity = Arc::new(Activity::new());
         let mut kernel: Box<ServiceKernel<'_, U, M, K, H, S, T>> =
             Box::new(Kernel::new(kernel_settings(&settings)));
         for service in services {
@@ -554,19 +682,43 @@ impl Launch {
         }
 
         // Logging.
-        let target = if settings.no_daemon {
-            Target::Console
+        let logger = if logging::claim_facade() {
+            let (target, fallback) = match log_target(&settings, &files) {
+                Ok(t) => t,
+                Err(e) => return early.fail(&e),
+            };
+            let mut fell_back = None;
+            let made =
+                Logger::new(&settings.name, target, settings.log_level).or_else(
+                    |e| match fallback {
+                        Some(f) => {
+                            fell_back = Some(e);
+                            Logger::new(&settings.name, f, settings.log_level)
+                        }
+                        None => Err(e),
+                    },
+                );
+            let logger = match made.and_then(Logger::install) {
+                Ok(l) => l,
+                Err(e) => return early.fail(&e),
+            };
+            logger.set_format(settings.log_format);
+            if let Some(e) = fell_back {
+                log::warn!("{e}: logging to stderr with priority prefixes instead");
+            }
+            early.console_logger = matches!(
+                logger.target(),
+                Target::Console | Target::ConsolePrefixed | Target::Journald
+            );
+            Some(logger)
         } else {
-            Target::File(files.log_file.clone())
-        };
-        let logger = match Logger::new(&settings.name, target, settings.log_level)
-            .and_then(Logger::install)
-        {
-            Ok(l) => l,
-            Err(e) => return early.fail(&e),
+            log::info!(
+                "logging through the program's own logger: log_target, log_format and \
+                 log_level do not apply"
+            );
+            None
         };
         early.logger = true;
-        early.console_logger = settings.no_daemon;
 
         // Accounts and the pidfile lock.
         let user = match settings.user.as_deref().map(daemonize::resolve_user) {
@@ -579,7 +731,7 @@ impl Launch {
             Some(Ok(gid)) => Some(gid),
             None => None,
         };
-        let mut pidfile = if settings.parallel {
+        let pidfile = if settings.parallel {
             None
         } else {
             match Pidfile::acquire(&files.pid_file) {
@@ -589,8 +741,9 @@ impl Launch {
         };
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        keep_fds.extend(logger.file_fd());
-        let opts = DaemonOptions {
+        keep_fds.extend(logger.and_then(Logger::file_fd));
+        keep_fds.extend(logger.and_then(Logger::socket_fd));
+        let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
             umask: Some(settings.umask),
@@ -598,6 +751,12 @@ impl Launch {
             group,
             keep_fds,
         };
+        // The privilege drop comes after the services' `acquire`, in the daemon.
+        let privileges = match Privileges::plan(&opts) {
+            Ok(p) => p,
+            Err(e) => return early.fail(&e),
+        };
+        (opts.user, opts.group) = (None, None);
         log::debug!(
             "configuration files read: {:?}; starting {}",
             self.config.files(),
@@ -619,30 +778,55 @@ impl Launch {
             }
         };
 
-        // In the daemon from here on.
+        // In the daemon from here on. The signal handlers and the stop watchdog come first,
+        // before the PID is published (pidfile, readiness): a signal sent as soon as the PID
+        // is known finds them (see "No start-up window" in the module docs).
         let pid = std::process::id();
         let files = Files::of(&settings, &self.base, settings.parallel.then_some(pid));
         let late = Late { readiness };
-        let pid_path = if settings.parallel {
-            instances::instance_path(&files.pid_file, pid)
-        } else {
-            files.pid_file.clone()
-        };
-        let written = match pidfile.as_mut() {
-            Some(p) => p.write_pid(pid as i32),
-            None => Pidfile::acquire(&pid_path).map(|p| {
-                pidfile = Some(p);
-            }),
-        };
         let pidfile: SharedPidfile = Arc::new(Mutex::new(pidfile));
-        if let Err(e) = written {
-            return late.fail(&e, &pidfile);
-        }
         let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => return late.fail(&e, &pidfile),
         };
         signals.set_precise_timers(settings.precise_timers.then_some(settings.precise_max_spin));
+        let watchdog =
+            match start_watchdog::<U, M, K, H, S, T>(&settings, &kernel, &activity, &pidfile) {
+                Ok(w) => w,
+                Err(e) => return late.fail(&e, &pidfile),
+            };
+        kernel.attach_activity(&activity);
+        let pid_path = if settings.parallel {
+            instances::instance_path(&files.pid_file, pid)
+        } else {
+            files.pid_file.clone()
+        };
+        let written = {
+            let mut held = pidfile.lock().unwrap_or_else(PoisonError::into_inner);
+            match held.as_mut() {
+                Some(p) => p.write_pid(pid as i32),
+                None => Pidfile::acquire(&pid_path).map(|p| {
+                    *held = Some(p);
+                }),
+            }
+        };
+        if let Err(e) = written {
+            return late.fail(&e, &pidfile);
+        }
+        let mut acquire = Acquire::new(&mut self.listeners);
+        for s in kernel.components_mut() {
+            if let Err(e) = s.acquire(&mut acquire) {
+                let e = match e {
+                    Error::Daemon(m) => Error::Daemon(format!("component '{}': {m}", s.name())),
+                    other => other,
+                };
+                return late.fail(&e, &pidfile);
+            }
+        }
+        self.listeners.close_unclaimed();
+        if let Err(e) = privileges.apply() {
+            return late.fail(&e, &pidfile);
+        }
         for s in kernel.components_mut() {
             if let Err(e) = s.activate() {
                 let e = match e {
@@ -665,11 +849,10 @@ impl Launch {
             base: self.base,
             files,
             parallel: settings.parallel,
-            no_daemon: settings.no_daemon,
             logger,
             notifier,
             pidfile,
-            watchdog: None,
+            watchdog: Some(watchdog),
             stopping: false,
             reload_pending: false,
             ping: None,
@@ -719,8 +902,8 @@ struct Runner {
     base: PathBuf,
     files: Files,
     parallel: bool,
-    no_daemon: bool,
-    logger: &'static Logger,
+    /// The shell's logger; `None` when the program installed its own.
+    logger: Option<&'static Logger>,
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
@@ -820,7 +1003,10 @@ impl Runner {
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => {
+                self.write_metrics(kernel);
+                Ok(())
+            }
             other => Err(Error::Daemon(format!(
                 "the kernel did not dispatch start first: {other:?}"
             ))),
@@ -878,7 +1064,7 @@ impl Runner {
             if kernel.is_done() && !self.stopping {
                 // A component asked for the stop (in the last batch, or in `start`): `stop`
                 // goes next, and is guarded from its start.
-                self.begin_stop();
+                self.begin_stop(kernel);
             }
             let next_ping = self.ping_if_due();
             self.take_signals(kernel, signals, requests);
@@ -908,8 +1094,9 @@ impl Runner {
                 }
                 Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
-                    let message = format!("no handler for event '{}'", kind.name::<U>());
-                    log::error!("{message}");
+                    let event = kind.name::<U>();
+                    let message = format!("no handler for event '{event}'");
+                    log::error!(event = event; "{message}");
                     self.info.record_error(message);
                 }
                 Err(e) => {
@@ -944,7 +1131,7 @@ impl Runner {
                     (0..n).for_each(|_| requests.post(Request::Stop));
                     stop_posted = true;
                     // Before the step that dispatches `stop`: its handlers may never return.
-                    self.begin_stop();
+                    self.begin_stop(kernel);
                 }
                 Signal::Term => match self.config.settings().sigterm {
                     Sigterm::Terminate => {
@@ -957,7 +1144,7 @@ impl Runner {
                         log::warn!("received SIGTERM ({n}x): graceful stop requested");
                         (0..n).for_each(|_| requests.post(Request::Stop));
                         stop_posted = true;
-                        self.begin_stop();
+                        self.begin_stop(kernel);
                     }
                 },
                 Signal::Hup => {
@@ -997,6 +1184,7 @@ impl Runner {
             Kind::SAVE_STATE => self.write_state(kernel, now),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
+                self.write_metrics(kernel);
                 kernel.rotate_statistics(now);
             }
             Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
@@ -1004,7 +1192,7 @@ impl Runner {
                 log::info!("reload complete");
             }
             // Normally begun already, when the request came.
-            Kind::STOP => self.begin_stop(),
+            Kind::STOP => self.begin_stop(kernel),
             Kind::TERMINATE => log::warn!(
                 "graceful stop did not finish within the stop timeout of {} s: terminating",
                 self.config.settings().stop_timeout.as_secs_f64()
@@ -1013,31 +1201,37 @@ impl Runner {
         }
     }
 
-    /// Guards a stop from its start: the [`StopWatchdog`], systemd's `STOPPING=1`.
-    fn begin_stop(&mut self) {
+    /// Guards a stop from its start: the [`StopWatchdog`]'s stop timeout, counted from the
+    /// signal's arrival, and systemd's `STOPPING=1`.
+    fn begin_stop<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
         if self.stopping {
             return;
         }
         self.stopping = true;
         log::info!("graceful stop initiated");
         self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
-        let stop_timeout = self.config.settings().stop_timeout;
-        let timeout = watchdog_timeout(stop_timeout);
-        let pidfile = Arc::clone(&self.pidfile);
-        let started = StopWatchdog::start(timeout, exit::FAILURE, move || {
-            log::error!(
-                "a handler did not return within the stop timeout of {} s (plus {} s): \
-                 exiting without saving the runlog or the persistent state",
-                stop_timeout.as_secs_f64(),
-                (timeout - stop_timeout).as_secs_f64()
-            );
-            if let Some(p) = take_pidfile(&pidfile) {
-                let _ = p.remove();
-            }
-        });
-        match started {
-            Ok(w) => self.watchdog = Some(w),
-            Err(e) => log::error!("{e}"),
+        // The stop timeout counts from the stop's beginning: the first SIGINT's arrival, as
+        // the watchdog saw it, which may lie well before now if a handler held the loop.
+        if let Some(w) = &self.watchdog {
+            let since = w.stop_began();
+            let left = self
+                .config
+                .settings()
+                .stop_timeout
+                .saturating_sub(since.elapsed());
+            kernel.set_stop_timeout(millis(left));
         }
     }
 
@@ -1050,7 +1244,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         self.notify(Notifier::reloading);
-        if let Err(e) = self.logger.reopen() {
+        if let Err(e) = self.logger.map_or(Ok(()), Logger::reopen) {
             log::error!("{e}");
         }
         let new = match self.config.reload() {
@@ -1084,12 +1278,16 @@ impl Runner {
         let old = self.config.settings().clone();
         let s = new.settings().clone();
         self.config = new;
-        self.logger.set_level(s.log_level);
         let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
-        if !self.no_daemon && files.log_file != self.files.log_file {
-            match self.logger.set_target(Target::File(files.log_file.clone())) {
-                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
-                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+        if let Some(logger) = self.logger {
+            logger.set_level(s.log_level);
+            logger.set_format(s.log_format);
+            let to_file = matches!(logger.target(), Target::File(_));
+            if to_file && files.log_file != self.files.log_file {
+                match logger.set_target(Target::File(files.log_file.clone())) {
+                    Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                    Err(e) => log::error!("{e}; logging goes on to the previous file"),
+                }
             }
         }
         let pid_file = self.files.pid_file.clone();
@@ -1104,6 +1302,8 @@ impl Runner {
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
             ("precise_timers", old.precise_timers != s.precise_timers),
+            ("log_target", old.log_target != s.log_target),
+            ("syslog_socket", old.syslog_socket != s.syslog_socket),
             (
                 "precise_max_spin",
                 old.precise_max_spin != s.precise_max_spin,
@@ -1114,11 +1314,20 @@ impl Runner {
                 log::warn!("'{key}' changed: it takes effect at the next start");
             }
         }
+        if old.sigterm != s.sigterm {
+            if let Some(w) = &self.watchdog {
+                w.set_term_is_stop(s.sigterm == Sigterm::Stop);
+            }
+            log::info!("'sigterm' changed to {}", s.sigterm.as_str());
+        }
         if old.stop_timeout != s.stop_timeout {
             // Reload is refused while stopping, so no stop is under way: both the kernel's
             // `terminate` deadline and the stop watchdog (`begin_stop` reads `self.config`)
             // use the new value at the next stop.
             kernel.set_stop_timeout(millis(s.stop_timeout));
+            if let Some(w) = &self.watchdog {
+                w.set_stop_timeout(s.stop_timeout);
+            }
             log::info!(
                 "'stop_timeout' changed to {} s: it applies to the next stop",
                 s.stop_timeout.as_secs_f64()
@@ -1172,6 +1381,32 @@ impl Runner {
             Ok(()) => log::info!("runlog saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
         }
+    }
+
+    /// Writes the metrics file, if there is one (see [`metrics`](crate::metrics)).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn write_metrics<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        #[cfg(feature = "metrics")]
+        if let Some(path) = &self.files.metrics_file {
+            let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
+            if let Err(e) = write_atomic(path, text.as_bytes()) {
+                log::error!("metrics not written: {e}");
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = kernel;
     }
 
     fn write_state<
@@ -1244,6 +1479,77 @@ impl Runner {
     }
 }
 
+/// The kernel's and the components' figures for the metrics file.
+#[cfg(feature = "metrics")]
+fn metric_figures<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    daemon: &str,
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+) -> crate::metrics::Figures
+where
+    U: UserEvent + Clone,
+{
+    use embedded_time::Clock as _;
+    let stats = kernel.stats();
+    let queue = kernel.queue_stats();
+    // Every lifecycle kind: the array's length is checked against the core's count.
+    let builtin: [Kind; zendaemon_core::event::BUILTIN_KINDS] = [
+        Kind::START,
+        Kind::STOP,
+        Kind::TERMINATE,
+        Kind::RELOAD,
+        Kind::SAVE_RUNLOG,
+        Kind::SAVE_STATE,
+        Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
+    ];
+    let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
+    let dispatched = kinds
+        .filter_map(|k| {
+            let n = *stats.dispatched.get(k.index())?;
+            Some((k.name::<U>(), n))
+        })
+        .collect();
+    let components = kernel
+        .components()
+        .map(|c| {
+            let counters = c
+                .counters()
+                .map(|set| {
+                    (0..set.len())
+                        .map(|i| {
+                            let (key, value, _) = set.entry(i);
+                            (key, value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (c.name(), counters)
+        })
+        .collect();
+    let scale = StdClock::SCALING_FACTOR;
+    crate::metrics::Figures {
+        daemon: daemon.to_owned(),
+        components,
+        dispatched,
+        unhandled: stats.unhandled,
+        rejected: u64::from(queue.rejected),
+        stop_requests: u64::from(stats.stop_requests),
+        inbox_deferred: stats.inbox_deferred,
+        missed_periods: u64::from(queue.missed_periods),
+        sequential_high_water: u64::from(queue.sequential_high_water),
+        timed_high_water: u64::from(queue.timed_high_water),
+        lateness: stats.lateness,
+        ticks_per_second: f64::from(*scale.denominator()) / f64::from(*scale.numerator()),
+    }
+}
+
 /// Logs every component's counters (pyzenkit's statistics pattern).
 fn log_statistics<
     U,
@@ -1270,6 +1576,7 @@ fn log_statistics<
     );
     kernel.for_each_rate(now, |component, key, rate| {
         log::info!(
+            component = component;
             "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
             rate.cnt,
             rate.inc,
@@ -1342,19 +1649,6 @@ mod tests {
     }
 
     #[test]
-    fn the_watchdog_fires_after_the_kernel_would() {
-        assert_eq!(
-            watchdog_timeout(Duration::from_secs(30)),
-            Duration::from_secs(31)
-        );
-        assert_eq!(
-            watchdog_timeout(Duration::from_millis(400)),
-            Duration::from_millis(600)
-        );
-        assert_eq!(watchdog_timeout(Duration::MAX), Duration::MAX);
-    }
-
-    #[test]
     fn relative_paths_become_absolute() {
         let mut cli = Cli {
             pid_file: Some("run/d.pid".into()),
@@ -1369,6 +1663,47 @@ mod tests {
         );
         assert_eq!(cli.log_file.as_deref(), Some(Path::new("/var/log/d.log")));
         assert_eq!(cli.work_dir.as_deref(), Some(Path::new("w")));
+    }
+
+    #[test]
+    fn log_targets_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "d.state".into(),
+            pstate_file: "d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let target = |args: &[&str]| {
+            let mut argv = vec!["d".to_owned()];
+            argv.extend(args.iter().map(|a| (*a).to_owned()));
+            let Ok(Parsed::Run(cli)) = Cli::parse(&argv) else {
+                panic!("{args:?}")
+            };
+            let config = Config::load("d", &cli, &defaults, &[]).unwrap();
+            let files = Files::of(config.settings(), Path::new("/b"), None);
+            log_target(config.settings(), &files)
+        };
+        let log = Target::File("/b/d.log".into());
+        assert_eq!(target(&[]).unwrap(), (log.clone(), None));
+        assert_eq!(target(&["--log-target", "file"]).unwrap(), (log, None));
+        assert_eq!(
+            target(&["--log-target", "syslog", "--syslog-socket", "/s"]).unwrap(),
+            (Target::Syslog("/s".into()), None)
+        );
+        assert_eq!(
+            target(&["--log-target", "console", "--no-daemon"]).unwrap(),
+            (Target::Console, None)
+        );
+        for word in ["console", "journald"] {
+            let err = target(&["--log-target", word]).unwrap_err();
+            assert_eq!(err.exit_code(), exit::CONFIG);
+            assert!(err.to_string().contains("only in the foreground"), "{err}");
+        }
     }
 
     #[test]

@@ -23,12 +23,13 @@
 //! optional privilege drop: `setgroups`, `setgid`, `setuid`, in that order, then a check that
 //! root cannot be regained. A failing step sends its error over the pipe and ends the daemon.
 //!
-//! Descriptors: [`DaemonOptions::keep_fds`] and the readiness pipe stay as they are.
-//! Descriptors without close-on-exec, which this process inherited from whoever started it,
-//! are closed. Descriptors with close-on-exec were opened by this program (Rust opens every
-//! file that way) and may be owned by a live value (a `File`, a socket): they are pointed at
-//! `/dev/null` instead of closed, so that value can never close a reused descriptor number
-//! later; whatever they referred to is released all the same.
+//! Descriptors: only 0, 1 and 2 change (onto `/dev/null`). Every other descriptor is owned by
+//! some value of the program (a `File`, an `OwnedFd` from `nix::fcntl::open` or `dup`, a
+//! socket, the pidfile, the readiness pipe), with or without close-on-exec, so `daemonize`
+//! neither closes nor redirects it: the value keeps a working descriptor, and closing it stays
+//! that value's job. What the process inherited from whoever started it is closed earlier, at
+//! the start of [`Daemon::run`](crate::Daemon::run), before any code of the program's
+//! components runs (`close_inherited`).
 //!
 //! # Limitations
 //!
@@ -38,7 +39,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -68,6 +69,8 @@ pub struct DaemonOptions {
     /// `user` and no `group`, the user's primary group from the account database.
     pub group: Option<u32>,
     /// Descriptors that the daemon keeps besides 0, 1 and 2: the pidfile's, the log file's.
+    /// Informative only: [`daemonize`] leaves every descriptor above 2 as it is (a descriptor
+    /// belongs to whatever value holds it, see "Descriptors" in the module documentation).
     pub keep_fds: Vec<RawFd>,
 }
 
@@ -150,6 +153,14 @@ impl Readiness {
 /// when the pipe or the fork fails, [`Error::Config`] for a umask above `0o777`. Errors in
 /// the daemon's own steps do not return: they end the daemon and reach the launcher.
 pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
+    let plan = Plan::new(opts, Some(Path::new("/")))?;
+    // Anything buffered would otherwise be written twice, by the launcher and the daemon.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    let (read, write) = unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os("create the readiness pipe", e.into()))?;
+    // Right before the fork, after everything that might start a thread (the account
+    // lookups of `Plan::new` go through NSS modules, which may).
     let threads = thread_count()?;
     if threads > 1 {
         return Err(Error::Daemon(format!(
@@ -157,12 +168,6 @@ pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
              thread); daemonize before starting any thread"
         )));
     }
-    let plan = Plan::new(opts, Some(Path::new("/")))?;
-    // Anything buffered would otherwise be written twice, by the launcher and the daemon.
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
-    let (read, write) = unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| Error::os("create the readiness pipe", e.into()))?;
 
     // SAFETY: this process has exactly one thread (checked above), so the child starts in a
     // consistent state and may allocate, take locks and run any code.
@@ -173,7 +178,7 @@ pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
         }
         ForkResult::Child => {
             drop(read);
-            match first_child(&plan, &write) {
+            match first_child(&plan) {
                 Ok(()) => Ok(Readiness { pipe: Some(write) }),
                 Err(e) => die(write, &e),
             }
@@ -181,8 +186,10 @@ pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
     }
 }
 
-/// The foreground variant: the umask, chroot, working directory and privilege drop of
-/// [`daemonize`], in the same order, without forking. `keep_fds` does not apply.
+/// The foreground variant: the signal reset, umask, chroot, working directory and privilege
+/// drop of [`daemonize`], in the same order, without forking. Every signal disposition goes
+/// back to its default and the signal mask is emptied here too: a supervisor that started us
+/// with `SIGINT` and `SIGTERM` blocked or ignored must not leave the daemon deaf to them.
 ///
 /// # Errors
 ///
@@ -190,20 +197,34 @@ pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
 /// privilege drop fails (a permission error when not root), [`Error::Daemon`] if root could
 /// be regained, and the planning errors of [`daemonize`].
 pub fn foreground(opts: &DaemonOptions) -> Result<()> {
-    Plan::new(opts, None)?.apply()
+    let plan = Plan::new(opts, None)?;
+    reset_signals()?;
+    plan.apply()
 }
 
 /// Resolves a user name, or a number, to a user ID. A name that the account database knows
-/// wins over reading it as a number.
+/// wins over reading it as a number. Root only when asked for explicitly: `root` or `0`; any
+/// other name of user ID 0 (a `toor` alias, a tampered account database) is refused, since
+/// `--user` is there to give privileges up.
 ///
 /// # Errors
 ///
-/// [`Error::UnknownAccount`] when neither works, [`Error::Os`] when the lookup itself fails.
+/// [`Error::UnknownAccount`] when neither works, [`Error::Os`] when the lookup itself fails,
+/// [`Error::Config`] for another name of user ID 0.
 pub fn resolve_user(spec: &str) -> Result<u32> {
     let spec = spec.trim();
     if !spec.is_empty() {
         let found = User::from_name(spec).map_err(|e| Error::os("look up a user", e.into()))?;
         if let Some(user) = found {
+            if user.uid.is_root() && spec != "root" {
+                return Err(Error::config(
+                    "user",
+                    format!(
+                        "'{spec}' is user ID 0 (root) under another name; write 'root' or '0' \
+                         to run as root"
+                    ),
+                ));
+            }
             return Ok(user.uid.as_raw());
         }
         if let Ok(uid) = spec.parse::<u32>() {
@@ -247,7 +268,6 @@ struct Plan {
     umask: Option<Mode>,
     user: Option<Uid>,
     group: Option<Gid>,
-    keep_fds: Vec<RawFd>,
 }
 
 impl Plan {
@@ -289,7 +309,6 @@ impl Plan {
             umask,
             user,
             group,
-            keep_fds: opts.keep_fds.clone(),
         })
     }
 
@@ -308,6 +327,97 @@ impl Plan {
         }
         drop_privileges(self.user, self.group)
     }
+}
+
+/// A privilege drop decided before forking (the account database may be missing inside the
+/// chroot) and done later, when the daemon has opened what needs root: the
+/// [`Service::acquire`](crate::Service::acquire) hooks run in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    user: Option<Uid>,
+    group: Option<Gid>,
+}
+
+impl Privileges {
+    /// The drop that `opts.user` and `opts.group` ask for; with a user and no group, the
+    /// user's primary group from the account database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownAccount`] when a user has no primary group to switch to, and
+    /// [`Error::Config`] for user 0 with another group: root keeps every privilege whatever
+    /// its group, so that would look like a drop and be none.
+    pub fn plan(opts: &DaemonOptions) -> Result<Privileges> {
+        let plan = Plan::new(
+            &DaemonOptions {
+                user: opts.user,
+                group: opts.group,
+                ..DaemonOptions::default()
+            },
+            None,
+        )?;
+        if let (Some(uid), Some(gid)) = (plan.user, opts.group.map(Gid::from_raw)) {
+            if uid.is_root() && gid.as_raw() != 0 {
+                return Err(Error::config(
+                    "group",
+                    format!(
+                        "group {gid} with user 0 (root) would leave every privilege of root; \
+                         run as another user, or leave out the group"
+                    ),
+                ));
+            }
+        }
+        Ok(Privileges {
+            user: plan.user,
+            group: plan.group,
+        })
+    }
+
+    /// No change of user or group.
+    pub fn none() -> Privileges {
+        Privileges {
+            user: None,
+            group: None,
+        }
+    }
+
+    /// Drops them: the group (and the supplementary groups), then the user; then checks that
+    /// root cannot be regained and, for a user other than root, that no capability is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when a step fails (a permission error when not root), [`Error::Daemon`]
+    /// when root or a capability remains.
+    pub fn apply(&self) -> Result<()> {
+        drop_privileges(self.user, self.group)?;
+        match self.user {
+            Some(uid) if !uid.is_root() => no_capabilities_left(uid),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks `/proc/self/status`: the effective and permitted capability sets must be empty once
+/// the process runs as the non-root user `uid`.
+fn no_capabilities_left(uid: Uid) -> Result<()> {
+    let path = "/proc/self/status";
+    let status = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    for key in ["CapEff:", "CapPrm:"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .ok_or_else(|| {
+                let e = io::Error::new(io::ErrorKind::InvalidData, format!("no '{key}' line"));
+                Error::io("read capabilities from", path, e)
+            })?;
+        if u64::from_str_radix(value, 16) != Ok(0) {
+            return Err(Error::Daemon(format!(
+                "capabilities remain after switching to user {uid}: {key} {value}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Sets the group (and the supplementary groups, when allowed), then the user, then checks
@@ -427,7 +537,7 @@ fn read_report(mut pipe: impl Read) -> Report {
 }
 
 /// The first child: new session, second fork, then the daemon's own steps.
-fn first_child(plan: &Plan, pipe: &OwnedFd) -> Result<()> {
+fn first_child(plan: &Plan) -> Result<()> {
     unistd::setsid().map_err(|e| Error::os("setsid", e.into()))?;
     // SAFETY: still a single-threaded process (a fork of one).
     match unsafe { fork() }.map_err(|e| Error::os("fork", e.into()))? {
@@ -439,9 +549,7 @@ fn first_child(plan: &Plan, pipe: &OwnedFd) -> Result<()> {
         ForkResult::Child => {}
     }
     reset_signals()?;
-    let mut keep = plan.keep_fds.clone();
-    keep.push(pipe.as_raw_fd());
-    clean_descriptors(&keep)?;
+    redirect_stdio()?;
     plan.apply()
 }
 
@@ -470,16 +578,53 @@ fn reset_signals() -> Result<()> {
         .map_err(|e| Error::os("clear the signal mask", e.into()))
 }
 
-/// Closes inherited descriptors, points this program's own unkept ones at `/dev/null`
-/// (see the module documentation), and puts 0, 1 and 2 on `/dev/null`.
-fn clean_descriptors(keep: &[RawFd]) -> Result<()> {
-    let null = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| Error::io("open", "/dev/null", e))?;
-    let null_fd = null.as_raw_fd();
+/// Puts 0, 1 and 2 on `/dev/null`, and touches no other descriptor (see "Descriptors" in the
+/// module documentation).
+fn redirect_stdio() -> Result<()> {
+    let failed = |e: Errno| Error::os("redirect standard descriptors to /dev/null", e.into());
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", "/dev/null", e.into()))?;
+    // Each dup2 is checked; one onto the descriptor itself (when /dev/null landed on 0, 1 or
+    // 2 because that one was closed) does nothing and succeeds.
+    unistd::dup2_stdin(&null).map_err(failed)?;
+    unistd::dup2_stdout(&null).map_err(failed)?;
+    unistd::dup2_stderr(&null).map_err(failed)?;
+    if null.as_raw_fd() <= 2 {
+        // It is a standard descriptor now: it stays open, without close-on-exec like the others.
+        nix::fcntl::fcntl(
+            &null,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(failed)?;
+        let _ = null.into_raw_fd();
+    }
+    Ok(())
+}
 
+/// Closes the descriptors this process inherited from whoever started it: every descriptor
+/// above 2 without close-on-exec, except `keep` (for example the sockets systemd hands over,
+/// see [`listen`](crate::listen)). [`Daemon::run`](crate::Daemon::run) calls it first thing;
+/// a program that calls [`daemonize`] itself calls it at its start.
+///
+/// A descriptor with close-on-exec cannot have survived an `exec`, so it was opened by this
+/// process image, and is left alone. One without it was either inherited, and then no value
+/// owns it unless the program claimed it (`unsafe` `from_raw_fd`), or opened by the program
+/// without close-on-exec (`nix::fcntl::open`, `dup`, a socket without `SOCK_CLOEXEC`).
+///
+/// # Safety
+///
+/// No value may own a descriptor above 2 without close-on-exec (other than those in `keep`)
+/// when this is called: the program has claimed no inherited descriptor and opened none
+/// without close-on-exec so far. Call it before opening anything.
+///
+/// # Errors
+///
+/// [`Error::Os`] if the descriptor limit cannot be read (when `/proc` is missing).
+pub unsafe fn close_inherited(keep: &[RawFd]) -> Result<()> {
     let open: Vec<RawFd> = match fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
@@ -492,34 +637,18 @@ fn clean_descriptors(keep: &[RawFd]) -> Result<()> {
         }
     };
     for fd in open {
-        if fd <= 2 || fd == null_fd || keep.contains(&fd) {
+        if fd <= 2 || keep.contains(&fd) {
             continue;
         }
-        // SAFETY: F_GETFD only reads flags; a descriptor that is not open (like the
-        // directory stream read above, closed by now) gives -1 and is skipped.
+        // SAFETY: F_GETFD only reads the descriptor's flags; a number that is not open (like
+        // the directory stream read above, closed by now) gives -1 and is skipped.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags == -1 {
+        if flags == -1 || flags & libc::FD_CLOEXEC != 0 {
             continue;
         }
-        if flags & libc::FD_CLOEXEC != 0 {
-            // SAFETY: dup3 atomically replaces `fd` with /dev/null (close-on-exec, like the
-            // original), so a value that owns `fd` still owns a valid descriptor.
-            unsafe { libc::dup3(null_fd, fd, libc::O_CLOEXEC) };
-        } else {
-            // SAFETY: not close-on-exec, so not opened by this program's Rust code: it came
-            // from the process that started us and nothing here owns it.
-            unsafe { libc::close(fd) };
-        }
-    }
-    for stdio in 0..=2 {
-        // SAFETY: dup2 replaces the standard descriptors with /dev/null; std's handles refer
-        // to these numbers and stay valid.
-        if unsafe { libc::dup2(null_fd, stdio) } == -1 {
-            return Err(Error::os(
-                "redirect standard descriptors to /dev/null",
-                io::Error::last_os_error(),
-            ));
-        }
+        // SAFETY: without close-on-exec, so inherited or opened by this program; by the
+        // caller's contract no value owns it.
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }

@@ -18,6 +18,10 @@ pub mod exit {
     pub const NO_USER: i32 = 67;
     /// A file read back (runlog, pidfile...) has malformed content (sysexits `EX_DATAERR`).
     pub const DATA: i32 = 65;
+    /// The stop watchdog ended the run: a handler did not return within the stop timeout, or
+    /// within the margin after `SIGTERM` or the last `SIGINT` (sysexits `EX_SOFTWARE`, an
+    /// internal software error; nothing else exits with it). See [`crate::watchdog`].
+    pub const WATCHDOG: i32 = 70;
     /// Operating-system error (sysexits `EX_OSERR`).
     pub const OS: i32 = 71;
     /// Cannot create or write a file (sysexits `EX_CANTCREAT`).

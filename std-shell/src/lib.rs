@@ -114,11 +114,15 @@
 //! * The runner: [`daemon`] ([`Daemon`]), [`service`] ([`Service`]), [`clock`] ([`StdClock`]),
 //!   [`actions`].
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
-//!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
+//!   validation), [`words`] (one-word settings: `sigterm`, `log_target`, `log_format`),
+//!   [`paths`] (default paths without root), [`logging`] (the `log` backend and the choice of
+//!   target), `syslog` (the syslog target, feature `syslog`), `metrics` (the Prometheus file,
+//!   feature `metrics`),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
-//!   (daemon(7) steps, readiness), [`signals`] (counters and a self-pipe), [`precise`] (the
+//!   (daemon(7) steps, readiness, the privilege drop), [`listen`] (the `acquire` hook's
+//!   context and systemd's socket activation), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
-//!   from outside the loop), [`notify`] (systemd), [`atomic`] (atomic file replacement),
+//!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
 //!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
@@ -126,7 +130,8 @@
 //! # Limitations
 //!
 //! * Linux (the thread count before forking comes from `/proc`; abstract notify sockets).
-//! * One [`Daemon`] per process: it installs the process's logger and signal handlers.
+//! * One [`Daemon`] per process: it installs the process's logger (unless the program installed
+//!   its own first) and signal handlers.
 //! * The kernel borrows the components (`&mut`) for the whole run, so they must outlive the
 //!   [`Daemon`] (locals of `main` do). The shell reaches them between kernel steps through the
 //!   kernel itself, which holds them as [`Service`]s (see [`service`]); the runner has no
@@ -147,7 +152,10 @@ pub mod daemon;
 pub mod daemonize;
 pub mod error;
 pub mod instances;
+pub mod listen;
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod pidfile;
@@ -157,6 +165,8 @@ pub mod report;
 pub mod runlog;
 pub mod service;
 pub mod signals;
+#[cfg(feature = "syslog")]
+pub mod syslog;
 pub mod watchdog;
 pub mod words;
 
@@ -164,4 +174,5 @@ pub use clock::StdClock;
 pub use config::Config;
 pub use daemon::Daemon;
 pub use error::{Error, Result};
+pub use listen::Acquire;
 pub use service::Service;

@@ -8,7 +8,8 @@
 //! | before loading the configuration | [`config_key`](Service::config_key): its top-level section, so the key is known (unknown keys are refused) |
 //! | start, before forking; every reload | [`configure`](Service::configure) |
 //! | start, before forking | [`restore`](Service::restore) with its entry of the persistent state file |
-//! | after daemonizing, before the kernel starts | [`activate`](Service::activate): open what belongs to the daemon process |
+//! | after daemonizing, still as root, before the privilege drop | [`acquire`](Service::acquire): bind low ports, open root-only files, take sockets from systemd |
+//! | after the privilege drop, before the kernel starts | [`activate`](Service::activate): open what belongs to the daemon process |
 //! | at the end of the run | [`persist`](Service::persist): its new entry of the persistent state file |
 //!
 //! Everything else a component does, it does in its event handlers, as with the bare kernel.
@@ -43,6 +44,7 @@ use zendaemon_core::{Component, Kernel, UserEvent};
 use crate::clock::StdClock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::listen::Acquire;
 
 /// A component that uses the shell's configuration, persistent state and start-up hooks.
 ///
@@ -82,9 +84,24 @@ pub trait Service<U>: Component<U, StdClock> {
         Ok(())
     }
 
+    /// Opens what needs root, in the daemon process before it drops its privileges
+    /// (`--user`, `--group`): a port below 1024, a file only root may read, and the sockets
+    /// systemd passed ([`Acquire::listener`]; see [`listen`](crate::listen)). Called once,
+    /// after daemonizing (and the chroot, if any), the pidfile written and signals installed,
+    /// before [`activate`](Service::activate). What it opens, the component keeps.
+    ///
+    /// # Errors
+    ///
+    /// As [`activate`](Service::activate).
+    fn acquire(&mut self, ctx: &mut Acquire<'_>) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// Opens what must belong to the daemon process itself: threads, sockets, files that are
     /// only reachable after the chroot or the privilege drop. Called once in the daemon (after
-    /// the last fork, the pidfile written, signals installed), before the kernel starts.
+    /// the last fork, the pidfile written, signals installed, privileges dropped), before the
+    /// kernel starts.
     ///
     /// # Errors
     ///

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -79,15 +79,15 @@ fn main() {
 // The probe.
 
 fn probe(mode: &str) -> ! {
+    // SAFETY: nothing opened yet; what the test runner (cargo) passed down is inherited.
+    unsafe { zendaemon::daemonize::close_inherited(&[]) }.unwrap();
     let dir = PathBuf::from(std::env::var_os(DIR_ENV).expect("ZENDAEMON_PROBE_DIR"));
     let mut facts = File::create(dir.join("facts")).unwrap();
     let mut pidfile = Pidfile::acquire(dir.join("probe.pid")).unwrap();
-    // As if inherited from whoever started us: not close-on-exec, so it must be closed.
-    let inherited = nix::fcntl::open("/dev/zero", OFlag::O_RDONLY, Mode::empty())
-        .unwrap()
-        .into_raw_fd();
-    // Opened and owned by this program (close-on-exec), not kept: must end on /dev/null.
-    let owned = File::create(dir.join("owned")).unwrap();
+    // Owned by this program, without close-on-exec (nix's `open`): daemonize leaves it alone.
+    let no_cloexec = nix::fcntl::open("/dev/zero", OFlag::O_RDONLY, Mode::empty()).unwrap();
+    // Owned, close-on-exec (std), not in keep_fds: left alone too, and still writes its file.
+    let mut owned = File::create(dir.join("owned")).unwrap();
 
     let mut opts = DaemonOptions {
         work_dir: Some(dir.join("work")),
@@ -149,7 +149,8 @@ fn probe(mode: &str) -> ! {
     );
     out.insert("keep_facts", facts.as_raw_fd().to_string());
     out.insert("keep_pidfile", pidfile.as_raw_fd().to_string());
-    out.insert("inherited", inherited.to_string());
+    out.insert("no_cloexec", no_cloexec.as_raw_fd().to_string());
+    owned.write_all(b"written after daemonizing\n").unwrap();
     out.insert("owned", owned.as_raw_fd().to_string());
     // Every open descriptor, by F_GETFD (works without /proc inside the chroot).
     let mut fds = Vec::new();
@@ -315,14 +316,28 @@ fn ready() {
     assert_eq!(facts["cwd"], work.display().to_string());
     assert_eq!(facts["umask"], "27");
 
-    // Descriptors: 0-2 on /dev/null, the kept ones, the readiness pipe, and the owned
-    // descriptor pointed at /dev/null; the inherited one closed.
+    // Descriptors: 0-2 on /dev/null; every descriptor a value owns as it was (the kept ones,
+    // the owned file, the one without close-on-exec), and the readiness pipe.
     let null = format!("{:o}:{}", libc::S_IFCHR, dev_null_rdev());
     for fd in 0..=2 {
         assert_eq!(facts[&format!("fd.{fd}")], null, "fd {fd}");
     }
     let owned = num(&facts, "owned");
-    assert_eq!(facts[&format!("fd.{owned}")], null, "owned fd");
+    assert!(
+        facts[&format!("fd.{owned}")].starts_with(&format!("{:o}:", libc::S_IFREG)),
+        "the owned file was redirected"
+    );
+    assert_eq!(
+        fs::read_to_string(run.path("owned")).unwrap(),
+        "written after daemonizing\n"
+    );
+    let no_cloexec = num(&facts, "no_cloexec");
+    let zero = fs::metadata("/dev/zero").unwrap().rdev();
+    assert_eq!(
+        facts[&format!("fd.{no_cloexec}")],
+        format!("{:o}:{zero}", libc::S_IFCHR),
+        "the owned descriptor without close-on-exec was closed or redirected"
+    );
     let keep_facts = num(&facts, "keep_facts");
     let keep_pidfile = num(&facts, "keep_pidfile");
     for fd in [keep_facts, keep_pidfile] {
@@ -332,12 +347,7 @@ fn ready() {
         .split(',')
         .map(|f| f.parse().unwrap())
         .collect();
-    let inherited = num(&facts, "inherited");
-    assert!(
-        !open.contains(&inherited),
-        "inherited fd {inherited} left open"
-    );
-    let expected: BTreeSet<RawFd> = [0, 1, 2, keep_facts, keep_pidfile, owned].into();
+    let expected: BTreeSet<RawFd> = [0, 1, 2, keep_facts, keep_pidfile, owned, no_cloexec].into();
     let extra: Vec<_> = open.difference(&expected).collect();
     assert_eq!(extra.len(), 1, "only the readiness pipe besides: {open:?}");
     let pipe = facts[&format!("fd.{}", extra[0])].clone();

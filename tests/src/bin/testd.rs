@@ -8,6 +8,9 @@
 //! state file formats) is the shell's behaviour, documented in `zendaemon::daemon`,
 //! `zendaemon::actions` and `zendaemon::report`.
 //!
+//! With `TESTD_OWN_LOGGER` in the environment, testd installs its own `log` logger before
+//! `Daemon::run`, as a program may: it writes `own-logger LEVEL message` lines to stderr.
+//!
 //! # The one component: `worker`
 //!
 //! Configuration section `"worker"` (every key optional; an unknown key or a wrong type is a
@@ -16,8 +19,10 @@
 //! | key | type, default | effect |
 //! |---|---|---|
 //! | `work_interval_ms` | u64, 100 | while not stopping, a `work` event every this many milliseconds, the first one interval after `start`. `0`: no `work` events at all (testd then idles until a signal: the shell's periodic `log_statistics` and `save_runlog` keep the queue from emptying) |
-//! | `hang_on_stop` | bool, false | its `stop` handler never returns. The shell's stop watchdog ends the process at the stop timeout plus min(stop timeout / 2, 1 s): exit 1, pidfile removed, no final runlog, no persistent state written |
+//! | `hang_on_stop` | bool, false | its `stop` handler never returns (it sleeps). The shell's stop watchdog ends the process at the stop timeout plus the watchdog margin: exit 70, pidfile removed, no final runlog, no persistent state written |
+//! | `hang_on_work` | string, `""` | its first `work` handler never returns: `"loop"` spins on the CPU, `"read"` blocks in `read(2)` on a pipe nobody writes to, `"sleep"` sleeps; `""` does not hang. It logs `worker: hanging in its work handler (<how>)` first. The stop watchdog ends the process as for `hang_on_stop`, and within the margin after `SIGTERM` or the third `SIGINT` |
 //! | `fail_after_fork` | bool, false | its start-up (`Service::activate`, after daemonizing) fails with the message `worker refused to start`: the launcher prints `testd: daemon failed to start: component 'worker': worker refused to start` and exits 1 (in the foreground, the same line is logged to the console and testd exits 1). The pidfile is removed |
+//! | `fd_probe_dir` | string, `""` | at its first `configure` (before daemonizing), opens three descriptors without close-on-exec: `<dir>/nix-open.txt` with `nix::fcntl::open`, a `nix::unistd::dup` of `<dir>/dup.txt` (the original closed), and a Unix socket made without `SOCK_CLOEXEC`, listening at `<dir>/probe.sock`. At `start` it writes `started <pid>` and a newline through each of the two files; every `work` event accepts waiting connections on the socket and answers each with `hello from <pid>` and a newline |
 //! | `state_marker` | string, `""` | echoed in the state file as `components.worker.state_marker` |
 //! | `stop_after` | u64, 0 | after this many `work` events the worker asks for a graceful stop itself (0: never) |
 //! | `unhandled_at_start` | bool, false | at `start` it schedules one `orphan` event, which no component handles: an error of the run (logged, in the runlog's `errors`, `result` `failure`, exit code 1 at the end) |
@@ -123,8 +128,10 @@ const WORK: Kind = Kind::user(0);
 struct Settings {
     work_interval_ms: u64,
     hang_on_stop: bool,
+    hang_on_work: String,
     fail_after_fork: bool,
     state_marker: String,
+    fd_probe_dir: String,
     stop_after: u64,
     unhandled_at_start: bool,
 }
@@ -134,8 +141,10 @@ impl Default for Settings {
         Self {
             work_interval_ms: 100,
             hang_on_stop: false,
+            hang_on_work: String::new(),
             fail_after_fork: false,
             state_marker: String::new(),
+            fd_probe_dir: String::new(),
             stop_after: 0,
             unhandled_at_start: false,
         }
@@ -160,6 +169,67 @@ struct Worker {
     quiet_since: Option<u64>,
     steady_allocs: u64,
     steady_intervals: u64,
+    probe: Option<FdProbe>,
+}
+
+/// The descriptors of `fd_probe_dir`, opened without close-on-exec before daemonizing.
+#[derive(Debug)]
+struct FdProbe {
+    opened: std::fs::File,
+    duped: std::fs::File,
+    socket: std::os::unix::net::UnixListener,
+}
+
+impl FdProbe {
+    fn open(dir: &str) -> std::io::Result<FdProbe> {
+        use nix::fcntl::OFlag;
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+        use nix::sys::stat::Mode;
+        let dir = std::path::Path::new(dir);
+        let opened = nix::fcntl::open(
+            &dir.join("nix-open.txt"),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND,
+            Mode::from_bits_truncate(0o644),
+        )?;
+        let original = std::fs::File::create(dir.join("dup.txt"))?;
+        let duped = nix::unistd::dup(&original)?;
+        drop(original);
+        let sock = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )?;
+        socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            &UnixAddr::new(&dir.join("probe.sock"))?,
+        )?;
+        socket::listen(&sock, Backlog::new(8)?)?;
+        let socket = std::os::unix::net::UnixListener::from(sock);
+        socket.set_nonblocking(true)?;
+        Ok(FdProbe {
+            opened: opened.into(),
+            duped: duped.into(),
+            socket,
+        })
+    }
+
+    fn started(&mut self) {
+        use std::io::Write;
+        let line = format!("started {}\n", std::process::id());
+        for (what, file) in [("nix-open", &mut self.opened), ("dup", &mut self.duped)] {
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                log::error!("fd probe: cannot write through the {what} descriptor: {e}");
+            }
+        }
+    }
+
+    fn answer(&mut self) {
+        use std::io::Write;
+        while let Ok((mut conn, _)) = self.socket.accept() {
+            let _ = writeln!(conn, "hello from {}", std::process::id());
+        }
+    }
 }
 
 impl Worker {
@@ -205,6 +275,9 @@ impl Component<Job, StdClock> for Worker {
         }
         match event {
             Event::Start => {
+                if let Some(probe) = &mut self.probe {
+                    probe.started();
+                }
                 self.schedule_work(ctx);
                 if self.settings.unhandled_at_start {
                     let _ = ctx.schedule(Job::Orphan);
@@ -240,6 +313,10 @@ impl Component<Job, StdClock> for Worker {
                 }
             }
             Event::User(Job::Work) => {
+                hang(&self.settings.hang_on_work);
+                if let Some(probe) = &mut self.probe {
+                    probe.answer();
+                }
                 self.timer = None;
                 self.work += 1;
                 let _ = self.counters.inc("work", 1);
@@ -288,7 +365,22 @@ impl Service<Job> for Worker {
     }
 
     fn configure(&mut self, config: &Config) -> zendaemon::Result<()> {
-        self.settings = config.component_or_default("worker")?;
+        let settings: Settings = config.component_or_default("worker")?;
+        if !["", "loop", "read", "sleep"].contains(&settings.hang_on_work.as_str()) {
+            return Err(Error::config(
+                "worker",
+                format!(
+                    "hang_on_work: '{}' is not \"loop\", \"read\" or \"sleep\"",
+                    settings.hang_on_work
+                ),
+            ));
+        }
+        if self.probe.is_none() && !settings.fd_probe_dir.is_empty() {
+            let probe = FdProbe::open(&settings.fd_probe_dir)
+                .map_err(|e| Error::Daemon(format!("fd probe: {e}")))?;
+            self.probe = Some(probe);
+        }
+        self.settings = settings;
         Ok(())
     }
 
@@ -313,7 +405,50 @@ impl Service<Job> for Worker {
     }
 }
 
+/// Never returns, in the way `how` says (see `hang_on_work`); returns at once for `""`.
+fn hang(how: &str) {
+    if how.is_empty() {
+        return;
+    }
+    log::warn!("worker: hanging in its work handler ({how}), as configured");
+    match how {
+        "loop" => loop {
+            std::hint::spin_loop();
+        },
+        "read" => {
+            use std::io::Read;
+            // We hold the write end, so the read never sees the end of the pipe.
+            let (mut read, _write) = std::io::pipe().expect("create a pipe");
+            let mut byte = [0u8; 1];
+            loop {
+                let _ = read.read(&mut byte);
+            }
+        }
+        _ => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+}
+
+/// The program's own logger (`TESTD_OWN_LOGGER=1`): `own-logger LEVEL message` lines on
+/// stderr, every level.
+struct OwnLogger;
+
+impl log::Log for OwnLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("own-logger {} {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
 fn main() {
+    if std::env::var_os("TESTD_OWN_LOGGER").is_some() {
+        log::set_logger(&OwnLogger).expect("no logger yet");
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let mut worker = Worker::default();
     let code = Daemon::<Job>::new("testd").component(&mut worker).run();
     std::process::exit(code);

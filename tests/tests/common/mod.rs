@@ -32,6 +32,7 @@ pub mod code {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
+    pub const WATCHDOG: i32 = 70;
     pub const ALREADY_RUNNING: i32 = 75;
     pub const CONFIG: i32 = 78;
     pub const LSB_RUNNING: i32 = 0;
@@ -294,6 +295,8 @@ impl Env {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("LISTEN_FDS")
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
             .env("XDG_RUNTIME_DIR", self.path("xdg-runtime"))
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .stdin(Stdio::null());

@@ -1,0 +1,12 @@
+//! `echod`: the echo example component ([`zendaemon_examples::Echo`], configuration section
+//! `"echo"`) as a daemon for the end-to-end tests of privileged start-up: a port bound in
+//! `acquire` before `--user` drops root, and sockets passed by socket activation.
+
+use zendaemon::Daemon;
+use zendaemon_examples::{Echo, EchoEvent};
+
+fn main() {
+    let mut echo = Echo::<EchoEvent>::new("echo");
+    let code = Daemon::<EchoEvent>::new("echod").component(&mut echo).run();
+    std::process::exit(code);
+}
