@@ -693,7 +693,8 @@ where
         let terminating = matches!(event, Event::Terminate);
         let step = self.dispatch(event, now);
         if terminating {
-            self.ended = Some(EndReason::StopTimeout);
+            // Unless the pipeline made the last allowed stop request: that end is `Forced`.
+            self.ended.get_or_insert(EndReason::StopTimeout);
         }
         step
     }
@@ -1209,6 +1210,41 @@ mod tests {
                 Event::User(Ev::Ping),
             ]
         );
+    }
+
+    #[test]
+    fn the_last_stop_request_made_by_terminate_handlers_ends_forced() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut stubborn = Probe::new("stubborn", &log, &[Kind::TERMINATE]);
+        stubborn.action = |ctx, _| ctx.request_stop();
+        let settings = Settings::default()
+            .with_stop_timeout(ms(10))
+            .with_max_stop_requests(2);
+        let mut k = TestKernel::new(settings);
+        k.add(&mut stubborn).unwrap();
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        // Work left waiting keeps the stop from completing before its timeout.
+        k.queue().schedule(Ev::Work(0)).unwrap();
+        k.request_stop();
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::STOP,
+                handlers: 0
+            })
+        );
+        clock.advance(ms(10));
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::TERMINATE,
+                handlers: 1
+            })
+        );
+        assert_eq!(k.ended(), Some(EndReason::Forced));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Forced)));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   the event back in [`ScheduleError::Full`] and counts the rejection.
 //! * **Timers never fire early**, and equal deadlines leave in the order they were scheduled.
 //! * **Wrap-safe.** Deadlines live on a `u64` [`Timeline`], so `u32` tick clocks wrap freely;
-//!   a deadline more than half the clock's wrap period ahead is refused
+//!   a deadline half the clock's wrap period ahead or further is refused (a delay of at most
+//!   `max / 2` ticks is accepted: 2^31 − 1 ticks of a `u32` clock, not 2^31)
 //!   ([`ScheduleError::BeyondHorizon`]) rather than misordered.
 //! * **Cancellable.** Timed events return a [`TimerHandle`] for `cancel` and `reschedule`.
 //!
@@ -49,7 +50,8 @@ use crate::timer::{Fired, Periodic, TimerError, TimerHandle, TimerQueue};
 pub enum ScheduleError<E> {
     /// The queue is at capacity.
     Full(E),
-    /// The deadline lies further ahead than half the clock's wrap period.
+    /// The deadline lies half the clock's wrap period ahead or further: a delay of at most
+    /// `max / 2` ticks is accepted (2^31 − 1 ticks of a `u32` clock; 2^31 is refused).
     BeyondHorizon(E),
     /// A periodic event needs a period of at least one tick.
     ZeroPeriod(E),
@@ -100,7 +102,9 @@ impl fmt::Display for ScheduleErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full => "event queue full",
-            Self::BeyondHorizon => "deadline beyond the clock's horizon (half its wrap period)",
+            Self::BeyondHorizon => {
+                "deadline at or beyond the clock's horizon of half its wrap period"
+            }
             Self::ZeroPeriod => "a periodic event needs a period of at least one tick",
         })
     }

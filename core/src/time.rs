@@ -16,7 +16,7 @@
 //!
 //! The one requirement on the host follows: it MUST pass `now` to the queue at least once per
 //! wrap period of the clock (every call to `next`, `schedule*` or `advance` counts). A loop that
-//! sleeps until the next deadline does so automatically, because a deadline can never lie more
+//! sleeps until the next deadline does so automatically, because a deadline always lies less
 //! than half a wrap period ahead.
 
 use core::cell::Cell;

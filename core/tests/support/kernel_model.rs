@@ -1040,7 +1040,7 @@ impl Model {
         let terminating = event == Event::Terminate;
         let result = self.dispatch(event, log);
         if terminating {
-            self.ended = Some(EndReason::StopTimeout);
+            self.ended.get_or_insert(EndReason::StopTimeout);
         }
         result
     }
