@@ -50,8 +50,16 @@ use crate::stats::{KernelStats, Rate};
 use crate::time::{duration_to_ticks, to_millis, Delay, TickInt};
 use crate::timer::TimerHandle;
 
-/// Lifecycle settings.
+/// Lifecycle settings. Build them from [`Settings::default`] with the `with_*` methods, which
+/// take any [`Delay`]; the fields grow, so they are read-only outside this crate:
+///
+/// ```compile_fail
+/// use zendaemon_core::Settings;
+///
+/// let settings = Settings { max_stop_requests: 2, ..Settings::default() };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settings {
     /// How long a graceful stop may take before `terminate` (pyzenkit: 30 s).
     pub stop_timeout: Milliseconds<u32>,
@@ -162,6 +170,7 @@ impl Periodic {
     derive(serde::Serialize),
     serde(rename_all = "snake_case")
 )]
+#[non_exhaustive]
 pub enum EndReason {
     /// A graceful stop finished: nothing but future timed events was left.
     Stopped,
@@ -222,9 +231,11 @@ pub enum Idle {
     Ended(EndReason),
 }
 
-/// What [`Kernel::run`] stopped at.
+/// What [`Kernel::run`] stopped at. More reasons to return early may come, so matches keep a
+/// catch-all arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Run {
     /// It dispatched `limit` events; more may be due.
     Limit,

@@ -8,7 +8,7 @@ mod support;
 
 use proptest::prelude::*;
 use zendaemon_core::embedded_time::duration::Milliseconds;
-use zendaemon_core::{Kernel, Kind, ManualClock, Request, Settings, Step};
+use zendaemon_core::{Kernel, Kind, ManualClock, Periodic, Request, Settings, Step};
 
 use support::kernel_model::{self as km, Action, Config, Op, Spec};
 
@@ -173,10 +173,7 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
 #[test]
 fn lateness_of_a_timer_overdue_by_more_than_a_wrap_period() {
     let clock = ManualClock::<u32>::new();
-    let settings = Settings {
-        stats_interval: Some(Milliseconds(1)),
-        ..Settings::default()
-    };
+    let settings = Settings::default().with_period(Periodic::Statistics, Milliseconds(1));
     let mut k =
         Kernel::<'_, (), ManualClock<u32>, 1, { zendaemon_core::kinds::<()>() }, 1, 1, 1>::new(
             settings,

@@ -406,8 +406,7 @@ fn run_daemon(role: Role) -> ExitCode {
     for sum in sums.iter_mut().take(handlers - 1) {
         daemon = daemon.component(sum);
     }
-    let code = daemon.run();
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    daemon.run()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,10 +18,9 @@
 //! #     fn handle(&mut self, _: &mut Context<'_, Job, StdClock>, _: &mut Event<Job>) -> Flow { Flow::Continue }
 //! # }
 //! # impl Service<Job> for Worker {}
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     let mut worker = Worker::default();
-//!     let code = Daemon::<Job>::new("mydaemon").component(&mut worker).run();
-//!     std::process::exit(code);
+//!     Daemon::<Job>::new("mydaemon").component(&mut worker).run()
 //! }
 //! ```
 //!
@@ -158,6 +157,7 @@
 use std::fs;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
@@ -286,8 +286,14 @@ where
     }
 
     /// Runs the daemon or the action the command line asks for, and returns the process's
-    /// exit code (see the [module documentation](self)). In daemon mode the launching process
-    /// never returns from here: it exits with the daemon's start-up result.
+    /// exit code (see the [module documentation](self)) for `main` to return, so destructors
+    /// run (`std::process::exit` would skip them). In daemon mode the launching process never
+    /// returns from here: it exits with the daemon's start-up result.
+    pub fn run(self) -> ExitCode {
+        ExitCode::from(u8::try_from(self.run_code()).unwrap_or(1))
+    }
+
+    /// [`run`](Self::run) with the exit code as a number.
     ///
     /// First of all it takes the sockets of systemd's socket activation
     /// ([`listen`](crate::listen)) and closes every other descriptor the process inherited:
@@ -299,7 +305,7 @@ where
     /// [`configure`](Service::configure), [`acquire`](Service::acquire) or
     /// [`activate`](Service::activate), which all run later, and keep it through
     /// daemonizing.
-    pub fn run(mut self) -> i32 {
+    fn run_code(mut self) -> i32 {
         // First of all, before any component code runs: the sockets systemd handed over are
         // ours, and whatever else the process inherited is closed (see `listen` and
         // "Descriptors" in `daemonize`).
@@ -459,13 +465,11 @@ fn millis(d: Duration) -> Milliseconds<u32> {
 /// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
 /// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
-    KernelSettings {
-        stop_timeout: millis(s.stop_timeout),
-        stats_interval: Some(millis(s.stats_interval)),
-        runlog_interval: Some(millis(s.runlog_interval)),
-        checkpoint_interval: None,
-        max_stop_requests: 3,
-    }
+    KernelSettings::default()
+        .with_stop_timeout(s.stop_timeout)
+        .with_period(Periodic::Statistics, s.stats_interval)
+        .with_period(Periodic::Runlog, s.runlog_interval)
+        .with_max_stop_requests(3)
 }
 
 /// Where the shell's logger writes, from `log_target` (see [`logging`]), and
@@ -1093,6 +1097,8 @@ impl Runner {
                     }
                 }
                 Ok(Run::Ended(reason)) => return reason,
+                // A reason to return early this shell does not know of: the next call goes on.
+                Ok(_) => {}
                 Err(StepError::Unhandled(kind)) => {
                     let event = kind.name::<U>();
                     let message = format!("no handler for event '{event}'");

@@ -83,9 +83,9 @@
 //!     }
 //! }
 //!
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     let mut ticker = Ticker::default();
-//!     std::process::exit(Daemon::<Tick>::new("ticker").component(&mut ticker).run());
+//!     Daemon::<Tick>::new("ticker").component(&mut ticker).run()
 //! }
 //! ```
 //!

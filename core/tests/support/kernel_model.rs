@@ -522,14 +522,19 @@ pub struct Config {
 
 impl Config {
     fn settings(&self) -> Settings {
-        let interval = |v: Option<u32>| v.filter(|&ms| ms > 0).map(Milliseconds);
-        Settings {
-            stop_timeout: Milliseconds(self.stop_timeout),
-            stats_interval: interval(self.stats_interval),
-            runlog_interval: interval(self.runlog_interval),
-            checkpoint_interval: interval(self.checkpoint_interval),
-            max_stop_requests: self.max_stop_requests,
+        let mut settings = Settings::default()
+            .with_stop_timeout(Milliseconds(self.stop_timeout))
+            .with_max_stop_requests(self.max_stop_requests);
+        for (which, interval) in [
+            (Periodic::Statistics, self.stats_interval),
+            (Periodic::Runlog, self.runlog_interval),
+            (Periodic::Checkpoint, self.checkpoint_interval),
+        ] {
+            if let Some(ms) = interval.filter(|&ms| ms > 0) {
+                settings = settings.with_period(which, Milliseconds(ms));
+            }
         }
+        settings
     }
 }
 

@@ -23,6 +23,7 @@
 //! (numbers examined), `primes` (primes found). The persistent state keeps the next number to
 //! examine, so a restart goes on where the previous run stopped.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -247,13 +248,12 @@ impl Service<Work> for Worker {
     }
 }
 
-fn main() {
+fn main() -> ExitCode {
     let mut worker = Worker::new();
     // pyzenkit's DemoZenDaemon: statistics every 5 s, a runlog every 10 s.
-    let code = Daemon::<Work>::new("demo")
+    Daemon::<Work>::new("demo")
         .default_setting("stats_interval", 5)
         .default_setting("runlog_interval", 10)
         .component(&mut worker)
-        .run();
-    std::process::exit(code);
+        .run()
 }

@@ -19,16 +19,17 @@
 //! Statistics (the counters' rates) are logged every 60 seconds unless `stats_interval` says
 //! otherwise; everything else is the zendaemon shell's (`tail --help`).
 
+use std::process::ExitCode;
+
 use zendaemon::Daemon;
 use zendaemon_examples::{FollowEvent, Follower, LineCounter};
 
-fn main() {
+fn main() -> ExitCode {
     let mut follower = Follower::<FollowEvent>::new("tail");
     let mut counter = LineCounter::<FollowEvent>::new("count");
-    let code = Daemon::<FollowEvent>::new("tail")
+    Daemon::<FollowEvent>::new("tail")
         .default_setting("stats_interval", 60)
         .component(&mut follower)
         .component(&mut counter)
-        .run();
-    std::process::exit(code);
+        .run()
 }

@@ -56,6 +56,7 @@
 //! notification.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -444,12 +445,11 @@ impl log::Log for OwnLogger {
     fn flush(&self) {}
 }
 
-fn main() {
+fn main() -> ExitCode {
     if std::env::var_os("TESTD_OWN_LOGGER").is_some() {
         log::set_logger(&OwnLogger).expect("no logger yet");
         log::set_max_level(log::LevelFilter::Info);
     }
     let mut worker = Worker::default();
-    let code = Daemon::<Job>::new("testd").component(&mut worker).run();
-    std::process::exit(code);
+    Daemon::<Job>::new("testd").component(&mut worker).run()
 }

@@ -125,17 +125,18 @@ fn seq_macro_nops() {
 
 fn kernel(handlers: usize, n: u32) -> u32 {
     let mut sums = [Sum(0), Sum(0), Sum(0)];
-    let mut kernel = Kernel::<'_, Ev, Frozen, 3, 8, 3, 16, 4>::new(Settings::default());
+    let mut kernel = Kernel::<'_, Ev, Frozen, 3, { zendaemon_core::kinds::<Ev>() }, 3, 16, 4>::new(
+        Settings::default(),
+    );
     for sum in sums.iter_mut().take(handlers) {
         let _ = kernel.add(sum);
     }
     let now = Instant::<Frozen>::new(0);
     let _ = kernel.start(now);
     // A far timer keeps the loop from ending; a backlog keeps the sequential queue busy.
-    let _ = kernel.queue().schedule_after(
-        embedded_time::duration::Milliseconds(3_600_000u32),
-        Ev(0),
-    );
+    let _ = kernel
+        .queue()
+        .schedule_after(embedded_time::duration::Milliseconds(3_600_000u32), Ev(0));
     for i in 0..BACKLOG {
         let _ = kernel.queue().schedule(Ev(i));
     }
