@@ -388,3 +388,210 @@ where
             .reschedule_after_ticks(handle, duration_to_ticks::<C, _>(delay))
     }
 }
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): what a handler's
+/// [`Context`] does to the queue, moving timers included (effect and `Stale` error), and the
+/// messages and `Debug` output.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::event::UserEvent;
+    use crate::queue::{EventQueue, Next, ScheduleErrorKind};
+    use crate::time::ManualClock;
+    use embedded_time::duration::{Microseconds, Milliseconds, Seconds};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Job(u32);
+
+    impl UserEvent for Job {
+        const KINDS: usize = 1;
+        fn kind(&self) -> usize {
+            0
+        }
+        fn kind_name(_: usize) -> &'static str {
+            "job"
+        }
+    }
+
+    type Clock = ManualClock<u32>;
+    type Queue = EventQueue<Event<Job>, Clock, 4, 4>;
+
+    fn at(ticks: u32) -> Instant<Clock> {
+        Instant::new(ticks)
+    }
+
+    fn deadline(q: &Queue, h: TimerHandle) -> Result<u32, TimerError> {
+        q.deadline(h).map(|i| i.duration_since_epoch().integer())
+    }
+
+    #[test]
+    fn a_context_schedules_into_the_queue_and_moves_timers() {
+        let clock = Clock::starting_at(1_000);
+        let mut q = Queue::new();
+        q.advance(clock.now());
+        let (a, b, c) = {
+            let mut ctx = Context::new(&mut q, clock.now(), false);
+            assert_eq!(ctx.now(), at(1_000));
+            ctx.schedule(Job(1)).unwrap();
+            ctx.schedule_next(Job(2)).unwrap();
+            let a = ctx.schedule_at(at(1_050), Job(3)).unwrap();
+            // 1.5 ms rounds up to 2 ticks.
+            let b = ctx.schedule_after(Microseconds(1_500u32), Job(4)).unwrap();
+            let c = ctx.schedule_every(Milliseconds(30u32), Job(5)).unwrap();
+            (a, b, c)
+        };
+        assert_eq!(deadline(&q, a), Ok(1_050));
+        assert_eq!(deadline(&q, b), Ok(1_002));
+        assert_eq!(deadline(&q, c), Ok(1_030));
+        assert_eq!(q.sequential_len(), 2);
+        {
+            let mut ctx = Context::new(&mut q, clock.now(), false);
+            // Moved: one to an instant, one to a delay (rounded up).
+            assert_eq!(ctx.reschedule(a, at(1_007)), Ok(()));
+            assert_eq!(ctx.reschedule_after(b, Microseconds(20_001u32)), Ok(()));
+            assert_eq!(ctx.cancel(c), Ok(Job(5)));
+            // A cancelled timer's handle is stale for every operation.
+            assert_eq!(ctx.cancel(c), Err(TimerError::Stale));
+            assert_eq!(ctx.reschedule(c, at(1_001)), Err(TimerError::Stale));
+            assert_eq!(
+                ctx.reschedule_after(c, Milliseconds(1u32)),
+                Err(TimerError::Stale)
+            );
+            // Too far: refused, and the timer stays where it was.
+            assert_eq!(
+                ctx.reschedule_after(a, Seconds(u32::MAX)),
+                Err(TimerError::BeyondHorizon)
+            );
+        }
+        assert_eq!(deadline(&q, a), Ok(1_007));
+        assert_eq!(deadline(&q, b), Ok(1_021));
+        assert_eq!(deadline(&q, c), Err(TimerError::Stale));
+        // The order they come out in shows the moves: at 1010 the timer moved to 1007, at 1020
+        // nothing timed (the other moved to 1021), at 1030 that one before the sequential rest.
+        let mut out = std::vec::Vec::new();
+        for _ in 0..8 {
+            clock.advance_ticks(10);
+            match q.next(clock.now()) {
+                Next::Timed(f) => out.push(f.event),
+                Next::Sequential(e) => out.push(e),
+                Next::Wait(_) | Next::Empty => {}
+            }
+        }
+        assert_eq!(
+            out,
+            [
+                Event::User(Job(3)),
+                Event::User(Job(2)),
+                Event::User(Job(4)),
+                Event::User(Job(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_context_hands_refused_events_back() {
+        let clock = Clock::new();
+        let mut q = EventQueue::<Event<Job>, Clock, 1, 1>::new();
+        q.advance(clock.now());
+        let mut ctx = Context::new(&mut q, clock.now(), true);
+        ctx.schedule(Job(1)).unwrap();
+        let err = ctx.schedule(Job(2)).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.into_event()),
+            (ScheduleErrorKind::Full, Job(2))
+        );
+        let err = ctx.schedule_next(Job(3)).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.into_event()),
+            (ScheduleErrorKind::Full, Job(3))
+        );
+        let err = ctx.schedule_after(Seconds(u32::MAX), Job(4)).unwrap_err();
+        assert_eq!(err.kind(), ScheduleErrorKind::BeyondHorizon);
+        let err = ctx.schedule_every(Milliseconds(0u32), Job(5)).unwrap_err();
+        assert_eq!(err.kind(), ScheduleErrorKind::ZeroPeriod);
+        let err = ctx.schedule_every(Seconds(u32::MAX), Job(5)).unwrap_err();
+        assert_eq!(err.kind(), ScheduleErrorKind::BeyondHorizon);
+        ctx.schedule_at(at(3), Job(6)).unwrap();
+        let err = ctx.schedule_at(at(4), Job(7)).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.into_event()),
+            (ScheduleErrorKind::Full, Job(7))
+        );
+    }
+
+    #[test]
+    fn a_context_reports_done_and_stop_requests() {
+        let clock = Clock::starting_at(7);
+        let mut q = Queue::new();
+        let mut ctx = Context::new(&mut q, clock.now(), true);
+        assert!(ctx.is_done());
+        assert_eq!(ctx.asked(), 0);
+        assert_eq!(std::format!("{ctx:?}"), "Context { done: true, asked: 0 }");
+        ctx.request_stop();
+        assert_eq!(ctx.asked(), Asked::STOP);
+        ctx.request_checkpoint();
+        ctx.request_stop();
+        assert_eq!(ctx.asked(), Asked::STOP | Asked::CHECKPOINT);
+        assert_eq!(std::format!("{ctx:?}"), "Context { done: true, asked: 3 }");
+        let mut ctx = Context::new(&mut q, clock.now(), true);
+        ctx.request_checkpoint();
+        assert_eq!(ctx.asked(), Asked::CHECKPOINT);
+        let ctx = Context::new(&mut q, clock.now(), false);
+        assert!(!ctx.is_done());
+        assert_eq!(ctx.now(), at(7));
+    }
+
+    /// A routing table that records what it was asked.
+    #[derive(Default)]
+    struct Recorder(std::vec::Vec<(Kind, u8, Position)>);
+
+    impl RouteTable for Recorder {
+        fn add(&mut self, kind: Kind, component: u8, position: Position) -> Result<(), RouteError> {
+            if kind == Kind::user(9) {
+                return Err(RouteError::UnknownKind(kind));
+            }
+            self.0.push((kind, component, position));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn routes_pass_registrations_on_and_errors_back() {
+        let mut table = Recorder::default();
+        let mut routes = Routes::new(&mut table, 3);
+        assert_eq!(std::format!("{routes:?}"), "Routes { component: 3 }");
+        routes.append(Kind::START).unwrap();
+        routes.prepend(Kind::user(0)).unwrap();
+        assert_eq!(
+            routes.append(Kind::user(9)),
+            Err(RouteError::UnknownKind(Kind::user(9)))
+        );
+        assert_eq!(
+            routes.prepend(Kind::user(9)),
+            Err(RouteError::UnknownKind(Kind::user(9)))
+        );
+        assert_eq!(
+            table.0,
+            [
+                (Kind::START, 3, Position::Last),
+                (Kind::user(0), 3, Position::First)
+            ]
+        );
+    }
+
+    #[test]
+    fn route_errors_name_what_went_wrong() {
+        assert_eq!(
+            std::format!("{}", RouteError::UnknownKind(Kind::user(2))),
+            "kind 10 is beyond the kernel's event kinds capacity"
+        );
+        assert_eq!(
+            std::format!("{}", RouteError::TooManyHandlers(Kind::STOP)),
+            "kind 1 has no room for another handler"
+        );
+        assert_eq!(
+            std::format!("{}", RouteError::TooManyComponents),
+            "the kernel has no room for another component"
+        );
+    }
+}

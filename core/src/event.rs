@@ -237,3 +237,61 @@ mod tests {
         assert!(!Event::User(Ev::A).kind().is_builtin());
     }
 }
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md).
+#[cfg(test)]
+mod strength {
+    use super::*;
+
+    #[test]
+    fn the_unit_event_type_has_no_kinds() {
+        assert_eq!(<() as UserEvent>::KINDS, 0);
+        assert_eq!(().kind(), 0);
+        assert_eq!(<() as UserEvent>::kind_name(0), "?");
+        assert_eq!(Event::<()>::Stop.kind(), Kind::STOP);
+    }
+
+    #[test]
+    fn every_lifecycle_kind_has_its_name_and_index() {
+        let kinds = [
+            (Event::<()>::Start, Kind::START, "start"),
+            (Event::Stop, Kind::STOP, "stop"),
+            (Event::Terminate, Kind::TERMINATE, "terminate"),
+            (Event::Reload, Kind::RELOAD, "reload"),
+            (Event::SaveRunlog, Kind::SAVE_RUNLOG, "save_runlog"),
+            (Event::SaveState, Kind::SAVE_STATE, "save_state"),
+            (Event::LogStatistics, Kind::LOG_STATISTICS, "log_statistics"),
+            (Event::Checkpoint, Kind::CHECKPOINT, "checkpoint"),
+        ];
+        assert_eq!(kinds.len(), BUILTIN_KINDS);
+        for (i, (event, kind, name)) in kinds.into_iter().enumerate() {
+            assert_eq!(event.kind(), kind);
+            assert_eq!(kind.index(), i);
+            assert!(kind.is_builtin());
+            assert_eq!(kind.name::<()>(), name);
+        }
+        assert_eq!(Kind::user(0).index(), BUILTIN_KINDS);
+        assert_eq!(Kind::user(3).index(), BUILTIN_KINDS + 3);
+        assert!(!Kind::user(0).is_builtin());
+        assert_eq!(std::format!("{}", Kind::user(2)), "kind 10");
+        assert_eq!(Event::from(5u8), Event::User(5u8));
+    }
+
+    #[test]
+    fn user_kind_names_come_from_the_user_type() {
+        #[derive(Debug)]
+        struct Named;
+        impl UserEvent for Named {
+            const KINDS: usize = 3;
+            fn kind(&self) -> usize {
+                2
+            }
+            fn kind_name(kind: usize) -> &'static str {
+                ["zero", "one", "two"][kind]
+            }
+        }
+        assert_eq!(Kind::user(2).name::<Named>(), "two");
+        assert_eq!(Kind::user(1).name::<Named>(), "one");
+        assert_eq!(Event::User(Named).kind(), Kind::user(2));
+    }
+}

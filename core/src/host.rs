@@ -88,8 +88,10 @@ where
     }
 }
 
-/// `Ok` when `handle` names a pending timer of a user event: the kernel's own timers are out
-/// of a user's reach, as if their handles were stale.
+/// `Err(Stale)` when `handle` names a pending timer of one of the kernel's own events: they
+/// are out of a user's reach, as if their handles were stale. Otherwise the queue's own
+/// operation decides (and reports a stale handle or a deadline beyond the horizon in its own
+/// order).
 fn user_timer<U, C, const S: usize, const T: usize>(
     queue: &EventQueue<Event<U>, C, S, T>,
     handle: TimerHandle,
@@ -98,9 +100,9 @@ where
     C: Clock,
     C::T: TickInt,
 {
-    match queue.get(handle)? {
-        Event::User(_) => Ok(()),
-        _ => Err(TimerError::Stale),
+    match queue.get(handle) {
+        Ok(Event::User(_)) | Err(_) => Ok(()),
+        Ok(_) => Err(TimerError::Stale),
     }
 }
 

@@ -2003,7 +2003,17 @@ mod tests {
         });
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         let mut seen = StdVec::new();
+        // Idle steps once the poster is done: a kernel that never drains the inbox fails here.
+        let mut idle_after_posting = 0;
         while seen.len() < 1000 {
+            if poster.is_finished() {
+                idle_after_posting += 1;
+                assert!(
+                    idle_after_posting < 10_000,
+                    "posted events never came: {} of 1000 seen",
+                    seen.len()
+                );
+            }
             match k.step(clock.now()) {
                 Ok(Step::Dispatched { kind: WORK, .. }) => {
                     if let Some((_, Event::User(Ev::Work(n)))) = log.borrow().last() {
@@ -2021,5 +2031,179 @@ mod tests {
         assert_eq!(seen, (0..1000).collect::<StdVec<_>>());
         // A sequential queue of 4 had to defer inbox events at times; none was lost.
         assert!(k.queue_stats().rejected > 0 || k.stats().inbox_deferred == 0);
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md).
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::event::{kinds, BUILTIN_KINDS};
+    use crate::queue::ScheduleErrorKind;
+    use crate::time::ManualClock;
+    use core::cell::RefCell;
+    use std::vec::Vec as StdVec;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Job(u32);
+
+    impl UserEvent for Job {
+        const KINDS: usize = 1;
+        fn kind(&self) -> usize {
+            0
+        }
+        fn kind_name(_: usize) -> &'static str {
+            "job"
+        }
+    }
+
+    type Clock = ManualClock<u32>;
+    type Log = RefCell<StdVec<Event<Job>>>;
+
+    /// Handles every kind and records what it sees.
+    struct Recorder<'l> {
+        log: &'l Log,
+    }
+
+    impl Component<Job, Clock> for Recorder<'_> {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            for kind in [
+                Kind::START,
+                Kind::STOP,
+                Kind::TERMINATE,
+                Kind::RELOAD,
+                Kind::SAVE_RUNLOG,
+                Kind::SAVE_STATE,
+                Kind::LOG_STATISTICS,
+                Kind::CHECKPOINT,
+                Kind::user(0),
+            ] {
+                routes.append(kind)?;
+            }
+            assert_eq!(BUILTIN_KINDS, 8, "a new lifecycle kind: route it above");
+            Ok(())
+        }
+        fn handle(&mut self, _: &mut Context<'_, Job, Clock>, event: &mut Event<Job>) -> Flow {
+            self.log.borrow_mut().push(event.clone());
+            Flow::Continue
+        }
+    }
+
+    type TestKernel<'c> = Kernel<'c, Job, Clock, 2, { kinds::<Job>() }, 2, 4, 4>;
+
+    /// Steps until the loop ends (bounded) and returns what the recorder saw.
+    fn run_to_end(k: &mut TestKernel<'_>, clock: &Clock, log: &Log) -> StdVec<Event<Job>> {
+        for _ in 0..100 {
+            match k.step(clock.now()) {
+                Ok(Step::Ended(_)) => return log.take(),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the loop did not end: {:?}", log.borrow());
+    }
+
+    #[test]
+    fn a_reload_asked_for_before_a_stop_is_dropped_by_the_stop() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.request_reload();
+        k.request_stop();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [Event::Start, Event::Stop]
+        );
+        assert_eq!(k.ended(), Some(EndReason::Stopped));
+    }
+
+    #[test]
+    fn lifecycle_requests_come_once_each_in_their_order() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Job(1)).unwrap();
+        k.request_state();
+        k.request_runlog();
+        k.request_reload();
+        k.request_reload();
+        assert_eq!(
+            run_to_end(&mut k, &clock, &log),
+            [
+                Event::Start,
+                Event::Reload,
+                Event::SaveRunlog,
+                Event::SaveState,
+                Event::User(Job(1))
+            ]
+        );
+        assert_eq!(k.ended(), Some(EndReason::QueueEmpty));
+    }
+
+    #[test]
+    fn debug_output_shows_the_kernel_at_a_glance() {
+        let clock = Clock::new();
+        let log = Log::default();
+        let mut r = Recorder { log: &log };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut r).unwrap();
+        k.start(clock.now()).unwrap();
+        let text = std::format!("{k:?}");
+        assert!(
+            text.starts_with("Kernel { components: 1, queue: EventQueue { sequential: 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("done: false, ended: None, stats: KernelStats"),
+            "{text}"
+        );
+        k.terminate();
+        assert!(std::format!("{k:?}").contains("ended: Some(Terminated)"));
+    }
+
+    #[test]
+    fn end_reasons_and_errors_name_what_happened() {
+        let reasons = [
+            (
+                EndReason::Stopped,
+                "graceful stop completed, not waiting for timed events",
+            ),
+            (
+                EndReason::StopTimeout,
+                "graceful stop timed out, terminated",
+            ),
+            (EndReason::Forced, "terminated by repeated stop requests"),
+            (EndReason::Terminated, "terminated on request"),
+            (EndReason::QueueEmpty, "event queue is empty"),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.describe(), text);
+            assert_eq!(std::format!("{reason}"), text);
+        }
+        assert_eq!(
+            std::format!("{}", StepError::NotStarted),
+            "the kernel was not started"
+        );
+        assert_eq!(
+            std::format!("{}", StepError::Unhandled(Kind::user(1))),
+            "no handler for the event of kind 9"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::AlreadyStarted),
+            "the kernel was already started"
+        );
+        assert_eq!(
+            std::format!("{}", StartError::Schedule(ScheduleErrorKind::Full)),
+            "cannot arm a periodic lifecycle event: event queue full"
+        );
     }
 }

@@ -387,12 +387,75 @@ mod tests {
             seen.push(e);
             Ok(())
         }) == Take::Taken
-        {}
+        {
+            assert!(seen.len() <= 4000, "the inbox gave more than was posted");
+        }
         assert_eq!(seen.len(), 4000);
         // Each thread's events stay in the order it posted them.
         for t in 0..4u32 {
             let mine: std::vec::Vec<_> = seen.iter().filter(|e| **e / 1000 == t).collect();
             assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): predicates asserted
+/// both ways, and the `Debug` output a host logs.
+#[cfg(test)]
+mod strength {
+    use super::*;
+
+    #[test]
+    fn inbox_len_and_is_empty_follow_posts_and_takes() {
+        let inbox = Inbox::<u32, 3>::new();
+        assert!(inbox.is_empty());
+        assert_eq!(inbox.len(), 0);
+        inbox.post(1).unwrap();
+        assert!(!inbox.is_empty());
+        assert_eq!(inbox.len(), 1);
+        inbox.post(2).unwrap();
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(!inbox.is_empty());
+        assert_eq!(inbox.take_one(&mut |_| Ok(())), Take::Taken);
+        assert!(inbox.is_empty());
+        assert!(Inbox::<u32, 1>::default().is_empty());
+    }
+
+    #[test]
+    fn debug_output_shows_counts() {
+        let inbox = Inbox::<u32, 3>::new();
+        inbox.post(9).unwrap();
+        inbox.post(9).unwrap();
+        assert_eq!(std::format!("{inbox:?}"), "Inbox { len: 2 }");
+        let requests = Requests::default();
+        requests.post(Request::Reload);
+        requests.post(Request::Stop);
+        requests.post(Request::Stop);
+        assert_eq!(
+            std::format!("{requests:?}"),
+            "{Terminate: 0, Stop: 2, Reload: 1, SaveRunlog: 0, SaveState: 0, Checkpoint: 0}"
+        );
+    }
+
+    #[test]
+    fn every_request_has_its_own_counter() {
+        let requests = Requests::new();
+        let mut reader = RequestReader::new();
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                requests.post(r);
+            }
+        }
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            assert_eq!(requests.posted(r), i as u32 + 1, "{r:?}");
+        }
+        assert!(reader.has_new(&requests));
+        reader.catch_up(&requests);
+        assert!(!reader.has_new(&requests));
+        for (i, &r) in Request::ALL.iter().enumerate() {
+            assert_eq!(reader.take(&requests, r), i as u32 + 1, "{r:?}");
+            assert_eq!(reader.take(&requests, r), 0, "{r:?}");
         }
     }
 }

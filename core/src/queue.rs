@@ -602,9 +602,10 @@ mod tests {
     }
 
     /// `next` until it answers `Wait` or `Empty`; everything it answered, that last one too.
+    /// Bounded: a queue that keeps answering (a broken heap) fails here instead of hanging.
     fn drain<const S: usize, const T: usize>(q: &mut Queue<S, T>, clock: &Manual) -> Vec<Got> {
         let mut out = Vec::new();
-        loop {
+        for _ in 0..=S + 2 * T + 2 {
             let got = next(q, clock);
             let last = matches!(got, Got::Wait(_) | Got::Empty);
             out.push(got);
@@ -612,6 +613,7 @@ mod tests {
                 return out;
             }
         }
+        panic!("next did not come to Wait or Empty: {out:?}");
     }
 
     fn fired<const S: usize, const T: usize>(q: &mut Queue<S, T>, clock: &Manual) -> Fired<u32> {
@@ -862,7 +864,12 @@ mod tests {
         let mut seen = Vec::new();
         let mut waits = Vec::new();
         for _ in 0..23 {
-            loop {
+            for round in 0.. {
+                assert!(
+                    round < 10,
+                    "next kept returning timers at {}",
+                    clock.ticks()
+                );
                 match q.next(clock.now()) {
                     Next::Timed(f) => {
                         // Never early: stepping one tick at a time, never late either.
@@ -909,6 +916,7 @@ mod tests {
             let mut order = Vec::new();
             while let Next::Timed(f) = q.next(clock.now()) {
                 order.push((f.event, f.deadline));
+                assert!(order.len() <= 3, "more timers out than in: {order:?}");
             }
             let tick = |back: u32| u64::from(start.wrapping_sub(back));
             assert_eq!(order, [(2, tick(20)), (1, tick(10)), (3, tick(0))]);
@@ -1173,5 +1181,216 @@ mod tests {
         let err = ScheduleError::BeyondHorizon(6u32);
         assert!(std::format!("{err}").contains("horizon"));
         assert_eq!(err.into_event(), 6);
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): a queue on a `u64`
+/// clock (the daemon's own tick type), a fresh queue before its first `advance`, the small
+/// predicates both ways, and the messages.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::time::ManualClock;
+    use embedded_time::duration::Milliseconds;
+    use std::vec::Vec;
+
+    type Wide = ManualClock<u64>;
+
+    fn wide(ticks: u64) -> Instant<Wide> {
+        Instant::new(ticks)
+    }
+
+    fn wide_ticks(instant: Instant<Wide>) -> u64 {
+        instant.duration_since_epoch().integer()
+    }
+
+    #[test]
+    fn a_fresh_queue_is_at_tick_zero_until_told_the_time() {
+        let mut q = EventQueue::<u32, ManualClock<u32>, 2, 4>::new();
+        assert_eq!(q.now(), Instant::new(0));
+        assert_eq!(q.now_ticks(), 1 << 32);
+        // Measured from tick 0: due at tick 5.
+        let a = q.schedule_after(Milliseconds(5u32), 1).unwrap();
+        assert_eq!(q.deadline(a), Ok(Instant::new(5)));
+        // Read within the horizon of tick 0: just before it is the past.
+        let b = q.schedule_at(Instant::new(u32::MAX - 1), 2).unwrap();
+        assert_eq!(q.place(Instant::new(u32::MAX - 1)), (1 << 32) - 2);
+        assert_eq!(q.next_deadline_ticks(), Some((1 << 32) - 2));
+        assert_eq!(q.wait_ticks(), Some(0));
+        // The first reading: 1000 ticks later; the timer at 5 is overdue by 995.
+        q.advance(Instant::new(1_000));
+        assert_eq!(q.now_ticks(), (1 << 32) + 1_000);
+        match q.next_at_last_now() {
+            Next::Timed(f) => assert_eq!((f.event, f.handle, f.late), (2, b, 1_002)),
+            other => panic!("expected the past timer, got {other:?}"),
+        }
+        match q.next_at_last_now() {
+            Next::Timed(f) => assert_eq!((f.event, f.deadline, f.late), (1, 5, 995)),
+            other => panic!("expected the overdue timer, got {other:?}"),
+        }
+        assert!(matches!(q.next_at_last_now(), Next::Empty));
+
+        let mut q = EventQueue::<u32, Wide, 2, 4>::new();
+        assert_eq!(q.now(), wide(0));
+        assert_eq!(q.now_ticks(), 0);
+        let a = q
+            .schedule_after(core::time::Duration::from_millis(5), 1)
+            .unwrap();
+        assert_eq!(q.deadline(a), Ok(wide(5)));
+        assert_eq!(q.next_deadline_ticks(), Some(5));
+    }
+
+    #[test]
+    fn a_queue_on_a_u64_clock_counts_past_the_u32_range() {
+        let clock = Wide::starting_at(u64::from(u32::MAX) - 10);
+        let mut q = EventQueue::<u32, Wide, 2, 4>::new();
+        q.advance(clock.now());
+        assert_eq!(q.now(), clock.now());
+        assert_eq!(q.now_ticks(), u64::from(u32::MAX) - 10);
+        let a = q
+            .schedule_after(core::time::Duration::from_millis(20), 1)
+            .unwrap();
+        let b = q
+            .schedule_every(core::time::Duration::from_millis(1 << 33), 2)
+            .unwrap();
+        let c = q.schedule_at(wide(u64::from(u32::MAX) + 100), 3).unwrap();
+        assert_eq!(q.deadline(a).map(wide_ticks), Ok(u64::from(u32::MAX) + 10));
+        assert_eq!(
+            q.deadline(b).map(wide_ticks),
+            Ok(u64::from(u32::MAX) - 10 + (1 << 33))
+        );
+        assert_eq!(q.when(), Some(wide(u64::from(u32::MAX) + 10)));
+        assert_eq!(q.wait_ticks(), Some(20));
+        assert_eq!(q.wait().map(|d| d.integer()), Some(20));
+        // Far beyond a u32 clock's horizon, well within a u64 clock's.
+        q.reschedule_after(c, core::time::Duration::from_millis(1 << 40))
+            .unwrap();
+        assert_eq!(
+            q.deadline(c).map(wide_ticks),
+            Ok(u64::from(u32::MAX) - 10 + (1 << 40))
+        );
+        q.reschedule(c, wide(u64::from(u32::MAX) + 15)).unwrap();
+        // Half of u64::MAX is the limit.
+        let half = u64::MAX / 2;
+        assert_eq!(
+            q.reschedule_after(c, core::time::Duration::from_millis(half + 1)),
+            Err(TimerError::BeyondHorizon)
+        );
+        assert_eq!(
+            q.schedule_after(core::time::Duration::from_millis(half + 1), 4),
+            Err(ScheduleError::BeyondHorizon(4))
+        );
+        assert_eq!(
+            q.schedule_every(core::time::Duration::from_millis(half + 1), 5),
+            Err(ScheduleError::BeyondHorizon(5))
+        );
+        q.reschedule_after(c, core::time::Duration::from_millis(half))
+            .unwrap();
+        assert_eq!(q.place(wide(12)), 12);
+        assert_eq!(
+            q.instant_at(u64::from(u32::MAX) + 3),
+            wide(u64::from(u32::MAX) + 3)
+        );
+        q.reschedule(c, wide(u64::from(u32::MAX) + 15)).unwrap();
+        clock.advance_ticks(30);
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            match q.next(clock.now()) {
+                Next::Timed(f) => out.push((f.event, f.deadline, f.late)),
+                Next::Wait(at) => {
+                    assert_eq!(at, wide(u64::from(u32::MAX) - 10 + (1 << 33)));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let max = u64::from(u32::MAX);
+        assert_eq!(out, [(1, max + 10, 10), (3, max + 15, 5)]);
+    }
+
+    #[test]
+    fn lengths_and_is_empty_count_both_queues() {
+        let clock = ManualClock::<u32>::new();
+        let mut q = EventQueue::<u32, ManualClock<u32>, 3, 3>::new();
+        q.advance(clock.now());
+        assert!(q.is_empty());
+        assert_eq!((q.count(), q.sequential_len(), q.timed_len()), (0, 0, 0));
+        q.schedule(1).unwrap();
+        assert!(!q.is_empty());
+        assert_eq!((q.count(), q.sequential_len(), q.timed_len()), (1, 1, 0));
+        q.schedule(2).unwrap();
+        let h = q.schedule_after(Milliseconds(1u32), 3).unwrap();
+        q.schedule_after(Milliseconds(1u32), 4).unwrap();
+        q.schedule_after(Milliseconds(1u32), 5).unwrap();
+        assert_eq!((q.count(), q.sequential_len(), q.timed_len()), (5, 2, 3));
+        q.cancel(h).unwrap();
+        assert_eq!((q.count(), q.sequential_len(), q.timed_len()), (4, 2, 2));
+        q.clear();
+        assert!(q.is_empty());
+        q.schedule_after(Milliseconds(1u32), 6).unwrap();
+        assert!(!q.is_empty());
+        assert_eq!((q.count(), q.sequential_len(), q.timed_len()), (1, 0, 1));
+    }
+
+    #[test]
+    fn rejections_count_only_full_queues_and_high_water_marks_only_grow() {
+        let clock = ManualClock::<u32>::new();
+        let mut q = EventQueue::<u32, ManualClock<u32>, 1, 1>::new();
+        q.advance(clock.now());
+        q.schedule(1).unwrap();
+        assert_eq!(q.schedule_next(2), Err(ScheduleError::Full(2)));
+        let h = q.schedule_every(Milliseconds(3u32), 3).unwrap();
+        assert_eq!(
+            q.schedule_every(Milliseconds(3u32), 4),
+            Err(ScheduleError::Full(4))
+        );
+        assert_eq!(
+            q.schedule_at(Instant::new(9), 5),
+            Err(ScheduleError::Full(5))
+        );
+        assert_eq!(q.stats().rejected, 3);
+        assert_eq!(q.cancel(h), Ok(3));
+        assert_eq!(q.stats().timed_high_water, 1);
+        assert_eq!(q.stats().sequential_high_water, 1);
+    }
+
+    #[test]
+    fn the_checker_notices_impossible_figures() {
+        let mut q = EventQueue::<u32, ManualClock<u32>, 2, 2>::new();
+        q.check_invariants();
+        q.stats.sequential_high_water = 3;
+        let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.check_invariants();
+        }));
+        assert!(broken.is_err());
+    }
+
+    #[test]
+    fn messages_and_debug_output() {
+        let clock = ManualClock::<u32>::starting_at(12);
+        let mut q = EventQueue::<u32, ManualClock<u32>, 2, 2>::new();
+        q.advance(clock.now());
+        q.schedule(1).unwrap();
+        assert_eq!(
+            std::format!("{q:?}"),
+            "EventQueue { sequential: 1, timed: 0, now: 4294967308, stats: QueueStats { \
+             rejected: 0, sequential_high_water: 1, timed_high_water: 0, missed_periods: 0 } }"
+        );
+        let err = ScheduleError::ZeroPeriod(3u32);
+        assert_eq!(err.kind(), ScheduleErrorKind::ZeroPeriod);
+        assert_eq!(
+            std::format!("{err}"),
+            "a periodic event needs a period of at least one tick"
+        );
+        assert_eq!(std::format!("{err:?}"), "ScheduleError::ZeroPeriod(..)");
+        assert_eq!(
+            std::format!("{}", ScheduleErrorKind::BeyondHorizon),
+            "deadline at or beyond the clock's horizon of half its wrap period"
+        );
+        assert_eq!(
+            ScheduleError::BeyondHorizon(4u32).kind(),
+            ScheduleErrorKind::BeyondHorizon
+        );
+        assert_eq!(ScheduleError::ZeroPeriod(4u32).into_event(), 4);
     }
 }

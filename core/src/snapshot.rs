@@ -547,3 +547,273 @@ mod tests {
         assert_eq!(to_json(&k.state(), &mut buf[..full]), Ok(full));
     }
 }
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): snapshots of
+/// several components, some without counters or state, and a clock whose ticks per second
+/// are a fraction.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use crate::component::{Context, Flow, RouteError, Routes};
+    use crate::event::{kinds, Event};
+    use crate::kernel::Settings;
+    use crate::stats::Counters;
+    use crate::time::ManualClock;
+    use embedded_time::duration::Milliseconds;
+    use embedded_time::fraction::Fraction;
+    use serde_json::{json, Value};
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Work,
+        Idle,
+    }
+
+    impl UserEvent for Ev {
+        const KINDS: usize = 2;
+        fn kind(&self) -> usize {
+            match self {
+                Ev::Work => 0,
+                Ev::Idle => 1,
+            }
+        }
+        fn kind_name(kind: usize) -> &'static str {
+            ["work", "idle"][kind]
+        }
+    }
+
+    /// Ticks of 4 ms (250 per second): a clock whose scaling factor is not 1/n.
+    #[derive(Debug)]
+    struct FourMs;
+
+    impl Clock for FourMs {
+        type T = u64;
+        const SCALING_FACTOR: Fraction = Fraction::new(4, 1_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// A component with counters, a state and a name; `prepend` puts it first.
+    struct Part {
+        name: &'static str,
+        counters: Option<Counters<2>>,
+        prepend: bool,
+        state: bool,
+    }
+
+    impl<C: Clock> Component<Ev, C> for Part {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn setup(&mut self, routes: &mut Routes<'_>) -> Result<(), RouteError> {
+            if self.prepend {
+                routes.prepend(Kind::user(0))
+            } else {
+                routes.append(Kind::user(0))?;
+                routes.append(Kind::RELOAD)
+            }
+        }
+        fn handle(&mut self, _: &mut Context<'_, Ev, C>, _: &mut Event<Ev>) -> Flow {
+            if let Some(c) = &mut self.counters {
+                c.inc("work", 1).unwrap();
+                c.inc(self.name, 2).unwrap();
+            }
+            Flow::Continue
+        }
+        fn counters(&self) -> Option<&dyn CounterSet> {
+            self.counters.as_ref().map(|c| c as &dyn CounterSet)
+        }
+        fn counters_mut(&mut self) -> Option<&mut dyn CounterSet> {
+            self.counters.as_mut().map(|c| c as &mut dyn CounterSet)
+        }
+        fn state(&self, out: &mut dyn StateVisitor) {
+            if self.state {
+                out.field("name", StateValue::Str(self.name));
+                out.field(
+                    "work",
+                    StateValue::U64(self.counters.as_ref().map_or(0, |c| c.get("work"))),
+                );
+            }
+        }
+    }
+
+    fn parts() -> [Part; 3] {
+        [
+            Part {
+                name: "first",
+                counters: Some(Counters::new()),
+                prepend: false,
+                state: true,
+            },
+            Part {
+                name: "quiet",
+                counters: None,
+                prepend: false,
+                state: false,
+            },
+            Part {
+                name: "front",
+                counters: Some(Counters::new()),
+                prepend: true,
+                state: true,
+            },
+        ]
+    }
+
+    fn json_of(value: &impl Serialize) -> Value {
+        let mut buf = [0u8; 8192];
+        let n = to_json(value, &mut buf).unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn snapshots_of_several_components_keep_each_apart() {
+        let clock = ManualClock::<u32>::starting_at(500);
+        let [mut a, mut b, mut c] = parts();
+        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 3, { kinds::<Ev>() }, 3, 8, 4>::new(
+            Settings::default(),
+        );
+        k.add(&mut a).unwrap();
+        k.add(&mut b).unwrap();
+        k.add(&mut c).unwrap();
+        k.start(clock.now()).unwrap();
+        for _ in 0..4 {
+            k.queue().schedule(Ev::Work).unwrap();
+        }
+        // Keeps the loop from ending on an empty queue.
+        k.queue()
+            .schedule_after(Milliseconds(60_000u32), Ev::Idle)
+            .unwrap();
+        k.run_until_idle(clock.now()).unwrap();
+
+        let runlog = json_of(&k.runlog());
+        assert_eq!(runlog["events"], 5);
+        assert_eq!(runlog["dispatched"]["work"], 4);
+        assert_eq!(runlog["dispatched"]["idle"], 0);
+        assert_eq!(runlog["dispatched"]["log_statistics"], 0);
+        assert_eq!(
+            runlog["dispatched"].as_object().unwrap().len(),
+            BUILTIN_KINDS + 2
+        );
+        assert_eq!(
+            runlog["components"],
+            json!({"first": {"work": 4, "first": 8}, "front": {"work": 4, "front": 8}})
+        );
+        assert_eq!(runlog["high_water"], json!({"sequential": 4, "timed": 1}));
+        assert_eq!(runlog["unhandled"], 0);
+
+        clock.advance(Milliseconds(2_000u32));
+        k.rotate_statistics(clock.now());
+        k.queue().schedule(Ev::Work).unwrap();
+        k.run_until_idle(clock.now()).unwrap();
+        clock.advance(Milliseconds(500u32));
+        let stats = json_of(&k.statistics(clock.now()));
+        assert_eq!(
+            stats,
+            json!({
+                "first": {
+                    "work": {"cnt": 5, "inc": 1, "spd": 2.0, "pct": 20.0},
+                    "first": {"cnt": 10, "inc": 2, "spd": 4.0, "pct": 20.0}
+                },
+                "front": {
+                    "work": {"cnt": 5, "inc": 1, "spd": 2.0, "pct": 20.0},
+                    "front": {"cnt": 10, "inc": 2, "spd": 4.0, "pct": 20.0}
+                }
+            })
+        );
+
+        let state = json_of(&k.state());
+        assert_eq!(state["routes"]["work"], json!(["front", "first", "quiet"]));
+        assert_eq!(state["routes"]["reload"], json!(["first", "quiet"]));
+        assert_eq!(state["routes"]["idle"], json!([]));
+        assert_eq!(
+            state["routes"].as_object().unwrap().len(),
+            BUILTIN_KINDS + 2
+        );
+        assert_eq!(
+            state["components"],
+            json!({
+                "first": {"name": "first", "work": 5},
+                "quiet": {},
+                "front": {"name": "front", "work": 5}
+            })
+        );
+        assert_eq!(state["runlog"], json_of(&k.runlog()));
+
+        k.terminate();
+        assert_eq!(json_of(&k.runlog())["end"], "terminated");
+    }
+
+    #[test]
+    fn rates_on_a_clock_with_fractional_ticks_per_second() {
+        let [mut a, _, _] = parts();
+        let mut k =
+            Kernel::<'_, Ev, FourMs, 1, { kinds::<Ev>() }, 1, 4, 2>::new(Settings::default());
+        k.add(&mut a).unwrap();
+        k.start(Instant::new(1_000)).unwrap();
+        k.queue().schedule(Ev::Work).unwrap();
+        k.queue().schedule(Ev::Work).unwrap();
+        k.run_until_idle(Instant::new(1_000)).unwrap();
+        // 2 in 500 ticks of 4 ms (2 s): one per second.
+        let stats = json_of(&k.statistics(Instant::new(1_500)));
+        assert_eq!(
+            stats["first"]["work"],
+            json!({"cnt": 2, "inc": 2, "spd": 1.0, "pct": 100.0})
+        );
+        let mut seen = std::vec::Vec::new();
+        k.for_each_rate(Instant::new(1_250), |component, key, rate| {
+            seen.push((component, key, rate.spd_milli));
+        });
+        // The same 2 in 1 s; the other counter went up by 4.
+        assert_eq!(seen, [("first", "work", 2_000), ("first", "first", 4_000)]);
+    }
+
+    #[test]
+    fn lateness_histogram_and_queue_figures_in_the_runlog() {
+        let clock = ManualClock::<u32>::new();
+        let [mut a, _, _] = parts();
+        let mut k = Kernel::<'_, Ev, ManualClock<u32>, 1, { kinds::<Ev>() }, 1, 4, 4>::new(
+            Settings::default(),
+        );
+        k.add(&mut a).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue()
+            .schedule_after(Milliseconds(10u32), Ev::Work)
+            .unwrap();
+        k.queue()
+            .schedule_every(Milliseconds(5u32), Ev::Work)
+            .unwrap();
+        k.queue().schedule(Ev::Idle).unwrap();
+        for _ in 0..3 {
+            k.queue().schedule(Ev::Work).unwrap();
+        }
+        assert!(k.queue().schedule(Ev::Work).is_err());
+        clock.advance(Milliseconds(27u32));
+        let _ = k.run_until_idle(clock.now());
+        let _ = k.run_until_idle(clock.now());
+        let runlog = json_of(&k.runlog());
+        assert_eq!(runlog["rejected"], 1);
+        assert_eq!(runlog["unhandled"], 1);
+        // The periodic timer was 22 late and skipped 4 periods; the one-shot 17 late.
+        assert_eq!(runlog["missed_periods"], 4);
+        assert_eq!(runlog["lateness"]["max_ticks"], 22);
+        let histogram = runlog["lateness"]["histogram"].as_array().unwrap();
+        assert_eq!(histogram[0], json!({"from_ticks": 0, "count": 0}));
+        assert_eq!(histogram[3], json!({"from_ticks": 16, "count": 2}));
+        assert_eq!(histogram[11]["from_ticks"], 1u64 << 20);
+        let total: u64 = histogram.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 2);
+        assert_eq!(runlog["stop_requests"], 0);
+        k.request_stop();
+        assert_eq!(json_of(&k.runlog())["stop_requests"], 1);
+    }
+
+    #[test]
+    fn buffer_too_small_says_so() {
+        assert_eq!(
+            std::format!("{BufferTooSmall}"),
+            "buffer too small for the JSON document"
+        );
+    }
+}

@@ -361,3 +361,101 @@ mod tests {
         assert_eq!(l.sum_ticks, u64::MAX);
     }
 }
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): clocks whose ticks
+/// per second are a fraction, and predicates asserted both ways.
+#[cfg(test)]
+mod strength {
+    use super::*;
+
+    #[test]
+    fn rates_on_a_clock_with_a_non_unit_denominator() {
+        // Ticks of 3 ms: 1000/3 ticks per second. 6 new over 3000 ticks (9 s) is 0.666… per
+        // second: 666 thousandths, truncated.
+        let three_ms = (1_000, 3);
+        let r = Rate::compute(10, 4, 3_000, three_ms);
+        assert_eq!((r.inc, r.spd_milli, r.pct_milli), (6, 666, 60_000));
+        // 1 over one tick of 3 ms is 333.33… per second.
+        assert_eq!(Rate::compute(1, 0, 1, three_ms).spd_milli, 333_333);
+        // A zero denominator (no real clock has one) gives no rate rather than a panic.
+        assert_eq!(Rate::compute(10, 4, 3_000, (1_000, 0)).spd_milli, 0);
+        // A rate too large for u64 thousandths saturates.
+        assert_eq!(
+            Rate::compute(u64::MAX, 0, 1, (1_000, 1)).spd_milli,
+            u64::MAX
+        );
+        // A counter that went down (reset) counts no increase.
+        assert_eq!(
+            Rate::compute(3, 5, 1_000, (1_000, 1)),
+            Rate::compute(3, 3, 1_000, (1_000, 1))
+        );
+    }
+
+    #[test]
+    fn counter_sets_say_whether_they_are_empty() {
+        let mut c = Counters::<2>::new();
+        assert!(CounterSet::is_empty(&c));
+        assert_eq!(CounterSet::len(&c), 0);
+        assert_eq!(c.previous_at(), None);
+        c.inc("a", 0).unwrap();
+        assert!(!CounterSet::is_empty(&c));
+        assert_eq!(CounterSet::len(&c), 1);
+        // Through the trait object the kernel holds.
+        let set: &dyn CounterSet = &c;
+        assert!(!set.is_empty());
+        assert_eq!(set.entry(0), ("a", 0, 0));
+    }
+
+    #[test]
+    fn register_finds_existing_counters_and_ids_name_their_own() {
+        let mut c = Counters::<3>::new();
+        let a = c.register("a").unwrap();
+        let b = c.register("b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(c.register("a"), Ok(a));
+        assert_eq!(c.register("b"), Ok(b));
+        c.inc_id(b, 4);
+        c.inc_id(a, 1);
+        assert_eq!((c.get("a"), c.get("b")), (1, 4));
+        assert_eq!(c.entry(1), ("b", 4, 0));
+        // Saturating, not wrapping.
+        c.inc_id(a, u64::MAX);
+        assert_eq!(c.get("a"), u64::MAX);
+        c.rotate(7);
+        c.inc("b", 1).unwrap();
+        assert_eq!(c.entry(1), ("b", 5, 4));
+        assert_eq!(c.previous_at(), Some(7));
+    }
+
+    #[test]
+    fn counters_full_says_so() {
+        assert_eq!(std::format!("{CountersFull}"), "counter table full");
+    }
+
+    #[test]
+    fn kernel_stats_sum_every_kind() {
+        let mut s = KernelStats::<3>::new();
+        assert_eq!(s.total_dispatched(), 0);
+        s.dispatched = [2, 0, 5];
+        assert_eq!(s.total_dispatched(), 7);
+        assert_eq!(KernelStats::<3>::default(), KernelStats::<3>::new());
+    }
+
+    #[test]
+    fn lateness_records_the_maximum_and_counts_every_dispatch() {
+        let mut l = Lateness::default();
+        assert_eq!(l.count(), 0);
+        l.record(17);
+        l.record(2);
+        assert_eq!(l.max_ticks, 17);
+        assert_eq!(l.count(), 2);
+        assert_eq!(l.buckets[Lateness::bucket(17)], 1);
+        assert_eq!(Lateness::bucket(17), 3);
+        assert_eq!(Lateness::bucket_floor(0), 0);
+        assert_eq!(Lateness::bucket_floor(3), 16);
+        assert_eq!(
+            Lateness::bucket_floor(LATENESS_BUCKETS - 1),
+            1 << (2 * (LATENESS_BUCKETS - 2))
+        );
+    }
+}

@@ -122,34 +122,62 @@ impl Delay for core::time::Duration {
     }
 }
 
-/// Implements [`Delay`] for embedded-time's `u32` durations.
+/// `units` of `NUM / DEN` seconds each in ticks of clock `C`, rounded up; `None` when they
+/// do not fit into `u64` ticks. The ratio to the clock's tick is reduced at compile time, so
+/// no division runs for it (see [`Delay`]). For implementing [`Delay`] on a duration type of
+/// one's own:
+///
+/// ```
+/// use zendaemon_core::embedded_time::Clock;
+/// use zendaemon_core::time::units_to_ticks;
+/// use zendaemon_core::{Delay, ManualClock};
+///
+/// /// Sevenths of three seconds.
+/// #[derive(Clone, Copy)]
+/// struct ThreeSevenths(u32);
+///
+/// impl Delay for ThreeSevenths {
+///     fn in_ticks<C: Clock>(self) -> Option<u64> {
+///         units_to_ticks::<C, 3, 7>(self.0.into())
+///     }
+/// }
+///
+/// // 5 × 3/7 s = 2142.857… ms: 2143 ticks of a millisecond clock, never 2142.
+/// assert_eq!(ThreeSevenths(5).in_ticks::<ManualClock>(), Some(2_143));
+/// ```
+#[inline]
+pub fn units_to_ticks<C: Clock, const NUM: u64, const DEN: u64>(units: u64) -> Option<u64> {
+    let (num, by) = const {
+        let c = C::SCALING_FACTOR;
+        assert!(
+            NUM <= u32::MAX as u64 && DEN <= u32::MAX as u64,
+            "NUM and DEN fit into u32"
+        );
+        let (num, den) = reduce(NUM * *c.denominator() as u64, DEN * *c.numerator() as u64);
+        (num, Divisor::new(den))
+    };
+    Some(by.div_ceil(units.checked_mul(num)?))
+}
+
+/// Implements [`Delay`] for embedded-time's `u32` durations, whose unit is `$num / $den` s.
 macro_rules! delay_for_embedded_time {
-    ($($ty:ident),*) => {$(
+    ($($ty:ident = $num:literal / $den:literal),*) => {$(
         impl Delay for embedded_time::duration::$ty<u32> {
             #[inline]
             fn in_ticks<C: Clock>(self) -> Option<u64> {
-                let (num, by) = const {
-                    let unit = <embedded_time::duration::$ty<u32> as FixedPoint>::SCALING_FACTOR;
-                    let c = C::SCALING_FACTOR;
-                    let (num, den) = reduce(
-                        *unit.numerator() as u64 * *c.denominator() as u64,
-                        *unit.denominator() as u64 * *c.numerator() as u64,
-                    );
-                    (num, Divisor::new(den))
-                };
-                Some(by.div_ceil(u64::from(self.integer()).checked_mul(num)?))
+                units_to_ticks::<C, $num, $den>(u64::from(self.integer()))
             }
         }
     )*};
 }
 
 delay_for_embedded_time!(
-    Hours,
-    Minutes,
-    Seconds,
-    Milliseconds,
-    Microseconds,
-    Nanoseconds
+    Hours = 3600 / 1,
+    Minutes = 60 / 1,
+    Seconds = 1 / 1,
+    Milliseconds = 1 / 1_000,
+    Microseconds = 1 / 1_000_000,
+    Nanoseconds = 1 / 1_000_000_000
 );
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -652,5 +680,145 @@ mod tests {
         clock.advance(Milliseconds(1u32));
         assert_eq!(clock.ticks(), 0);
         assert_eq!(instant_ticks(clock.now()), 0);
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): the `u64` tick
+/// path the daemon's own clock (`StdClock`) takes, and scaling factors whose numerator is not
+/// 1, where multiplying and dividing by it would otherwise look the same.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use embedded_time::duration::Seconds;
+
+    /// A clock with ticks of 3 ms: `u64` ticks and a scaling factor of 3/1000 s.
+    #[derive(Debug)]
+    struct ThreeMs;
+
+    impl Clock for ThreeMs {
+        type T = u64;
+        const SCALING_FACTOR: Fraction = Fraction::new(3, 1_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// A duration counted in sevenths of three seconds (3/7 s).
+    #[derive(Debug, Clone, Copy)]
+    struct ThreeSevenths(u32);
+
+    impl Delay for ThreeSevenths {
+        fn in_ticks<C: Clock>(self) -> Option<u64> {
+            units_to_ticks::<C, 3, 7>(self.0.into())
+        }
+    }
+
+    #[test]
+    fn non_unit_scaling_factors_convert_exactly_and_round_up() {
+        // 5 × 3/7 s = 2142.857… ms = 714.29 ticks of 3 ms: 715, never 714.
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(ThreeSevenths(5)), Some(715));
+        // 7 × 3/7 s = 3 s = exactly 1000 ticks: no rounding.
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(ThreeSevenths(7)),
+            Some(1_000)
+        );
+        // 10 ms is 3.33 ticks: 4. 9 ms is exactly 3.
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(Milliseconds(10u32)),
+            Some(4)
+        );
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(Milliseconds(9u32)), Some(3));
+        // The same sevenths on a millisecond clock: 2142.857… → 2143.
+        assert_eq!(
+            duration_to_ticks::<ManualClock<u64>, _>(ThreeSevenths(5)),
+            Some(2_143)
+        );
+        // Too many ticks for a u64.
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(u64::MAX)),
+            None
+        );
+        // The largest whole number of seconds that still fits, in u128 arithmetic.
+        let most = u64::MAX / 1_000;
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(most)),
+            Some(most * 1_000 / 3)
+        );
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(most - 1)),
+            Some(((most - 1) * 1_000).div_ceil(3))
+        );
+    }
+
+    // A zero scaling factor no longer reaches run time: the ratio is reduced in a `const`
+    // block, whose assertion makes it a compile-time error.
+    #[test]
+    fn a_second_is_a_third_of_a_thousand_three_ms_ticks_rounded_up() {
+        assert_eq!(Seconds(1u32).in_ticks::<ThreeMs>(), Some(334));
+    }
+
+    #[test]
+    fn u64_ticks_widen_and_truncate_losslessly() {
+        let big = u64::from(u32::MAX) + 7;
+        assert_eq!(<u64 as TickInt>::MAX_U64, u64::MAX);
+        assert_eq!(big.widen(), big);
+        assert_eq!(<u64 as TickInt>::truncate(big), big);
+        assert_eq!(<u32 as TickInt>::truncate(big), 6);
+        assert_eq!(7u32.widen(), 7);
+        assert_eq!(horizon_ticks(u64::MAX), u64::MAX / 2);
+        assert_eq!(horizon_ticks(u64::from(u32::MAX)), u64::from(u32::MAX / 2));
+    }
+
+    #[test]
+    fn a_u64_manual_clock_counts_past_u32_and_reads_the_same_everywhere() {
+        let clock = ManualClock::<u64>::starting_at(u64::from(u32::MAX) - 1);
+        clock.advance(Milliseconds(3u64));
+        assert_eq!(clock.ticks(), u64::from(u32::MAX) + 2);
+        clock.advance_ticks(10);
+        let ticks = u64::from(u32::MAX) + 12;
+        assert_eq!(clock.ticks(), ticks);
+        assert_eq!(instant_ticks(clock.now()), ticks);
+        assert_eq!(clock.try_now(), Ok(clock.now()));
+        assert_eq!(instant_ticks(clock.try_now().unwrap()), ticks);
+        // A u64 counter wraps too, like hardware.
+        let clock = ManualClock::<u64>::starting_at(u64::MAX);
+        clock.advance_ticks(2);
+        assert_eq!(clock.ticks(), 1);
+        assert_eq!(ManualClock::<u64>::new().ticks(), 0);
+    }
+
+    #[test]
+    fn a_u32_manual_clock_answers_try_now_with_its_ticks() {
+        let clock = ManualClock::<u32>::starting_at(41);
+        clock.advance(Milliseconds(1u32));
+        assert_eq!(clock.try_now(), Ok(Instant::new(42)));
+    }
+
+    #[test]
+    fn a_u64_timeline_is_the_clock_itself() {
+        let start = u64::from(u32::MAX) + 100;
+        let mut line = Timeline::new(u64::MAX, start);
+        assert_eq!(line.now(), start);
+        assert_eq!(line.horizon(), u64::MAX / 2);
+        assert_eq!(line.observe(start + 5), start + 5);
+        assert_eq!(line.observe(start + (1 << 33)), start + (1 << 33));
+        let now = line.now();
+        // Ahead and behind, without any wrap.
+        assert_eq!(line.place(now + 10), now + 10);
+        assert_eq!(line.place(now - 10), now - 10);
+        assert_eq!(line.place(now + line.horizon()), now + line.horizon());
+        assert_eq!(line.raw_at(now + 3), now + 3);
+    }
+
+    #[test]
+    fn ticks_duration_carries_the_clock_scaling_factor() {
+        let d = ticks_duration::<ThreeMs>(u64::from(u32::MAX) + 1);
+        assert_eq!(d.integer(), u64::from(u32::MAX) + 1);
+        assert_eq!(*d.scaling_factor(), Fraction::new(3, 1_000));
+        let d = ticks_duration::<ManualClock<u32>>(25);
+        assert_eq!(
+            (d.integer(), *d.scaling_factor()),
+            (25, Fraction::new(1, 1_000))
+        );
     }
 }

@@ -694,6 +694,7 @@ mod tests {
         while let Some(f) = q.pop_due(now) {
             out.push(f.event);
             q.check_invariants();
+            assert!(out.len() <= 16, "pop_due returned more timers than fit");
         }
         out
     }
@@ -736,7 +737,11 @@ mod tests {
     }
 
     fn drain_n<const N: usize>(q: &mut TimerQueue<u32, N>) -> std::vec::Vec<u32> {
-        core::iter::from_fn(|| q.pop_due(u64::MAX).map(|f| f.event)).collect()
+        let out: std::vec::Vec<u32> = core::iter::from_fn(|| q.pop_due(u64::MAX).map(|f| f.event))
+            .take(N + 1)
+            .collect();
+        assert!(out.len() <= N, "pop_due returned more timers than fit");
+        out
     }
 
     #[test]
@@ -928,5 +933,207 @@ mod tests {
             }
             q.check_invariants();
         }
+    }
+}
+
+/// Tests that close gaps a mutation run found (issue 16; see TESTING.md): the small
+/// predicates asserted both ways, the heap checker itself, and heap shapes deep enough for
+/// every branch of the sift loops. Every loop is bounded, so a broken heap fails with a
+/// message instead of hanging.
+#[cfg(test)]
+mod strength {
+    use super::*;
+    use std::vec::Vec as StdVec;
+
+    /// Pops everything due at `now`, checking the heap after each pop; panics if the queue
+    /// hands out more timers than it can hold.
+    fn drain_bounded<const N: usize>(q: &mut TimerQueue<u32, N>, now: u64) -> StdVec<u32> {
+        let mut out = StdVec::new();
+        while let Some(f) = q.pop_due(now) {
+            out.push(f.event);
+            q.check_invariants();
+            assert!(
+                out.len() <= N,
+                "pop_due returned more than {N} timers: {out:?}"
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn predicates_hold_both_ways() {
+        let mut q = TimerQueue::<u32, 2>::new();
+        assert_eq!(q.capacity(), 2);
+        assert!(q.is_empty() && !q.is_full());
+        assert_eq!(q.len(), 0);
+        let a = q.insert(5, 1).unwrap();
+        assert!(!q.is_empty() && !q.is_full());
+        assert_eq!(q.len(), 1);
+        q.insert(6, 2).unwrap();
+        assert!(!q.is_empty() && q.is_full());
+        assert_eq!(q.len(), 2);
+        q.cancel(a).unwrap();
+        assert!(!q.is_full());
+        assert_eq!(TimerQueue::<u8, 7>::default().capacity(), 7);
+        assert_eq!(
+            std::format!("{q:?}"),
+            "TimerQueue { len: 1, capacity: 2, next_deadline: Some(6) }"
+        );
+    }
+
+    #[test]
+    fn peek_get_and_next_seq_report_the_earliest_timer() {
+        let mut q = TimerQueue::<u32, 4>::new();
+        assert_eq!((q.peek(), q.peek_deadline(), q.next_seq()), (None, None, 0));
+        let a = q.insert(30, 1).unwrap();
+        let b = q.insert(10, 2).unwrap();
+        assert_eq!(q.peek(), Some((10, 1)));
+        assert_eq!(q.peek_deadline(), Some(10));
+        assert_eq!(q.next_seq(), 2);
+        q.reschedule(a, 10).unwrap();
+        assert_eq!(q.next_seq(), 3);
+        assert_eq!(q.peek(), Some((10, 1)));
+        assert_eq!((q.get(a), q.get(b)), (Ok(&1), Ok(&2)));
+        assert_eq!(q.deadline(a), Ok(10));
+        q.cancel(b).unwrap();
+        assert_eq!(q.peek(), Some((10, 2)));
+        assert_eq!(q.get(b), Err(TimerError::Stale));
+        assert_eq!(q.deadline(b), Err(TimerError::Stale));
+    }
+
+    #[test]
+    fn late_is_how_far_past_the_deadline_a_timer_was_taken() {
+        let mut q = TimerQueue::<u32, 4>::new();
+        q.insert(10, 1).unwrap();
+        q.insert_periodic(20, 7, 2).unwrap();
+        let f = q.pop_due(15).unwrap();
+        assert_eq!((f.event, f.deadline, f.late, f.missed), (1, 10, 5, 0));
+        assert_eq!(q.pop_due(15), None);
+        let f = q.pop_due(36).unwrap();
+        // 16 late: two periods of 7 missed, next at 20 + 3·7 = 41.
+        assert_eq!((f.event, f.deadline, f.late, f.missed), (2, 20, 16, 2));
+        assert_eq!(q.peek_deadline(), Some(41));
+        // Exactly at the deadline: not late at all.
+        let f = q.pop_due(41).unwrap();
+        assert_eq!((f.late, f.missed), (0, 0));
+        assert_eq!(q.peek_deadline(), Some(48));
+    }
+
+    #[test]
+    fn the_heap_checker_notices_a_broken_heap() {
+        let mut q = TimerQueue::<u32, 8>::new();
+        for d in [10, 20, 30, 40, 50] {
+            q.insert(d, 0).unwrap();
+        }
+        q.check_invariants();
+        let broken = |q: TimerQueue<u32, 8>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.check_invariants())).is_err()
+        };
+        // A child earlier than its parent.
+        let mut order = TimerQueue::<u32, 8>::new();
+        for d in [10, 20, 30] {
+            order.insert(d, 0).unwrap();
+        }
+        order.heap[2].deadline = 5;
+        assert!(broken(order), "heap order");
+        // A position that points elsewhere.
+        let mut link = TimerQueue::<u32, 8>::new();
+        for d in [10, 20] {
+            link.insert(d, 0).unwrap();
+        }
+        link.positions[1] = 0;
+        assert!(broken(link), "back-link");
+        // A queued slot without its event.
+        let mut empty = TimerQueue::<u32, 8>::new();
+        empty.insert(10, 0).unwrap();
+        empty.slots[0].event = None;
+        assert!(broken(empty), "event");
+        // A slot marked queued that the heap does not hold.
+        let mut stray = TimerQueue::<u32, 8>::new();
+        stray.insert(10, 0).unwrap();
+        stray.positions[3] = 0;
+        assert!(broken(stray), "stray slot");
+    }
+
+    #[test]
+    fn a_deep_heap_pops_in_order_whatever_the_insert_order() {
+        // 40 timers: three levels of a 4-ary heap, with full and partial sibling groups.
+        // Deadlines in a scrambled order (17 is coprime to 40), some equal.
+        let mut q = TimerQueue::<u32, 40>::new();
+        let mut handles = StdVec::new();
+        for i in 0..40u32 {
+            let deadline = u64::from((i * 17) % 40 / 2);
+            handles.push(q.insert(deadline, i).unwrap());
+            q.check_invariants();
+        }
+        assert!(q.is_full());
+        // Move a few from the bottom to the top and back.
+        q.reschedule(handles[39], 0).unwrap();
+        q.reschedule(handles[0], 100).unwrap();
+        q.reschedule(handles[20], 7).unwrap();
+        q.check_invariants();
+        // Cancel from the middle of the heap.
+        for &i in &[5usize, 13, 27] {
+            q.cancel(handles[i]).unwrap();
+            q.check_invariants();
+        }
+        let mut got = StdVec::new();
+        while let Some(f) = q.pop_due(u64::MAX) {
+            got.push((f.deadline, f.event));
+            q.check_invariants();
+            assert!(got.len() <= 40, "more timers out than in");
+        }
+        let mut want: StdVec<(u64, u32)> = (0..40u32)
+            .filter(|i| ![5, 13, 27].contains(i))
+            .map(|i| {
+                let d = match i {
+                    39 => 0,
+                    0 => 100,
+                    20 => 7,
+                    _ => u64::from((i * 17) % 40 / 2),
+                };
+                (d, i)
+            })
+            .collect();
+        // Equal deadlines leave in scheduling order: rescheduled ones count as scheduled last.
+        want.sort_by_key(|&(d, i)| (d, [39, 0, 20].contains(&i), i));
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|&(d, _)| d);
+        assert_eq!(got, sorted, "not in deadline order");
+        assert_eq!(got.len(), want.len());
+        // Same order as scheduling among equal deadlines: compare with the (deadline,
+        // scheduling order) ranking.
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn drain_is_bounded_and_empties_the_queue() {
+        let mut q = TimerQueue::<u32, 16>::new();
+        for i in 0..16 {
+            q.insert(u64::from(i % 5), i).unwrap();
+        }
+        let out = drain_bounded(&mut q, 2);
+        assert_eq!(out.len(), 10); // deadlines 0, 1 and 2: i % 5 < 3
+        assert_eq!(drain_bounded(&mut q, 10).len(), 6);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn clear_empties_a_deep_heap_and_every_slot_is_reusable() {
+        let mut q = TimerQueue::<u32, 24>::new();
+        let first: StdVec<_> = (0..24)
+            .map(|i| q.insert(100 - i, i as u32).unwrap())
+            .collect();
+        q.clear();
+        assert!(q.is_empty());
+        q.check_invariants();
+        for h in first {
+            assert_eq!(q.deadline(h), Err(TimerError::Stale));
+        }
+        for i in 0..24 {
+            q.insert(i, 0).unwrap();
+        }
+        assert!(q.is_full());
+        assert_eq!(drain_bounded(&mut q, u64::MAX).len(), 24);
     }
 }

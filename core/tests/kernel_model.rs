@@ -1,6 +1,7 @@
 //! The kernel against its reference model and its documented rules: random operation
 //! sequences (host scheduling, handler-side scheduling, stop / terminate / reload / dump
-//! requests, inbox posts, clock moves, steps) on a real kernel with three recording components
+//! requests, inbox posts, clock moves, steps) on a real kernel with three recording components,
+//! on a `u32` and on a `u64` clock
 //! (see `support/kernel_model.rs`; the fuzz target `fuzz/fuzz_targets/kernel_lifecycle.rs`
 //! runs the same interpreter for longer).
 
@@ -26,6 +27,8 @@ fn action() -> impl Strategy<Value = Action> {
         2 => ticks().prop_map(Action::ScheduleAfter),
         1 => ticks().prop_map(Action::ScheduleEvery),
         1 => (0..4u16).prop_map(Action::Cancel),
+        1 => (0..4u16, ticks()).prop_map(|(n, offset)| Action::Reschedule(n, offset)),
+        1 => (0..4u16, ticks()).prop_map(|(n, delay)| Action::RescheduleAfter(n, delay)),
         1 => Just(Action::RequestStop),
         1 => Just(Action::RequestCheckpoint),
     ]
@@ -121,7 +124,10 @@ fn config() -> impl Strategy<Value = Config> {
 struct Invariants;
 
 impl km::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &km::TestQueue<S, T>) {
+    fn check<K: km::Tick, const S: usize, const T: usize>(
+        &mut self,
+        _queue: &km::TestQueue<K, S, T>,
+    ) {
         #[cfg(feature = "invariants")]
         _queue.check_invariants();
     }

@@ -38,7 +38,10 @@ fn start() -> impl Strategy<Value = u32> {
 struct Invariants;
 
 impl model::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &model::Queue<S, T>) {
+    fn check<K: model::Tick, const S: usize, const T: usize>(
+        &mut self,
+        _queue: &model::Queue<K, S, T>,
+    ) {
         #[cfg(feature = "invariants")]
         _queue.check_invariants();
     }

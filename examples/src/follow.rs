@@ -28,8 +28,12 @@
 //! its own handler of the line kind is put first in that pipeline ([`Routes::prepend`]) and
 //! moves the position to each line's end as it passes. A pipeline runs whole (signals only
 //! set flags between events), so a line is either handled by every component or by none. At
-//! the end of the run ([`Service::persist`]) the handled positions, with the device and inode
-//! of each file, go to the persistent state file. The next start resumes each file there:
+//! every checkpoint of the shell (right after `start`, every `pstate_interval`, and at the end
+//! of the run, all between two events; [`Service::persist`]) the handled positions, with the
+//! device and inode of each file, go to the persistent state file, in the same atomic write
+//! as the state of the components after the follower (the counts of a [`LineCounter`]
+//! (crate::LineCounter)), which have handled exactly the lines up to those positions. The
+//! next start, after a clean stop or a crash alike, resumes each file there:
 //! lines that were read but not handled yet when the run ended are read again, lines that were
 //! handled are not. If the file at the path is another one by then (rotated while the daemon
 //! was down) it is read from its start; if it is shorter than the saved position (truncated)
@@ -84,8 +88,9 @@
 //!
 //! Polling, not inotify: a line is seen up to `poll_ms` after it was written. A truncated file
 //! that grew past the old position before the next look is not recognised as truncated (as
-//! with every polling `tail -F`). A killed daemon (`SIGKILL`, a crash) saves no positions: the
-//! next start resumes from the previous save and counts those lines again.
+//! with every polling `tail -F`). A killed daemon (`SIGKILL`, a crash) resumes from its last
+//! checkpoint: the lines handled since are handled again (at most one `pstate_interval` of
+//! them), and the counters saved with the positions go back with them, so counts stay exact.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -1000,8 +1005,10 @@ impl<U: FollowEvents> Component<U, StdClock> for Follower<U> {
                     self.poll(ctx);
                 }
             }
-            // Look at once, then every `poll_ms`.
-            Event::Start => self.arm(ctx, true),
+            // Look at once, in `start` itself: the files' first positions are decided before
+            // the checkpoint that follows `start`, so a first run that crashes resumes there.
+            // Then every `poll_ms`.
+            Event::Start => self.poll(ctx),
             Event::Reload => {
                 // New files and a new interval apply at once.
                 if let Some(handle) = self.timer.take() {

@@ -27,14 +27,16 @@ fn ticks(u: &mut Unstructured<'_>) -> Result<u32> {
 }
 
 fn action(u: &mut Unstructured<'_>) -> Result<Action> {
-    Ok(match u.int_in_range(0..=12u8)? {
+    Ok(match u.int_in_range(0..=14u8)? {
         0..=3 => Action::None,
         4..=5 => Action::Schedule,
         6 => Action::ScheduleNext,
         7..=8 => Action::ScheduleAfter(ticks(u)?),
         9 => Action::ScheduleEvery(ticks(u)?),
         10 => Action::Cancel(u.int_in_range(0..=3)?),
-        11 => Action::RequestStop,
+        11 => Action::Reschedule(u.int_in_range(0..=3)?, ticks(u)?),
+        12 => Action::RescheduleAfter(u.int_in_range(0..=3)?, ticks(u)?),
+        13 => Action::RequestStop,
         _ => Action::RequestCheckpoint,
     })
 }
@@ -152,7 +154,10 @@ impl<'a> Arbitrary<'a> for Input {
 struct Invariants;
 
 impl kernel_model::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, queue: &TestQueue<S, T>) {
+    fn check<K: kernel_model::Tick, const S: usize, const T: usize>(
+        &mut self,
+        queue: &TestQueue<K, S, T>,
+    ) {
         queue.check_invariants();
     }
 }

@@ -66,7 +66,7 @@ struct Input {
 struct Invariants;
 
 impl model::Check for Invariants {
-    fn check<const S: usize, const T: usize>(&mut self, queue: &Queue<S, T>) {
+    fn check<K: model::Tick, const S: usize, const T: usize>(&mut self, queue: &Queue<K, S, T>) {
         queue.check_invariants();
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Values:
 //! - `--umask`: octal, with or without a `0`/`0o` prefix (`022`, `0022`, `0o022`), at most `0777`.
-//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--precise-max-spin`: seconds,
+//! - `--stats-interval`, `--runlog-interval`, `--pstate-interval`, `--stop-timeout`,
+//!   `--precise-max-spin`: seconds,
 //!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
 //! - `--log-target`, `--log-format`, `--sigterm`: one word (see [`crate::words`]).
@@ -266,6 +267,10 @@ pub struct Cli {
     #[argh(option, from_str_fn(parse_seconds))]
     pub runlog_interval: Option<Duration>,
 
+    /// seconds between checkpoints of the persistent state file (default: 60)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub pstate_interval: Option<Duration>,
+
     /// seconds a graceful stop may take before the daemon terminates (default: 30)
     #[argh(option, from_str_fn(parse_seconds))]
     pub stop_timeout: Option<Duration>,
@@ -476,6 +481,7 @@ impl Cli {
         put("runlog_dir", path(&self.runlog_dir));
         put("stats_interval", self.stats_interval.map(seconds_value));
         put("runlog_interval", self.runlog_interval.map(seconds_value));
+        put("pstate_interval", self.pstate_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
         put("watchdog_margin", self.watchdog_margin.map(seconds_value));
         put("parallel", switch(self.parallel));
@@ -576,6 +582,8 @@ mod tests {
             "10",
             "--runlog-interval",
             "0.5",
+            "--pstate-interval",
+            "7",
             "--stop-timeout",
             "30",
             "--parallel",
@@ -626,6 +634,7 @@ mod tests {
             assert_eq!(cli.runlog_dir, Some("/r".into()));
             assert_eq!(cli.stats_interval, Some(Duration::from_secs(10)));
             assert_eq!(cli.runlog_interval, Some(Duration::from_millis(500)));
+            assert_eq!(cli.pstate_interval, Some(Duration::from_secs(7)));
             assert_eq!(cli.stop_timeout, Some(Duration::from_secs(30)));
             assert_eq!(cli.config_file, Some("/cf".into()));
             assert_eq!(cli.config_dir, Some("/cd".into()));
@@ -637,12 +646,13 @@ mod tests {
             assert_eq!(cli.limit, Some(5));
 
             let o = cli.overrides();
-            assert_eq!(o.len(), 24);
+            assert_eq!(o.len(), 25);
             assert_eq!(o["precise_timers"], true);
             assert_eq!(o["precise_max_spin"], 0.003);
             assert_eq!(o["umask"], "0027");
             assert_eq!(o["stats_interval"], 10);
             assert_eq!(o["runlog_interval"], 0.5);
+            assert_eq!(o["pstate_interval"], 7);
             assert_eq!(o["no_daemon"], true);
             assert_eq!(o["action"], "runlog-view");
             assert_eq!(o["limit"], 5);
@@ -725,6 +735,7 @@ mod tests {
         for flag in [
             "--stats-interval",
             "--runlog-interval",
+            "--pstate-interval",
             "--stop-timeout",
             "--precise-max-spin",
         ] {

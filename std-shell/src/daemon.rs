@@ -51,13 +51,15 @@
 //! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
 //!    [`StopWatchdog`]; then writes its PID into the pidfile (in `--parallel` mode it first
 //!    creates and locks its own pidfile, named with that PID, see [`instances`]);
-//!    [activates](Service::activate) the services; starts the kernel, which arms the periodic
-//!    `log_statistics`, `save_runlog` and `checkpoint` events; dispatches
-//!    `start`. A failure in this step reaches the launching process through the readiness pipe
-//!    (it prints the message and exits with the error's code), or the console in the
-//!    foreground.
+//!    [activates](Service::activate) the services; starts the checkpoint writer and the
+//!    kernel, which arms the periodic `log_statistics`, `save_runlog` and `checkpoint` events;
+//!    dispatches `start`, then the first `checkpoint`, and writes it (see
+//!    [Checkpoints](#checkpoints)). A failure in this step reaches the launching process
+//!    through the readiness pipe (it prints the message and exits with the error's code), or
+//!    the console in the foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
-//! 10. At the end: logs the reason, saves the persistent state, writes the final runlog,
+//! 10. At the end: logs the reason, waits for the checkpoint writer, saves the persistent state
+//!     (synchronously), writes the final runlog,
 //!     removes the pidfile, and returns 0, or 1 if any error was recorded during the run.
 //!
 //! # The loop
@@ -81,6 +83,7 @@
 //! |---|---|
 //! | `save_runlog` | writes a runlog file ([`report`]) |
 //! | `save_state` | writes the state file |
+//! | `checkpoint` | collects every service's `persist` and hands the persistent state to the checkpoint writer |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
 //! | `stop` | starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
@@ -110,14 +113,31 @@
 //! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
 //! Signals still end a spin at once. Both settings take effect at the next start.
 //!
+//! # Checkpoints
+//!
+//! The persistent state file is written at every `checkpoint`: once right after `start`
+//! (before the daemon reports ready, so a first run that crashes still knows where it began),
+//! every `pstate_interval` (`--pstate-interval`, default 60 s), whenever a component asks
+//! ([`Context::request_checkpoint`](zendaemon_core::Context::request_checkpoint), for example
+//! after committing something that must not be redone), and at the end of the run. Each is
+//! atomic and durable (fsync of the file and of its directory, [`write_atomic`]). The loop
+//! only collects and serializes; the fsyncs, which take milliseconds, run in the
+//! [`checkpoint::Writer`] thread, latest wins; a state equal to the last one is not written
+//! again. The final write at the end waits for the writer, then writes itself.
+//!
+//! So a crash (kill -9, OOM, power loss) loses nothing a component has checkpointed, and a
+//! component redoes at most what it did since the last checkpoint: one `pstate_interval` of
+//! work, plus the time a write takes. Components that keep positions must checkpoint the
+//! counters derived from them in the same `persist`, so both go back together.
+//!
 //! # Reload (`SIGHUP`)
 //!
 //! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
 //! (logrotate); the configuration files are read again. Broken files, or a service refusing
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
-//! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
+//! file, new runlog directory, state and persistent state files, the statistics, runlog and
+//! checkpoint intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`]'s);
 //! then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
@@ -170,6 +190,7 @@ use zendaemon_core::{
 
 use crate::actions;
 use crate::atomic::write_atomic;
+use crate::checkpoint;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
@@ -372,6 +393,8 @@ where
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
+            pstate_dir: defaults.pstate_dir.clone(),
+            old_pstate_file: defaults.old_pstate_file.clone(),
             config,
         };
         launch.start::<U, M, K, H, S, T>(self.services)
@@ -469,7 +492,34 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
         .with_stop_timeout(s.stop_timeout)
         .with_period(Periodic::Statistics, s.stats_interval)
         .with_period(Periodic::Runlog, s.runlog_interval)
+        .with_period(Periodic::Checkpoint, s.pstate_interval)
         .with_max_stop_requests(3)
+}
+
+/// Names the handler in flight from `activity`, for the logger's `component` and `event`
+/// fields.
+fn handler_context<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+) -> logging::Context
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    Box::new(move || {
+        let d = activity.current()?;
+        let component = names.get(usize::from(d.component)).copied().unwrap_or("?");
+        Some((component, kind_name(d.kind)))
+    })
 }
 
 /// Where the shell's logger writes, from `log_target` (see [`logging`]), and
@@ -520,6 +570,10 @@ struct Launch {
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
+    /// The default persistent state file's directory, and the file's place in earlier
+    /// versions (see [`paths`]).
+    pstate_dir: PathBuf,
+    old_pstate_file: PathBuf,
     config: Config,
 }
 
@@ -656,7 +710,22 @@ impl Launch {
                 return early.fail(&e);
             }
         }
-        let mut pstate = match Pstate::load(&files.pstate_file) {
+        // The default place, empty yet: the old default place is read once, and the state
+        // moves at the first checkpoint.
+        let default_pstate = files.pstate_file.starts_with(&self.pstate_dir);
+        let migrate = default_pstate
+            && files.pstate_file != self.old_pstate_file
+            && !files.pstate_file.exists()
+            && self.old_pstate_file.exists();
+        let loaded = if migrate {
+            Pstate::load(&self.old_pstate_file).map(|mut p| {
+                p.set_path(files.pstate_file.clone());
+                p
+            })
+        } else {
+            Pstate::load(&files.pstate_file)
+        };
+        let pstate = match loaded {
             Ok(p) => p,
             Err(e) => return early.fail(&e),
         };
@@ -735,6 +804,36 @@ impl Launch {
             Some(Ok(gid)) => Some(gid),
             None => None,
         };
+        if migrate {
+            log::info!(
+                "persistent state read from its old place '{}'; from now on it is kept in '{}'",
+                self.old_pstate_file.display(),
+                files.pstate_file.display()
+            );
+        }
+        if default_pstate {
+            // Private, and the daemon's own after a privilege drop.
+            let owner = user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            let made = paths::ensure_private_dir(&self.pstate_dir, owner).or_else(|e| {
+                let ours = std::fs::symlink_metadata(&self.pstate_dir)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+                if user.is_some() && ours {
+                    // Created by root just now: hand it to the daemon's user.
+                    nix::unistd::chown(
+                        &self.pstate_dir,
+                        user.map(nix::unistd::Uid::from_raw),
+                        group.map(nix::unistd::Gid::from_raw),
+                    )
+                    .map_err(|c| Error::io("hand over directory", &self.pstate_dir, c.into()))?;
+                    paths::ensure_private_dir(&self.pstate_dir, owner)
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = made {
+                return early.fail(&e);
+            }
+        }
         let pidfile = if settings.parallel {
             None
         } else {
@@ -800,6 +899,9 @@ impl Launch {
                 Err(e) => return late.fail(&e, &pidfile),
             };
         kernel.attach_activity(&activity);
+        if let Some(logger) = logger {
+            logger.set_context(handler_context::<U, M, K, H, S, T>(&kernel, &activity));
+        }
         let pid_path = if settings.parallel {
             instances::instance_path(&files.pid_file, pid)
         } else {
@@ -847,8 +949,18 @@ impl Launch {
                 None
             }
         };
+        let writer = match checkpoint::Writer::start() {
+            Ok(w) => w,
+            Err(e) => {
+                let e = Error::Daemon(format!("cannot start the checkpoint writer: {e}"));
+                return late.fail(&e, &pidfile);
+            }
+        };
         let mut runner = Runner {
             info: RunInfo::new(settings.name.clone(), pid, self.argv),
+            pstate,
+            writer,
+            last_checkpoint: Vec::new(),
             config: self.config,
             base: self.base,
             files,
@@ -868,7 +980,7 @@ impl Launch {
         late.ready();
         runner.ready(pid, &pid_path);
         let reason = runner.run(&mut kernel, &signals, &requests);
-        runner.finish(reason, &mut kernel, &mut pstate)
+        runner.finish(reason, &mut kernel)
     }
 }
 
@@ -902,6 +1014,13 @@ impl Late {
 /// The running daemon's own state besides the kernel.
 struct Runner {
     info: RunInfo,
+    /// The persistent state as last collected from the services.
+    pstate: Pstate,
+    /// Writes checkpoints off the loop.
+    writer: checkpoint::Writer,
+    /// The bytes of the last checkpoint handed to the writer: an unchanged state is not
+    /// written again.
+    last_checkpoint: Vec<u8>,
     config: Config,
     base: PathBuf,
     files: Files,
@@ -1007,14 +1126,84 @@ impl Runner {
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => {
-                self.write_metrics(kernel);
-                Ok(())
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => self.write_metrics(kernel),
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch start first: {other:?}"
+                )))
             }
-            other => Err(Error::Daemon(format!(
-                "the kernel did not dispatch start first: {other:?}"
-            ))),
         }
+        // The first checkpoint, written before the daemon reports ready: a first run that
+        // crashes still knows where it began.
+        kernel.request_checkpoint();
+        match kernel.step(StdClock::now()) {
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::CHECKPOINT => {}
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch the start checkpoint: {other:?}"
+                )))
+            }
+        }
+        self.collect(kernel);
+        if let Some(bytes) = self.pstate.to_bytes() {
+            write_atomic(self.pstate.path(), &bytes)?;
+            self.last_checkpoint = bytes;
+        }
+        Ok(())
+    }
+
+    /// Takes every service's [`persist`](Service::persist) into the persistent state (and
+    /// its path from the configuration, which a reload may have moved); true when a service
+    /// gave something.
+    fn collect<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) -> bool
+    where
+        U: UserEvent + Clone,
+    {
+        let mut persisted = false;
+        for s in kernel.components() {
+            if let Some(v) = s.persist() {
+                self.pstate.set(s.name(), v);
+                persisted = true;
+            }
+        }
+        if self.files.pstate_file != self.pstate.path() {
+            // A reload moved the file: the state goes to the new path.
+            self.pstate.set_path(self.files.pstate_file.clone());
+        }
+        persisted
+    }
+
+    /// A checkpoint after `checkpoint` went through the kernel: the state is collected and
+    /// serialized here, and written by the [`checkpoint::Writer`] thread (an unchanged state
+    /// is not written again).
+    fn checkpoint<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
+        }
+        self.collect(kernel);
+        let Some(bytes) = self.pstate.to_bytes() else {
+            return;
+        };
+        if bytes == self.last_checkpoint {
+            return;
+        }
+        self.last_checkpoint.clone_from(&bytes);
+        self.writer.submit(self.pstate.path().to_path_buf(), bytes);
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -1188,6 +1377,7 @@ impl Runner {
         match kind {
             Kind::SAVE_RUNLOG => self.write_runlog(kernel, now),
             Kind::SAVE_STATE => self.write_state(kernel, now),
+            Kind::CHECKPOINT => self.checkpoint(kernel),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
                 self.write_metrics(kernel);
@@ -1352,6 +1542,12 @@ impl Runner {
                 old.runlog_interval,
                 s.runlog_interval,
             ),
+            (
+                Periodic::Checkpoint,
+                "pstate_interval",
+                old.pstate_interval,
+                s.pstate_interval,
+            ),
         ];
         for (which, key, was, is) in periods {
             if was != is {
@@ -1379,7 +1575,7 @@ impl Runner {
     {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
-        let path = dir.join(runlog::file_name(SystemTime::now(), self.info.pid));
+        let path = runlog::new_path(dir, SystemTime::now(), self.info.pid);
         let written = fs::create_dir_all(dir)
             .map_err(|e| Error::io("create runlog directory", dir, e))
             .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
@@ -1442,7 +1638,6 @@ impl Runner {
         mut self,
         reason: EndReason,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        pstate: &mut Pstate,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -1451,18 +1646,13 @@ impl Runner {
         if !self.stopping {
             self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
         }
-        let mut persisted = false;
-        for s in kernel.components() {
-            if let Some(v) = s.persist() {
-                pstate.set(s.name(), v);
-                persisted = true;
-            }
+        // The last checkpoint, synchronously, after the writer's: it cannot be overtaken.
+        self.writer.flush();
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
         }
-        if self.files.pstate_file != pstate.path() {
-            // A reload moved the file: the state goes to the new path.
-            pstate.set_path(self.files.pstate_file.clone());
-        }
-        match pstate.save() {
+        let persisted = self.collect(kernel);
+        match self.pstate.save() {
             Ok(()) if persisted => log::info!(
                 "persistent state saved to '{}'",
                 self.files.pstate_file.display()
@@ -1679,6 +1869,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: "state".into(),
+            old_pstate_file: "old/d.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),
@@ -1720,6 +1912,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "s/d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: ".".into(),
+            old_pstate_file: "old.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),

@@ -124,7 +124,8 @@
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
 //!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
-//!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
+//!   [`pstate`] (the persistent state file), [`checkpoint`] (its durable writes off the loop),
+//!   [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
@@ -144,6 +145,7 @@ pub use zendaemon_core as core;
 
 pub mod actions;
 pub mod atomic;
+pub mod checkpoint;
 mod civil;
 pub mod cli;
 pub mod clock;

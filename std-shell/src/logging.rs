@@ -26,9 +26,13 @@
 //!   `{"time": TIME, "level": "info", "target": "zendaemon::daemon", "message": "...",
 //!   "fields": {"daemon": name, "pid": pid, ...the record's key-values}}`.
 //! - Journald: `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER` (the name), `SYSLOG_PID`, `TARGET`,
-//!   the code location, and the record's key-values as fields: the shell's own lines about
-//!   one component carry `COMPONENT`, about one event `EVENT` (a component's handlers can add
-//!   them the same way: `log::info!(component = "tail"; "...")`).
+//!   the code location, and the record's key-values as fields.
+//!
+//! A line logged while a handler runs names it: `COMPONENT` and `EVENT` in the journal,
+//! `component` and `event` among the JSON `fields` (the shell reads them from the kernel's
+//! [`Activity`](zendaemon_core::Activity), [`Logger::set_context`]). The shell's own lines
+//! about one component (statistics) or one event (no handler) carry the same fields, and so
+//! can any line: `log::info!(component = "tail"; "...")`.
 //!
 //! TIME is RFC 3339 in UTC with a `Z`, to the millisecond (`2026-12-08T01:02:03.456Z`; see
 //! the `civil` module for why not local time). Priorities, for prefixes, syslog and journald
@@ -271,6 +275,34 @@ impl Console {
     }
 }
 
+/// Names the handler running right now, if any: (component, event kind).
+pub type Context = Box<dyn Fn() -> Option<(&'static str, &'static str)> + Send + Sync>;
+
+/// A record's key-values plus the handler context's `component` and `event`.
+#[cfg(feature = "journald")]
+struct WithContext<'a> {
+    record: &'a dyn log::kv::Source,
+    component: &'static str,
+    event: &'static str,
+}
+
+#[cfg(feature = "journald")]
+impl log::kv::Source for WithContext<'_> {
+    fn visit<'kvs>(
+        &'kvs self,
+        visitor: &mut dyn log::kv::VisitSource<'kvs>,
+    ) -> std::result::Result<(), log::kv::Error> {
+        let own = |key: &str| self.record.get(log::kv::Key::from_str(key)).is_some();
+        if !own("component") {
+            visitor.visit_pair("component".into(), self.component.into())?;
+        }
+        if !own("event") {
+            visitor.visit_pair("event".into(), self.event.into())?;
+        }
+        self.record.visit(visitor)
+    }
+}
+
 /// The shell's logger once installed; the facade calls it through [`FORWARD`].
 static CURRENT: OnceLock<&'static Logger> = OnceLock::new();
 /// Whether the facade's logger is ours ([`FORWARD`]).
@@ -322,6 +354,8 @@ pub struct Logger {
     name: String,
     level: AtomicUsize,
     json: AtomicBool,
+    /// The handler in flight, for the `component` and `event` fields ([`Logger::set_context`]).
+    context: OnceLock<Context>,
     installed: AtomicBool,
     sink: Mutex<Sink>,
 }
@@ -360,6 +394,7 @@ impl Logger {
             name: name.to_owned(),
             level: AtomicUsize::new(level as usize),
             json: AtomicBool::new(false),
+            context: OnceLock::new(),
             installed: AtomicBool::new(false),
             sink: Mutex::new(sink),
         })
@@ -389,6 +424,13 @@ impl Logger {
         logger.installed.store(true, Ordering::Relaxed);
         log::set_max_level(level.to_level_filter());
         Ok(logger)
+    }
+
+    /// Tells the logger how to name the handler in flight: records logged while `context`
+    /// answers get `component` and `event` fields (journald's `COMPONENT` and `EVENT`, JSON's
+    /// `fields`), unless they carry their own. Set once; later calls do nothing.
+    pub fn set_context(&self, context: Context) {
+        let _ = self.context.set(context);
     }
 
     /// Writes console and file lines in `format` from now on.
@@ -507,6 +549,10 @@ impl Logger {
         let mut fields = serde_json::Map::new();
         fields.insert("daemon".into(), self.name.as_str().into());
         fields.insert("pid".into(), std::process::id().into());
+        if let Some((component, event)) = self.context.get().and_then(|c| c()) {
+            fields.insert("component".into(), component.into());
+            fields.insert("event".into(), event.into());
+        }
         let _ = record.key_values().visit(&mut JsonFields(&mut fields));
         let level = LogLevel::ALL[record.level() as usize - 1];
         let object = serde_json::json!({
@@ -576,7 +622,26 @@ impl Log for Logger {
                 Ok(())
             }
             #[cfg(feature = "journald")]
-            Sink::Journald(j) => j.journal_send(record),
+            Sink::Journald(j) => match self.context.get().and_then(|c| c()) {
+                None => j.journal_send(record),
+                Some((component, event)) => {
+                    let kvs = WithContext {
+                        record: record.key_values(),
+                        component,
+                        event,
+                    };
+                    j.journal_send(
+                        &Record::builder()
+                            .args(*record.args())
+                            .metadata(record.metadata().clone())
+                            .module_path(record.module_path())
+                            .file(record.file())
+                            .line(record.line())
+                            .key_values(&kvs)
+                            .build(),
+                    )
+                }
+            },
         };
     }
 

@@ -150,6 +150,13 @@ fn json_lines_parse() {
         .iter()
         .any(|l| l["fields"]["component"] == "worker"
             && l["message"].as_str().unwrap().contains("work")));
+    // A line logged by a handler names the handler.
+    let stop = lines
+        .iter()
+        .find(|l| l["message"] == "worker: stop handler runs")
+        .expect("the stop handler's line");
+    assert_eq!(stop["fields"]["component"], "worker", "{stop}");
+    assert_eq!(stop["fields"]["event"], "stop", "{stop}");
 }
 
 #[test]
@@ -256,6 +263,16 @@ fn journald_gets_native_entries_with_fields() {
     let stats = stats.unwrap();
     assert!(stats["MESSAGE"].contains("component 'worker'"), "{stats:?}");
     fg.signal(Signal::SIGINT);
+    // A line logged by a handler names the handler: its component and the event it handles.
+    let seen = datagrams_until(&socket, |d| {
+        journal_fields(d)
+            .get("MESSAGE")
+            .is_some_and(|m| m == "worker: stop handler runs")
+    });
+    let stop = journal_fields(seen.last().unwrap());
+    assert_eq!(stop["COMPONENT"], "worker", "{stop:?}");
+    assert_eq!(stop["EVENT"], "stop", "{stop:?}");
+    assert_eq!(stop["PRIORITY"], "5", "{stop:?}");
     assert_eq!(fg.wait(), code::OK, "{}", fg.stderr());
     // Everything went to the journal, nothing to stderr.
     assert_eq!(fg.stderr(), "");

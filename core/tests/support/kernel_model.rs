@@ -3,12 +3,14 @@
 //! promises on what it actually did.
 //!
 //! The setup: a `ManualClock<u32>` that starts at varied values (near `u32::MAX` often, so the
-//! clock wraps), small queue capacities (so `Full` comes up), a [`Requests`] and an [`Inbox`]
+//! clock wraps), and then the same on a `ManualClock<u64>`, the tick type of the daemon's own
+//! clock ([`Tick`]); small queue capacities (so `Full` comes up), a [`Requests`] and an [`Inbox`]
 //! attached, and three recording components ([`Probe`]) whose routes mix append and prepend.
 //! `alpha` ends the chain ([`Flow::Stop`]) for gated user events and for `reload`. Each handler
 //! records what it saw and marks the event (the `trail`), so the next one can be checked to see
 //! the changed event. User events carry their own instructions: which component acts on them
-//! and how (schedule a follow-up event in one of four ways, cancel a timer, ask for a stop),
+//! and how (schedule a follow-up event in one of four ways, cancel or move a timer, ask for a
+//! stop),
 //! so handler-side scheduling is as random as the host's. User kind 3 has no handler.
 //!
 //! Two layers of checks, so that a model mistaken the same way as the kernel is still caught:
@@ -47,17 +49,50 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
     Component, Context, EndReason, Event, Flow, Idle, Inbox, Kernel, KernelStats, Kind, Mailbox,
     ManualClock, Periodic, QueueStats, Request, Requests, RouteError, Routes, Run,
-    ScheduleErrorKind, Settings, StartError, Step, StepError, TimerError, TimerHandle, UserEvent,
+    ScheduleErrorKind, Settings, StartError, Step, StepError, TickInt, TimerError, TimerHandle,
+    UserEvent,
 };
 
-/// The clock under test: `u32` milliseconds, so it wraps.
-pub type Clock = ManualClock<u32>;
+/// A clock under test: milliseconds in ticks of `K`.
+pub type Clock<K> = ManualClock<K>;
+
+/// The tick types the interpreter runs on, and how the operations' `u32` amounts map onto
+/// each so that they mean the same distances.
+pub trait Tick: TickInt + Debug {
+    /// The clock's first tick value for a generated `start`.
+    fn start(start: u32) -> Self;
+    /// An instant `offset` ticks from the clock's tick: wrapping on a `u32` clock, where an
+    /// offset beyond the horizon reads as the past; on a `u64` clock the same distance into
+    /// the past (sign-extended), so both read it alike.
+    fn offset(offset: u32) -> Self;
+}
+
+impl Tick for u32 {
+    fn start(start: u32) -> Self {
+        start
+    }
+    fn offset(offset: u32) -> Self {
+        offset
+    }
+}
+
+impl Tick for u64 {
+    /// From 2³¹ to 2³² + 2³¹: ticks that cross the `u32` range, and room below for instants
+    /// half a `u32` wrap in the past.
+    fn start(start: u32) -> Self {
+        (1 << 31) + u64::from(start)
+    }
+    fn offset(offset: u32) -> Self {
+        offset as i32 as i64 as u64
+    }
+}
 
 /// User event kinds; the last one has no handler.
 pub const USER_KINDS: usize = 4;
@@ -73,17 +108,15 @@ pub const HANDLERS: usize = 3;
 pub const INBOX: usize = 3;
 /// The furthest ahead a deadline may lie on a `u32` clock.
 pub const HORIZON: u64 = (u32::MAX / 2) as u64;
-/// One wrap period of the clock.
-const WRAP: u64 = 1 << 32;
 /// Where the model's and the audit's time line starts (so points never go below zero).
 const BASE: u64 = 1 << 40;
 
 /// The kernel under test, with queues of `S` sequential and `T` timed events.
-pub type TestKernel<'c, const S: usize, const T: usize> =
-    Kernel<'c, Ev, Clock, COMPONENTS, KINDS, HANDLERS, S, T>;
+pub type TestKernel<'c, K, const S: usize, const T: usize> =
+    Kernel<'c, Ev, Clock<K>, COMPONENTS, KINDS, HANDLERS, S, T>;
 /// Its queue.
-pub type TestQueue<'q, const S: usize, const T: usize> =
-    zendaemon_core::HostQueue<'q, Ev, Clock, S, T>;
+pub type TestQueue<'q, K, const S: usize, const T: usize> =
+    zendaemon_core::HostQueue<'q, Ev, Clock<K>, S, T>;
 
 // ------------------------------------------------------------------------------------------
 // Events, components and their behaviour (shared by the real components and the model)
@@ -104,6 +137,11 @@ pub enum Action {
     ScheduleEvery(u32),
     /// `ctx.cancel` a timer, counted back from the newest handle ever returned.
     Cancel(u16),
+    /// `ctx.reschedule` a timer (as `Cancel` picks it) to `ctx.now()` plus this many ticks
+    /// (an offset beyond the horizon is in the past; see [`Tick::offset`]).
+    Reschedule(u16, u32),
+    /// `ctx.reschedule_after` a timer (as `Cancel` picks it) by this many ms.
+    RescheduleAfter(u16, u32),
     /// `ctx.request_stop()`.
     RequestStop,
     /// `ctx.request_checkpoint()`.
@@ -310,6 +348,11 @@ pub enum Did {
         handle: usize,
         result: Result<u32, TimerError>,
     },
+    /// Moved the timer of handle index `handle`.
+    Rescheduled {
+        handle: usize,
+        result: Result<(), TimerError>,
+    },
     RequestedStop,
     RequestedCheckpoint,
 }
@@ -320,8 +363,8 @@ pub struct Seen {
     pub component: u8,
     /// The event as the handler got it (before its own mark).
     pub event: Event<Ev>,
-    /// `ctx.now()`, in ticks.
-    pub now: u32,
+    /// `ctx.now()`, in ticks (widened).
+    pub now: u64,
     /// `ctx.is_done()`.
     pub done: bool,
     pub flow: Flow,
@@ -355,12 +398,13 @@ impl<'s> Probe<'s> {
     }
 }
 
-fn ticks(instant: Instant<Clock>) -> u32 {
-    instant.duration_since_epoch().integer()
+/// An instant's tick value, widened.
+fn ticks<K: Tick>(instant: Instant<Clock<K>>) -> u64 {
+    instant.duration_since_epoch().integer().widen()
 }
 
 /// Does what `ev` asks of its actor, through the handler's context.
-fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
+fn act<K: Tick>(ctx: &mut Context<'_, Ev, Clock<K>>, shared: &mut Shared, ev: &Ev) -> Did {
     let scheduled = match ev.action {
         Action::None => return Did::Nothing,
         Action::RequestStop => {
@@ -380,6 +424,31 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
                 },
             }
         }
+        Action::Reschedule(n, offset) => {
+            return match pick(n, shared.handles.len()) {
+                None => Did::Nothing,
+                Some(handle) => {
+                    let ticks = ctx.now().duration_since_epoch().integer();
+                    let at = Instant::new(ticks.wrapping_add(&K::offset(offset)));
+                    Did::Rescheduled {
+                        handle,
+                        result: ctx.reschedule(shared.handles[handle], at),
+                    }
+                }
+            }
+        }
+        Action::RescheduleAfter(n, delay) => {
+            return match pick(n, shared.handles.len()) {
+                None => Did::Nothing,
+                Some(handle) => Did::Rescheduled {
+                    handle,
+                    result: ctx.reschedule_after(
+                        shared.handles[handle],
+                        Duration::from_millis(u64::from(delay)),
+                    ),
+                },
+            }
+        }
         Action::Schedule | Action::ScheduleNext => {
             let c = child(ev, shared.new_id());
             let id = c.id;
@@ -392,11 +461,19 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
         }
         Action::ScheduleAfter(delay) => {
             let c = child(ev, shared.new_id());
-            (c.id, ctx.schedule_after(Milliseconds(delay), c).map(Some))
+            (
+                c.id,
+                ctx.schedule_after(Duration::from_millis(u64::from(delay)), c)
+                    .map(Some),
+            )
         }
         Action::ScheduleEvery(period) => {
             let c = child(ev, shared.new_id());
-            (c.id, ctx.schedule_every(Milliseconds(period), c).map(Some))
+            (
+                c.id,
+                ctx.schedule_every(Duration::from_millis(u64::from(period)), c)
+                    .map(Some),
+            )
         }
     };
     let (child, result) = scheduled;
@@ -416,7 +493,7 @@ fn act(ctx: &mut Context<'_, Ev, Clock>, shared: &mut Shared, ev: &Ev) -> Did {
     Did::Scheduled { child, result }
 }
 
-impl Component<Ev, Clock> for Probe<'_> {
+impl<K: Tick> Component<Ev, Clock<K>> for Probe<'_> {
     fn name(&self) -> &'static str {
         NAMES[usize::from(self.index)]
     }
@@ -432,7 +509,7 @@ impl Component<Ev, Clock> for Probe<'_> {
         Ok(())
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_, Ev, Clock>, event: &mut Event<Ev>) -> Flow {
+    fn handle(&mut self, ctx: &mut Context<'_, Ev, Clock<K>>, event: &mut Event<Ev>) -> Flow {
         let seen = event.clone();
         let mut did = Did::Nothing;
         if let Event::User(ev) = event {
@@ -635,7 +712,9 @@ pub struct Model {
     timed_capacity: usize,
     settings: Settings,
     /// The clock's tick value at point `BASE`.
-    start: u32,
+    start: u64,
+    /// The clock's largest tick value (its wrap period less one).
+    max: u64,
     clock: u64,
     /// The last time the queue was told.
     seen: u64,
@@ -673,12 +752,13 @@ fn lateness_bucket(ticks: u64) -> usize {
 }
 
 impl Model {
-    fn new(seq_capacity: usize, timed_capacity: usize, config: &Config) -> Self {
+    fn new<K: Tick>(seq_capacity: usize, timed_capacity: usize, config: &Config) -> Self {
         Self {
             seq_capacity,
             timed_capacity,
             settings: config.settings(),
-            start: config.start,
+            start: K::start(config.start).widen(),
+            max: K::MAX_U64,
             clock: BASE,
             seen: BASE,
             sequential: VecDeque::new(),
@@ -706,8 +786,25 @@ impl Model {
         self.next_id
     }
 
-    fn raw(&self, point: u64) -> u32 {
-        self.start.wrapping_add(point.wrapping_sub(BASE) as u32)
+    fn raw(&self, point: u64) -> u64 {
+        self.start.wrapping_add(point.wrapping_sub(BASE)) & self.max
+    }
+
+    /// The furthest ahead a deadline may lie: just under half the clock's wrap period.
+    fn horizon(&self) -> u64 {
+        self.max / 2
+    }
+
+    /// The point for the instant `offset` ticks (a tick value of the clock) from `seen`: the
+    /// nearest one within half a wrap period, so at most the horizon ahead or up to half a
+    /// wrap behind.
+    fn place(&self, offset: u64) -> u64 {
+        let ahead = offset & self.max;
+        if ahead <= self.horizon() {
+            self.seen + ahead
+        } else {
+            self.seen - (self.max - ahead + 1)
+        }
     }
 
     // --- the queue ---
@@ -776,7 +873,7 @@ impl Model {
     }
 
     fn schedule_after(&mut self, delay: u32, event: Event<Ev>) -> Result<usize, ScheduleErrorKind> {
-        if u64::from(delay) > HORIZON {
+        if u64::from(delay) > self.horizon() {
             return Err(ScheduleErrorKind::BeyondHorizon);
         }
         match self.add_timer(self.seen + u64::from(delay), None, event, None)? {
@@ -794,7 +891,7 @@ impl Model {
         if period == 0 {
             return Err(ScheduleErrorKind::ZeroPeriod);
         }
-        if u64::from(period) > HORIZON {
+        if u64::from(period) > self.horizon() {
             return Err(ScheduleErrorKind::BeyondHorizon);
         }
         let period = u64::from(period);
@@ -808,6 +905,19 @@ impl Model {
             .remove(&key)
             .expect("a live handle names a timer")
             .event)
+    }
+
+    /// Moves a user timer to `deadline`; among equal deadlines it now counts as scheduled last.
+    fn reschedule(&mut self, handle: usize, deadline: u64) -> Result<(), TimerError> {
+        let key = self.handles[handle].ok_or(TimerError::Stale)?;
+        let timer = self
+            .timers
+            .remove(&key)
+            .expect("a live handle names a timer");
+        let key = (deadline, self.take_seq());
+        self.timers.insert(key, timer);
+        self.handles[handle] = Some(key);
+        Ok(())
     }
 
     fn cancel_lifecycle(&mut self) {
@@ -1121,6 +1231,27 @@ impl Model {
                     result: self.cancel(h).map(|e| user_id(&e)),
                 },
             },
+            Action::Reschedule(n, offset) => match pick(n, self.handles.len()) {
+                None => Did::Nothing,
+                Some(h) => {
+                    let at = self.place(self.tick_offset(offset));
+                    Did::Rescheduled {
+                        handle: h,
+                        result: self.reschedule(h, at),
+                    }
+                }
+            },
+            Action::RescheduleAfter(n, delay) => match pick(n, self.handles.len()) {
+                None => Did::Nothing,
+                Some(h) => Did::Rescheduled {
+                    handle: h,
+                    result: if u64::from(delay) > self.horizon() {
+                        Err(TimerError::BeyondHorizon)
+                    } else {
+                        self.reschedule(h, self.seen + u64::from(delay))
+                    },
+                },
+            },
             action => {
                 let c = child(ev, self.new_id());
                 let id = c.id;
@@ -1164,7 +1295,16 @@ impl Model {
         Ok(Run::Limit)
     }
 
-    fn next_deadline(&self) -> Option<u32> {
+    /// An operation's `offset` as a tick value of the clock (see [`Tick::offset`]).
+    fn tick_offset(&self, offset: u32) -> u64 {
+        if self.max == u64::from(u32::MAX) {
+            u64::from(offset)
+        } else {
+            offset as i32 as i64 as u64
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
         if self.ended.is_some() || self.due != 0 || !self.sequential.is_empty() {
             return Some(self.raw(self.seen));
         }
@@ -1196,9 +1336,9 @@ impl Model {
 pub struct Snapshot {
     pub done: bool,
     pub ended: Option<EndReason>,
-    pub next_deadline: Option<u32>,
+    pub next_deadline: Option<u64>,
     /// The queue's last `now`.
-    pub now: u32,
+    pub now: u64,
     pub sequential_len: usize,
     pub timed_len: usize,
     pub inbox_len: usize,
@@ -1241,7 +1381,9 @@ enum Returned {
 pub struct Audit {
     routes: Vec<Vec<u8>>,
     settings: Settings,
-    start: u32,
+    /// The clock's tick value at point `BASE`, and its largest tick value.
+    start: u64,
+    max: u64,
     /// The clock on the audit's own line (same origin as the model's, computed separately).
     clock: u64,
     seen: u64,
@@ -1264,11 +1406,12 @@ pub struct Audit {
 }
 
 impl Audit {
-    fn new(config: &Config) -> Self {
+    fn new<K: Tick>(config: &Config) -> Self {
         Self {
             routes: expected_routes(),
             settings: config.settings(),
-            start: config.start,
+            start: K::start(config.start).widen(),
+            max: K::MAX_U64,
             clock: BASE,
             seen: BASE,
             started: false,
@@ -1704,6 +1847,30 @@ impl Audit {
                     }
                 }
                 Did::Cancelled { handle, result } => self.cancelled(*handle, *result),
+                Did::Rescheduled { handle, result } => {
+                    let Ok(()) = result else { continue };
+                    // The new deadline, as the handler asked for it.
+                    let deadline = match parent.action {
+                        Action::Reschedule(_, offset) if u64::from(offset) <= HORIZON => {
+                            now + u64::from(offset)
+                        }
+                        Action::Reschedule(_, offset) => now - ((1 << 32) - u64::from(offset)),
+                        Action::RescheduleAfter(_, delay) => now + u64::from(delay),
+                        other => panic!("a handler's reschedule came from {other:?}"),
+                    };
+                    let id = self.handle_ids[*handle];
+                    let a = self.accepted.get_mut(&id).expect("moved an unknown event");
+                    assert!(!a.cancelled, "event {id} moved after it was cancelled");
+                    match &mut a.origin {
+                        Origin::Timed { deadline: d } => {
+                            assert_eq!(a.dispatched, 0, "event {id} moved after it fired");
+                            *d = deadline;
+                        }
+                        // The grid moves with it.
+                        Origin::Periodic { next, .. } => *next = deadline,
+                        other => panic!("event {id} of {other:?} has no timer to move"),
+                    }
+                }
                 Did::Scheduled { child, result } => {
                     let Ok(handle) = result else { continue };
                     let kind = self::child(parent, *child).kind;
@@ -1735,8 +1902,8 @@ impl Audit {
         }
     }
 
-    fn raw(&self, point: u64) -> u32 {
-        self.start.wrapping_add(point.wrapping_sub(BASE) as u32)
+    fn raw(&self, point: u64) -> u64 {
+        self.start.wrapping_add(point.wrapping_sub(BASE)) & self.max
     }
 }
 
@@ -1788,7 +1955,7 @@ impl Audit {
 /// queue's heap this way).
 pub trait Check {
     /// Called after every operation.
-    fn check<const S: usize, const T: usize>(&mut self, queue: &TestQueue<S, T>);
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, queue: &TestQueue<K, S, T>);
 }
 
 /// No extra checks.
@@ -1796,7 +1963,7 @@ pub trait Check {
 pub struct NoCheck;
 
 impl Check for NoCheck {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &TestQueue<S, T>) {}
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, _queue: &TestQueue<K, S, T>) {}
 }
 
 /// The kind at routing-table index `i`.
@@ -1817,9 +1984,9 @@ fn kind_at(i: usize) -> Kind {
     }
 }
 
-struct Harness<'c, 'x, const S: usize, const T: usize, X: Check> {
-    kernel: TestKernel<'c, S, T>,
-    clock: Clock,
+struct Harness<'c, 'x, K: Tick, const S: usize, const T: usize, X: Check> {
+    kernel: TestKernel<'c, K, S, T>,
+    clock: Clock<K>,
     shared: &'c RefCell<Shared>,
     requests: &'c Requests,
     inbox: &'c Inbox<Ev, INBOX>,
@@ -1829,7 +1996,7 @@ struct Harness<'c, 'x, const S: usize, const T: usize, X: Check> {
     check: &'x mut X,
 }
 
-impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
+impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T, X> {
     /// Panics unless the kernel and the model agree.
     #[track_caller]
     fn same<V: PartialEq + Debug>(&self, got: V, want: V, what: &str) {
@@ -1879,10 +2046,10 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
     /// Moves the clock, first telling the queue the time when the move would otherwise break
     /// the host's one duty (a reading at least once per wrap period; see `Timeline`).
     fn advance(&mut self, ticks: u32) {
-        if self.model.clock - self.model.seen + u64::from(ticks) >= WRAP {
+        if self.model.clock - self.model.seen + u64::from(ticks) > K::MAX_U64 {
             self.observe();
         }
-        self.clock.advance_ticks(ticks);
+        self.clock.advance_ticks(K::from(ticks));
         self.model.clock += u64::from(ticks);
         self.audit.clock += u64::from(ticks);
     }
@@ -1927,7 +2094,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_after(Milliseconds(delay), ev.clone())
+                    .schedule_after(Duration::from_millis(u64::from(delay)), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self.model.schedule_after(delay, event).map_err(|k| (k, id));
@@ -1945,7 +2112,7 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_every(Milliseconds(period), ev.clone())
+                    .schedule_every(Duration::from_millis(u64::from(period)), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -2047,9 +2214,9 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
             Op::Advance { ticks } => self.advance(ticks),
             Op::Sleep => {
                 if let Some(at) = self.kernel.next_deadline() {
-                    let ahead = ticks(at).wrapping_sub(self.clock.ticks());
-                    if u64::from(ahead) <= HORIZON {
-                        self.advance(ahead);
+                    let ahead = ticks(at).wrapping_sub(self.clock.ticks().widen()) & K::MAX_U64;
+                    if ahead <= HORIZON {
+                        self.advance(ahead as u32);
                     }
                 }
             }
@@ -2218,18 +2385,26 @@ impl<const S: usize, const T: usize, X: Check> Harness<'_, '_, S, T, X> {
 /// Runs `ops` on a kernel with capacities `CAPACITIES[config.capacity % 4]`, beside the model
 /// and under the audit, then the finale and the final accounting; panics at the first
 /// difference or broken rule.
+///
+/// It runs twice: on a `u32` clock, then on a `u64` clock.
 pub fn run(config: &Config, ops: &[Op], check: &mut impl Check) {
+    run_on::<u32>(config, ops, check);
+    run_on::<u64>(config, ops, check);
+}
+
+/// [`run`] on a clock of tick type `K` only.
+pub fn run_on<K: Tick>(config: &Config, ops: &[Op], check: &mut impl Check) {
     match CAPACITIES[usize::from(config.capacity) % CAPACITIES.len()] {
-        (1, 1) => run_with::<1, 1>(config, ops, check),
-        (2, 2) => run_with::<2, 2>(config, ops, check),
-        (3, 4) => run_with::<3, 4>(config, ops, check),
-        (6, 8) => run_with::<6, 8>(config, ops, check),
+        (1, 1) => run_with::<K, 1, 1>(config, ops, check),
+        (2, 2) => run_with::<K, 2, 2>(config, ops, check),
+        (3, 4) => run_with::<K, 3, 4>(config, ops, check),
+        (6, 8) => run_with::<K, 6, 8>(config, ops, check),
         _ => unreachable!("CAPACITIES and run disagree"),
     }
 }
 
-/// [`run`] with the capacities as const generics.
-pub fn run_with<const S: usize, const T: usize>(
+/// [`run`] with the tick type and the capacities as generics.
+pub fn run_with<K: Tick, const S: usize, const T: usize>(
     config: &Config,
     ops: &[Op],
     check: &mut impl Check,
@@ -2238,7 +2413,7 @@ pub fn run_with<const S: usize, const T: usize>(
     let requests = Requests::new();
     let inbox = Inbox::<Ev, INBOX>::new();
     let mut probes = [0, 1, 2].map(|i| Probe::new(i, &shared));
-    let mut kernel = TestKernel::<S, T>::new(config.settings());
+    let mut kernel = TestKernel::<K, S, T>::new(config.settings());
     for probe in probes.iter_mut() {
         kernel.add(probe).expect("the routes fit");
     }
@@ -2249,7 +2424,7 @@ pub fn run_with<const S: usize, const T: usize>(
     }
     kernel.attach_requests(&requests);
     kernel.attach_inbox(&inbox);
-    let clock = Clock::starting_at(config.start);
+    let clock = Clock::starting_at(K::start(config.start));
     // The host's duty before scheduling relative to now (see `EventQueue::new`).
     kernel.queue().advance(clock.now());
     let mut h = Harness {
@@ -2258,8 +2433,8 @@ pub fn run_with<const S: usize, const T: usize>(
         shared: &shared,
         requests: &requests,
         inbox: &inbox,
-        model: Model::new(S, T, config),
-        audit: Audit::new(config),
+        model: Model::new::<K>(S, T, config),
+        audit: Audit::new::<K>(config),
         ops: Vec::new(),
         check,
     };

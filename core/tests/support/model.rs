@@ -4,8 +4,13 @@
 //! The model is written from the specification in the docs of `core/src/queue.rs` (order of
 //! `next`, fairness, horizon, handles) and `core/src/timer.rs` (missed periods), with std
 //! collections and no cleverness: a `VecDeque` for the sequential queue and a `BTreeMap` of
-//! timers keyed by `(deadline, seq)`. Time is a plain `u64` that never wraps; the clock's `u32`
+//! timers keyed by `(deadline, seq)`. Time is a plain `u64` that never wraps; the clock's
 //! ticks are derived from it. It shares no code with the queue.
+//!
+//! Every run goes twice, on two clocks ([`Tick`]): a `u32` one, which wraps (a 1 kHz counter
+//! every 49.7 days), and a `u64` one, the tick type of the daemon's own clock (`StdClock`).
+//! The same operations mean the same distances on both, so the two runs differ only where the
+//! clocks do (the horizon, the wrap).
 //!
 //! Two users include this file: the property test `core/tests/queue_model.rs` (proptest
 //! generates the operations) and the fuzz target `fuzz/fuzz_targets/queue_ordering.rs`
@@ -15,23 +20,52 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
 
-use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
-    EventQueue, ManualClock, Next, QueueStats, ScheduleError, ScheduleErrorKind, TimerError,
-    TimerHandle,
+    EventQueue, ManualClock, Next, QueueStats, ScheduleError, ScheduleErrorKind, TickInt,
+    TimerError, TimerHandle,
 };
 
-/// The clock under test: `u32` milliseconds, so it wraps.
-pub type Clock = ManualClock<u32>;
-/// The queue under test, with events named by a `u32` id.
-pub type Queue<const S: usize, const T: usize> = EventQueue<u32, Clock, S, T>;
+/// A clock under test: milliseconds in ticks of `K`.
+pub type Clock<K> = ManualClock<K>;
+/// The queue under test on a clock of tick type `K`, with events named by a `u32` id.
+pub type Queue<K, const S: usize, const T: usize> = EventQueue<u32, Clock<K>, S, T>;
 
 /// The furthest ahead a deadline may lie on a `u32` clock: just under half the wrap period.
 pub const HORIZON: u64 = (u32::MAX / 2) as u64;
-/// One wrap period of a `u32` clock.
-const WRAP: u64 = 1 << 32;
+
+/// The tick types the interpreter runs on, and how the operations' `u32` amounts map onto
+/// each so that they mean the same distances.
+pub trait Tick: TickInt + Debug {
+    /// The clock's first tick value for a generated `start`.
+    fn start(start: u32) -> Self;
+    /// An instant `offset` ticks from the clock's tick: wrapping on a `u32` clock, where an
+    /// offset beyond the horizon reads as the past; on a `u64` clock the same distance into
+    /// the past (sign-extended), so both read it alike.
+    fn offset(offset: u32) -> Self;
+}
+
+impl Tick for u32 {
+    fn start(start: u32) -> Self {
+        start
+    }
+    fn offset(offset: u32) -> Self {
+        offset
+    }
+}
+
+impl Tick for u64 {
+    /// From 2³¹ to 2³² + 2³¹: ticks that cross the `u32` range, and room below for instants
+    /// half a `u32` wrap in the past.
+    fn start(start: u32) -> Self {
+        (1 << 31) + u64::from(start)
+    }
+    fn offset(offset: u32) -> Self {
+        offset as i32 as i64 as u64
+    }
+}
 
 /// One step of a test. Tick amounts are clock ticks (the clock counts milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +160,8 @@ pub enum NextOut {
         missed: u64,
     },
     Sequential(u32),
-    Wait(u32),
+    /// The clock's tick value at the deadline, widened.
+    Wait(u64),
     Empty,
 }
 
@@ -149,26 +184,26 @@ pub struct Snapshot {
     pub sequential_len: usize,
     pub timed_len: usize,
     pub is_empty: bool,
-    /// The last `now` the queue saw, as a tick value.
-    pub now: u32,
-    pub when: Option<u32>,
+    /// The last `now` the queue saw, as a tick value (widened, as are the others).
+    pub now: u64,
+    pub when: Option<u64>,
     pub wait_ticks: Option<u64>,
     pub stats: QueueStats,
     /// `deadline(handle)` of every handle ever returned, as tick values.
-    pub deadlines: Vec<Result<u32, TimerError>>,
+    pub deadlines: Vec<Result<u64, TimerError>>,
 }
 
 /// An operation with its random parts resolved: event ids assigned, timer indices turned into
-/// handle indices.
+/// handle indices, offsets into tick values of the clock (widened).
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Schedule(u32),
     ScheduleNext(u32),
-    ScheduleAt(u32, u32),
+    ScheduleAt(u32, u64),
     ScheduleAfter(u32, u32),
     ScheduleEvery(u32, u32),
     Cancel(usize),
-    Reschedule(usize, u32),
+    Reschedule(usize, u64),
     RescheduleAfter(usize, u32),
     AdvanceClock(u32),
     Observe,
@@ -196,7 +231,9 @@ pub struct Model {
     seq_capacity: usize,
     timed_capacity: usize,
     /// The clock's tick value at point `BASE`.
-    start: u32,
+    start: u64,
+    /// The clock's largest tick value (its wrap period less one).
+    max: u64,
     /// Where the clock is.
     clock: u64,
     /// The last time the queue was told.
@@ -213,12 +250,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// An empty model whose clock shows `start`, already told to the queue.
-    pub fn new(seq_capacity: usize, timed_capacity: usize, start: u32) -> Self {
+    /// An empty model whose clock of tick type `K` shows `start`, already told to the queue.
+    pub fn new<K: Tick>(seq_capacity: usize, timed_capacity: usize, start: K) -> Self {
         Self {
             seq_capacity,
             timed_capacity,
-            start,
+            start: start.widen(),
+            max: K::MAX_U64,
             clock: BASE,
             seen: BASE,
             sequential: VecDeque::new(),
@@ -231,8 +269,13 @@ impl Model {
     }
 
     /// The clock's tick value at point `p`.
-    fn raw(&self, p: u64) -> u32 {
-        self.start.wrapping_add(p.wrapping_sub(BASE) as u32)
+    fn raw(&self, p: u64) -> u64 {
+        self.start.wrapping_add(p.wrapping_sub(BASE)) & self.max
+    }
+
+    /// The furthest ahead a deadline may lie: just under half the clock's wrap period.
+    fn horizon(&self) -> u64 {
+        self.max / 2
     }
 
     /// Ticks the clock moved since the queue was last told.
@@ -241,14 +284,19 @@ impl Model {
     }
 
     /// The point for a clock tick value: the nearest one to `seen` within half a wrap period,
-    /// so at most `HORIZON` ahead or up to half a wrap behind.
-    fn place(&self, raw: u32) -> u64 {
-        let ahead = u64::from(raw.wrapping_sub(self.raw(self.seen)));
-        if ahead <= HORIZON {
+    /// so at most the horizon ahead or up to half a wrap behind.
+    fn place(&self, raw: u64) -> u64 {
+        let ahead = raw.wrapping_sub(self.raw(self.seen)) & self.max;
+        if ahead <= self.horizon() {
             self.seen + ahead
         } else {
-            self.seen - (WRAP - ahead)
+            self.seen - (self.max - ahead + 1)
         }
+    }
+
+    /// The clock's tick value `offset` (a tick value of the clock) after its current one.
+    fn offset(&self, offset: u64) -> u64 {
+        self.raw(self.clock).wrapping_add(offset) & self.max
     }
 
     fn refuse(&mut self, kind: ScheduleErrorKind, event: u32) -> Refused {
@@ -360,7 +408,7 @@ impl Model {
         NextOut::Timed {
             event: timer.event,
             timer: timer.handle,
-            deadline: u64::from(self.raw(deadline)),
+            deadline: self.raw(deadline),
             missed,
         }
     }
@@ -370,17 +418,17 @@ impl Model {
             Step::Schedule(e) => Outcome::Sequential(self.push_sequential(e, false)),
             Step::ScheduleNext(e) => Outcome::Sequential(self.push_sequential(e, true)),
             Step::ScheduleAt(e, offset) => {
-                let at = self.place(self.raw(self.clock).wrapping_add(offset));
+                let at = self.place(self.offset(offset));
                 Outcome::Timer(self.add_timer(at, None, e))
             }
-            Step::ScheduleAfter(e, delay) => Outcome::Timer(if u64::from(delay) > HORIZON {
+            Step::ScheduleAfter(e, delay) => Outcome::Timer(if u64::from(delay) > self.horizon() {
                 Err(self.refuse(ScheduleErrorKind::BeyondHorizon, e))
             } else {
                 self.add_timer(self.seen + u64::from(delay), None, e)
             }),
             Step::ScheduleEvery(e, period) => Outcome::Timer(if period == 0 {
                 Err(self.refuse(ScheduleErrorKind::ZeroPeriod, e))
-            } else if u64::from(period) > HORIZON {
+            } else if u64::from(period) > self.horizon() {
                 Err(self.refuse(ScheduleErrorKind::BeyondHorizon, e))
             } else {
                 let period = u64::from(period);
@@ -391,14 +439,16 @@ impl Model {
                 None => Err(TimerError::Stale),
             }),
             Step::Reschedule(h, offset) => {
-                let at = self.place(self.raw(self.clock).wrapping_add(offset));
+                let at = self.place(self.offset(offset));
                 Outcome::Moved(self.move_timer(h, at))
             }
-            Step::RescheduleAfter(h, delay) => Outcome::Moved(if u64::from(delay) > HORIZON {
-                Err(TimerError::BeyondHorizon)
-            } else {
-                self.move_timer(h, self.seen + u64::from(delay))
-            }),
+            Step::RescheduleAfter(h, delay) => {
+                Outcome::Moved(if u64::from(delay) > self.horizon() {
+                    Err(TimerError::BeyondHorizon)
+                } else {
+                    self.move_timer(h, self.seen + u64::from(delay))
+                })
+            }
             Step::AdvanceClock(ticks) => {
                 self.clock += u64::from(ticks);
                 Outcome::Clock
@@ -435,21 +485,22 @@ impl Model {
 // The real queue, seen the same way
 // ------------------------------------------------------------------------------------------
 
-struct Real<const S: usize, const T: usize> {
-    clock: Clock,
-    queue: Queue<S, T>,
+struct Real<K: Tick, const S: usize, const T: usize> {
+    clock: Clock<K>,
+    queue: Queue<K, S, T>,
     handles: Vec<TimerHandle>,
     index: HashMap<TimerHandle, usize>,
 }
 
-fn ticks(instant: Instant<Clock>) -> u32 {
-    instant.duration_since_epoch().integer()
+/// An instant's tick value, widened.
+fn ticks<K: Tick>(instant: Instant<Clock<K>>) -> u64 {
+    instant.duration_since_epoch().integer().widen()
 }
 
-impl<const S: usize, const T: usize> Real<S, T> {
-    fn new(start: u32) -> Self {
+impl<K: Tick, const S: usize, const T: usize> Real<K, S, T> {
+    fn new(start: K) -> Self {
         let clock = Clock::starting_at(start);
-        let mut queue = Queue::<S, T>::new();
+        let mut queue = Queue::<K, S, T>::new();
         queue.advance(clock.now());
         Self {
             clock,
@@ -459,8 +510,8 @@ impl<const S: usize, const T: usize> Real<S, T> {
         }
     }
 
-    fn instant(&self, offset: u32) -> Instant<Clock> {
-        Instant::new(self.clock.ticks().wrapping_add(offset))
+    fn instant(&self, offset: u64) -> Instant<Clock<K>> {
+        Instant::new(self.clock.ticks().wrapping_add(&K::truncate(offset)))
     }
 
     fn timer(&mut self, result: Result<TimerHandle, ScheduleError<u32>>) -> Outcome {
@@ -491,23 +542,27 @@ impl<const S: usize, const T: usize> Real<S, T> {
                 self.timer(r)
             }
             Step::ScheduleAfter(e, delay) => {
-                let r = self.queue.schedule_after(Milliseconds(delay), e);
+                let r = self
+                    .queue
+                    .schedule_after(std::time::Duration::from_millis(u64::from(delay)), e);
                 self.timer(r)
             }
             Step::ScheduleEvery(e, period) => {
-                let r = self.queue.schedule_every(Milliseconds(period), e);
+                let r = self
+                    .queue
+                    .schedule_every(std::time::Duration::from_millis(u64::from(period)), e);
                 self.timer(r)
             }
             Step::Cancel(h) => Outcome::Cancelled(self.queue.cancel(self.handles[h])),
             Step::Reschedule(h, offset) => {
                 Outcome::Moved(self.queue.reschedule(self.handles[h], self.instant(offset)))
             }
-            Step::RescheduleAfter(h, delay) => Outcome::Moved(
-                self.queue
-                    .reschedule_after(self.handles[h], Milliseconds(delay)),
-            ),
+            Step::RescheduleAfter(h, delay) => Outcome::Moved(self.queue.reschedule_after(
+                self.handles[h],
+                std::time::Duration::from_millis(u64::from(delay)),
+            )),
             Step::AdvanceClock(t) => {
-                self.clock.advance_ticks(t);
+                self.clock.advance_ticks(K::from(t));
                 Outcome::Clock
             }
             Step::Observe => {
@@ -533,7 +588,7 @@ impl<const S: usize, const T: usize> Real<S, T> {
 
     fn snapshot(&self) -> Snapshot {
         let q = &self.queue;
-        let wait = q.wait().map(|d| u64::from(d.integer()));
+        let wait = q.wait().map(|d| d.integer().widen());
         assert_eq!(wait, q.wait_ticks(), "wait() and wait_ticks() disagree");
         Snapshot {
             count: q.count(),
@@ -561,7 +616,7 @@ impl<const S: usize, const T: usize> Real<S, T> {
 /// invariants this way).
 pub trait Check {
     /// Called after every step.
-    fn check<const S: usize, const T: usize>(&mut self, queue: &Queue<S, T>);
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, queue: &Queue<K, S, T>);
 }
 
 /// No extra checks.
@@ -569,24 +624,36 @@ pub trait Check {
 pub struct NoCheck;
 
 impl Check for NoCheck {
-    fn check<const S: usize, const T: usize>(&mut self, _queue: &Queue<S, T>) {}
+    fn check<K: Tick, const S: usize, const T: usize>(&mut self, _queue: &Queue<K, S, T>) {}
 }
 
 /// Runs `ops` on a real queue with capacities `CAPACITIES[capacity % 4]` and on the model,
-/// both with a clock that starts at `start`, and panics at the first difference.
+/// both with a clock that starts at `start`, and panics at the first difference: once on a
+/// `u32` clock and once on a `u64` clock.
 pub fn run(capacity: u8, start: u32, ops: &[Op], check: &mut impl Check) {
+    run_on::<u32>(capacity, start, ops, check);
+    run_on::<u64>(capacity, start, ops, check);
+}
+
+/// [`run`] on a clock of tick type `K` only.
+pub fn run_on<K: Tick>(capacity: u8, start: u32, ops: &[Op], check: &mut impl Check) {
+    let start = K::start(start);
     match CAPACITIES[usize::from(capacity) % CAPACITIES.len()] {
-        (1, 1) => run_with::<1, 1>(start, ops, check),
-        (2, 3) => run_with::<2, 3>(start, ops, check),
-        (4, 6) => run_with::<4, 6>(start, ops, check),
-        (16, 24) => run_with::<16, 24>(start, ops, check),
+        (1, 1) => run_with::<K, 1, 1>(start, ops, check),
+        (2, 3) => run_with::<K, 2, 3>(start, ops, check),
+        (4, 6) => run_with::<K, 4, 6>(start, ops, check),
+        (16, 24) => run_with::<K, 16, 24>(start, ops, check),
         _ => unreachable!("CAPACITIES and run disagree"),
     }
 }
 
-/// [`run`] with the capacities as const generics.
-pub fn run_with<const S: usize, const T: usize>(start: u32, ops: &[Op], check: &mut impl Check) {
-    let mut real = Real::<S, T>::new(start);
+/// [`run`] with the tick type and the capacities as generics, from the clock tick `start`.
+pub fn run_with<K: Tick, const S: usize, const T: usize>(
+    start: K,
+    ops: &[Op],
+    check: &mut impl Check,
+) {
+    let mut real = Real::<K, S, T>::new(start);
     let mut model = Model::new(S, T, start);
     let mut next_event = 0u32;
     let mut event = || {
@@ -600,7 +667,7 @@ pub fn run_with<const S: usize, const T: usize>(start: u32, ops: &[Op], check: &
         let step = match *op {
             Op::Schedule => Step::Schedule(event()),
             Op::ScheduleNext => Step::ScheduleNext(event()),
-            Op::ScheduleAt { offset } => Step::ScheduleAt(event(), offset),
+            Op::ScheduleAt { offset } => Step::ScheduleAt(event(), K::offset(offset).widen()),
             Op::ScheduleAfter { delay } => Step::ScheduleAfter(event(), delay),
             Op::ScheduleEvery { period } => Step::ScheduleEvery(event(), period),
             Op::Cancel { timer } => match Op::timer(timer, handles) {
@@ -608,7 +675,7 @@ pub fn run_with<const S: usize, const T: usize>(start: u32, ops: &[Op], check: &
                 None => continue,
             },
             Op::Reschedule { timer, offset } => match Op::timer(timer, handles) {
-                Some(h) => Step::Reschedule(h, offset),
+                Some(h) => Step::Reschedule(h, K::offset(offset).widen()),
                 None => continue,
             },
             Op::RescheduleAfter { timer, delay } => match Op::timer(timer, handles) {
@@ -618,7 +685,7 @@ pub fn run_with<const S: usize, const T: usize>(start: u32, ops: &[Op], check: &
             Op::AdvanceClock { ticks } => {
                 // The host's one duty (see `Timeline`): tell the queue the time at least once
                 // per wrap period. Do it here when this step would break the rule.
-                if model.unobserved() + u64::from(ticks) >= WRAP {
+                if model.unobserved() + u64::from(ticks) > K::MAX_U64 {
                     steps.push(Step::Observe);
                 }
                 Step::AdvanceClock(ticks)

@@ -144,7 +144,7 @@ fn main() -> ! {
         presses: 0,
         timer: None,
     };
-    // 1 component, 9 kinds (7 lifecycle + 2), 1 handler per kind, 4 sequential and 2 timed.
+    // 1 component, the lifecycle kinds and 2 of its own, 1 handler per kind, 4 sequential and 2 timed.
     let mut kernel =
         Kernel::<'_, Ev, CycleClock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 2>::new(
             Settings::default(),

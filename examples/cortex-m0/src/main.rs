@@ -32,8 +32,8 @@ use embedded_time::fraction::Fraction;
 use embedded_time::{Clock, Instant};
 use panic_semihosting as _;
 use zendaemon_core::{
-    Component, Context, EndReason, Event, Flow, Inbox, Kernel, Kind, Request, Requests, RouteError,
-    Periodic, Routes, Settings, Step, TimerHandle, UserEvent,
+    Component, Context, EndReason, Event, Flow, Inbox, Kernel, Kind, Periodic, Request, Requests,
+    RouteError, Routes, Settings, Step, TimerHandle, UserEvent,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ fn main() -> ! {
     let settings = Settings::default()
         .with_period(Periodic::Statistics, Milliseconds(240))
         .with_stop_timeout(Milliseconds(1_000));
-    // 1 component, 9 kinds (7 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
+    // 1 component, the lifecycle kinds and 2 of its own, 1 handler per kind, 4 sequential and 4 timed.
     let mut kernel =
         Kernel::<'_, Ev, Timer0Clock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 4>::new(settings);
     if let Err(e) = kernel.add(&mut blinker) {
