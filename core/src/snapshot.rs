@@ -74,12 +74,12 @@ impl<
         U,
         C,
         const M: usize,
-        const KN: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
         D: ?Sized + Component<U, C>,
-    > Inspect<U, C> for Kernel<'_, U, C, M, KN, H, S, T, D>
+    > Inspect<U, C> for Kernel<'_, U, C, M, K, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -128,12 +128,12 @@ impl<
         U,
         C,
         const M: usize,
-        const KN: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
         D: ?Sized + Component<U, C>,
-    > Kernel<'c, U, C, M, KN, H, S, T, D>
+    > Kernel<'c, U, C, M, K, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,

@@ -1037,8 +1037,8 @@ struct Runner {
     ping: Option<(StdInstant, Duration)>,
 }
 
-type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize> =
-    ServiceKernel<'k, U, M, KK, H, S, T>;
+type Kern<'k, U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize> =
+    ServiceKernel<'k, U, M, K, H, S, T>;
 
 /// How many events the loop hands the kernel per clock reading (see the module docs).
 ///
@@ -1115,9 +1115,9 @@ impl Runner {
     }
 
     /// Starts the kernel (which arms the periodic events), dispatches `start`.
-    fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> Result<()>
     where
         U: UserEvent + Clone,
@@ -1155,9 +1155,9 @@ impl Runner {
     /// Takes every service's [`persist`](Service::persist) into the persistent state (and
     /// its path from the configuration, which a reload may have moved); true when a service
     /// gave something.
-    fn collect<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn collect<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) -> bool
     where
         U: UserEvent + Clone,
@@ -1182,13 +1182,13 @@ impl Runner {
     fn checkpoint<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1243,9 +1243,9 @@ impl Runner {
     }
 
     /// The event loop; returns why it ended.
-    fn run<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn run<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         signals: &Signals,
         requests: &Requests,
     ) -> EndReason
@@ -1306,13 +1306,13 @@ impl Runner {
     fn take_signals<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         signals: &Signals,
         requests: &Requests,
     ) where
@@ -1366,10 +1366,10 @@ impl Runner {
     }
 
     /// The shell's part after an event's pipeline ran.
-    fn after<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn after<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kind: Kind,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1402,13 +1402,13 @@ impl Runner {
     fn begin_stop<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1432,9 +1432,9 @@ impl Runner {
     }
 
     /// Reloads the configuration; true when it was applied.
-    fn reload<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn reload<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> bool
     where
         U: UserEvent + Clone,
@@ -1464,10 +1464,10 @@ impl Runner {
     }
 
     /// Applies a new, accepted configuration's shell settings.
-    fn apply<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn apply<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         new: Config,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1562,13 +1562,13 @@ impl Runner {
     fn write_runlog<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1590,13 +1590,13 @@ impl Runner {
     fn write_metrics<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1614,13 +1614,13 @@ impl Runner {
     fn write_state<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1634,10 +1634,10 @@ impl Runner {
     }
 
     /// The end of the run: persistent state, final runlog, pidfile.
-    fn finish<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn finish<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         mut self,
         reason: EndReason,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -1680,13 +1680,13 @@ impl Runner {
 fn metric_figures<
     U,
     const M: usize,
-    const KK: usize,
+    const K: usize,
     const H: usize,
     const S: usize,
     const T: usize,
 >(
     daemon: &str,
-    kernel: &Kern<'_, U, M, KK, H, S, T>,
+    kernel: &Kern<'_, U, M, K, H, S, T>,
 ) -> crate::metrics::Figures
 where
     U: UserEvent + Clone,
@@ -1750,12 +1750,12 @@ where
 fn log_statistics<
     U,
     const M: usize,
-    const KK: usize,
+    const K: usize,
     const H: usize,
     const S: usize,
     const T: usize,
 >(
-    kernel: &Kern<'_, U, M, KK, H, S, T>,
+    kernel: &Kern<'_, U, M, K, H, S, T>,
     now: Instant<StdClock>,
 ) where
     U: UserEvent + Clone,
