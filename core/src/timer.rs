@@ -325,7 +325,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
         s.event = Some(event);
         s.periodic = periodic;
         let generation = s.generation;
-        sift_up(&mut self.heap, &mut self.positions, pos, entry);
+        sift_up(&mut self.heap, &mut self.positions, pos, 0, entry);
         if self.id == 0 {
             self.id = next_queue_id();
         }
@@ -503,11 +503,8 @@ impl<E, const N: usize> TimerQueue<E, N> {
             return; // it was the last entry
         }
         if pos == 0 {
-            // The last entry is usually among the latest: sink the hole to the bottom without
-            // comparing it on the way, then let the entry climb the few levels back (Floyd's
-            // trick, as std's `BinaryHeap::pop` does).
-            let bottom = sink_hole(&mut self.heap, &mut self.positions, 0);
-            sift_up(&mut self.heap, &mut self.positions, bottom, last);
+            // The last entry is usually among the latest: it sinks (see `sift_down`).
+            sift_down(&mut self.heap, &mut self.positions, 0, last);
         } else {
             self.resift(pos, last);
         }
@@ -516,7 +513,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
     /// Puts `entry` at `pos`, then moves it up or down to its place: its key may be earlier
     /// or later than the one that was there.
     fn resift(&mut self, pos: usize, entry: Entry) {
-        if sift_up(&mut self.heap, &mut self.positions, pos, entry) == pos {
+        if sift_up(&mut self.heap, &mut self.positions, pos, 0, entry) == pos {
             sift_down(&mut self.heap, &mut self.positions, pos, entry);
         }
     }
@@ -627,15 +624,22 @@ fn periods_in(late: u64, period: u64) -> u64 {
     quotient
 }
 
-/// Puts `moving` at `pos` and moves it up until its parent is earlier; keeps
-/// `positions` in step and returns where the entry ended. The entry at `pos` is overwritten.
+/// Puts `moving` at `pos` and moves it up, but not above `top`, until its parent is earlier;
+/// keeps `positions` in step and returns where the entry ended. The entry at `pos` is
+/// overwritten.
 ///
-/// The sift routines take the moving entry by value, and are not generic: one copy of each
-/// serves every capacity and event type.
+/// With [`sift_down`] the heap's only two sift routines. They take the moving entry by value,
+/// and are not generic: one copy of each serves every capacity and event type.
 #[cfg_attr(target_pointer_width = "64", inline)]
 #[cfg_attr(not(target_pointer_width = "64"), inline(never))]
-fn sift_up(heap: &mut [Entry], positions: &mut [u16], mut pos: usize, moving: Entry) -> usize {
-    while pos > 0 {
+fn sift_up(
+    heap: &mut [Entry],
+    positions: &mut [u16],
+    mut pos: usize,
+    top: usize,
+    moving: Entry,
+) -> usize {
+    while pos > top {
         let parent = parent_of(pos);
         let Some(&p) = heap.get(parent) else { break };
         if !moving.before(&p) {
@@ -648,30 +652,23 @@ fn sift_up(heap: &mut [Entry], positions: &mut [u16], mut pos: usize, moving: En
     pos
 }
 
-/// Puts `moving` at `pos` and moves it down until no child is earlier; keeps `positions` in
-/// step. The entry at `pos` is overwritten.
+/// Puts `moving` at `pos` and moves it down to its place; keeps `positions` in step. The
+/// entry at `pos` is overwritten.
+///
+/// Floyd's way, as std's `BinaryHeap::pop` does: the hole sinks along the earliest children
+/// to a leaf without comparing them with `moving`, then `moving` climbs back (not above
+/// `pos`). An entry that sinks goes usually near the bottom (the last entry after a removal,
+/// a periodic timer re-armed a period later), so this takes fewer comparisons than comparing
+/// at every level, and the sinking reuses `sift_up` for the climb: one routine less.
 #[cfg_attr(target_pointer_width = "64", inline)]
 #[cfg_attr(not(target_pointer_width = "64"), inline(never))]
-fn sift_down(heap: &mut [Entry], positions: &mut [u16], mut pos: usize, moving: Entry) {
-    while let Some((child, c)) = earliest_child(heap, ARITY * pos + 1) {
-        if !c.before(&moving) {
-            break;
-        }
-        place(heap, positions, pos, c);
-        pos = child;
+fn sift_down(heap: &mut [Entry], positions: &mut [u16], pos: usize, moving: Entry) {
+    let mut hole = pos;
+    while let Some((child, c)) = earliest_child(heap, ARITY * hole + 1) {
+        place(heap, positions, hole, c);
+        hole = child;
     }
-    place(heap, positions, pos, moving);
-}
-
-/// Moves the earliest child up into the hole at `pos`, level by level, down to a leaf;
-/// returns where the hole ended.
-#[inline]
-fn sink_hole(heap: &mut [Entry], positions: &mut [u16], mut pos: usize) -> usize {
-    while let Some((child, c)) = earliest_child(heap, ARITY * pos + 1) {
-        place(heap, positions, pos, c);
-        pos = child;
-    }
-    pos
+    sift_up(heap, positions, hole, pos, moving);
 }
 
 /// Writes `entry` at `pos` and records where its slot now sits.

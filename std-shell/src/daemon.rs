@@ -238,6 +238,8 @@ pub struct Daemon<
     args: Option<Vec<String>>,
     /// The program's own defaults for shell settings ([`Daemon::default_setting`]).
     program_defaults: serde_json::Map<String, serde_json::Value>,
+    /// What the program does, for `--help` ([`Daemon::about`]).
+    about: Option<String>,
 }
 
 impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
@@ -275,6 +277,7 @@ where
             services: Vec::new(),
             args: None,
             program_defaults: serde_json::Map::new(),
+            about: None,
         }
     }
 
@@ -288,7 +291,7 @@ where
     /// Replaces the shell's default for one of its settings: `key` is the setting's
     /// configuration key, `value` its value as a configuration file would give it.
     /// Configuration files and the command line still override it, and it stays through
-    /// reloads; `--help` keeps showing the shell's defaults. For example, a daemon that logs
+    /// reloads; `--help` shows it as the default. For example, a daemon that logs
     /// statistics every 5 seconds unless told otherwise:
     /// `Daemon::<Job>::new("demo").default_setting("stats_interval", 5)`.
     ///
@@ -297,6 +300,13 @@ where
     /// (exit code 78) that names it.
     pub fn default_setting(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.program_defaults.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// A line on what the program does, for `--help` (which also lists the services'
+    /// configuration sections, and shows the program's own defaults).
+    pub fn about(mut self, text: &str) -> Self {
+        self.about = Some(text.to_owned());
         self
     }
 
@@ -353,6 +363,19 @@ where
             .unwrap_or_else(|| self.name.clone());
         let mut cli = match Cli::parse(&args) {
             Ok(Parsed::Help(text)) => {
+                let mut sections: Vec<&str> = self
+                    .services
+                    .iter()
+                    .filter_map(|s| s.config_key())
+                    .collect();
+                sections.dedup();
+                let text = crate::cli::program_help(
+                    &text,
+                    &self.name,
+                    self.about.as_deref(),
+                    &sections,
+                    &self.program_defaults,
+                );
                 print!("{text}");
                 return exit::OK;
             }
@@ -977,8 +1000,9 @@ impl Launch {
         if let Err(e) = runner.start(&mut kernel) {
             return late.fail(&e, &runner.pidfile);
         }
-        late.ready();
+        // The start line first: once the launcher returns, the log already says it started.
         runner.ready(pid, &pid_path);
+        late.ready();
         let reason = runner.run(&mut kernel, &signals, &requests);
         runner.finish(reason, &mut kernel)
     }

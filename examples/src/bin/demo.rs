@@ -273,6 +273,10 @@ fn main() -> ExitCode {
     let mut worker = Worker::new();
     // pyzenkit's DemoZenDaemon: statistics every 5 s, a runlog every 10 s.
     Daemon::<Work>::new("demo")
+        .about(
+            "demo: pyzenkit's demo daemon; looks for primes, a batch of numbers per unit of \
+             work. Section 'demo': work_interval_ms, batch.",
+        )
         .default_setting("stats_interval", 5)
         .default_setting("runlog_interval", 10)
         .default_setting("pstate_interval", 10)

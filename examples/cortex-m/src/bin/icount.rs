@@ -21,7 +21,7 @@
 use core::hint::black_box;
 
 use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m::peripheral::SYST;
+use cortex_m::peripheral::{DWT, SYST};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use embedded_time::fraction::Fraction;
@@ -173,16 +173,23 @@ fn main() -> ! {
     let Some(mut cp) = cortex_m::Peripherals::take() else {
         panic!("the core peripherals were taken before main");
     };
-    let syst = &mut cp.SYST;
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(0x00FF_FFFF);
-    syst.enable_counter();
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(0x00FF_FFFF);
+    cp.SYST.enable_counter();
 
     // One SysTick count per 80 instructions: the calibration loop, 124 instructions per
     // iteration by its disassembly (100 nops, 10 inner loops of 2, 4 for the outer loop),
     // must come out at 124.
     let per_count = 80;
-    let calib = per_iteration(syst, calibration, per_count);
+    // QEMU does not model the DWT cycle counter: show that it stands still.
+    cp.DCB.enable_trace();
+    cp.DWT.enable_cycle_counter();
+    let before = DWT::cycle_count();
+    let calib = per_iteration(&mut cp.SYST, calibration, per_count);
+    hprintln!(
+        "DWT cycle counter moved by {} during the calibration",
+        DWT::cycle_count().wrapping_sub(before)
+    );
     hprintln!(
         "calibration: {}.{:02} instructions per iteration (124 expected)",
         calib / 100,
@@ -193,7 +200,7 @@ fn main() -> ! {
         ("kernel3", |n| kernel(3, n)),
         ("timer insert+pop", timer),
     ] {
-        let per = per_iteration(syst, scenario, per_count);
+        let per = per_iteration(&mut cp.SYST, scenario, per_count);
         hprintln!(
             "{}: {}.{:02} instructions per event",
             name,
