@@ -108,10 +108,7 @@ fn drain(
                     return (start.elapsed(), thread_cpu() - cpu);
                 }
                 // More to read: look again.
-                kernel
-                    .queue()
-                    .schedule(zendaemon::core::Event::User(FollowEvent::Poll))
-                    .unwrap();
+                kernel.queue().schedule(FollowEvent::Poll).unwrap();
             }
             Ok(_) => {}
             Err(e) => panic!("{e}"),
