@@ -309,11 +309,18 @@ impl<const K: usize, const H: usize> RouteTable for Table<K, H> {
             .routes
             .get_mut(kind.index())
             .ok_or(RouteError::UnknownKind(kind))?;
-        let added = match position {
-            Position::Last => route.push(component),
-            Position::First => route.insert(0, component),
-        };
-        added.map_err(|_| RouteError::TooManyHandlers(kind))
+        route
+            .push(component)
+            .map_err(|_| RouteError::TooManyHandlers(kind))?;
+        if position == Position::First {
+            // Swapped down to the front rather than `Vec::insert`, whose `ptr::copy` links
+            // a general `memmove` (1.5 KiB on a Cortex-M) for a few bytes moved once.
+            let route = route.as_mut_slice();
+            for i in (1..route.len()).rev() {
+                route.swap(i, i - 1);
+            }
+        }
+        Ok(())
     }
 }
 

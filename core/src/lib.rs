@@ -6,6 +6,8 @@
 pub mod activity;
 pub mod component;
 pub mod event;
+#[cfg(feature = "fugit")]
+pub mod fugit;
 pub mod kernel;
 pub mod pending;
 pub mod queue;

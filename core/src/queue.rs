@@ -41,7 +41,7 @@ use embedded_time::{Clock, Instant};
 use heapless::Deque;
 
 use crate::time::{duration_to_ticks, instant_ticks, TickInt, Timeline};
-use crate::timer::{Fired, TimerError, TimerHandle, TimerQueue};
+use crate::timer::{Fired, Periodic, TimerError, TimerHandle, TimerQueue};
 
 /// Why an event could not be scheduled. The event is always handed back.
 #[derive(PartialEq, Eq)]
@@ -271,7 +271,7 @@ where
         event: E,
     ) -> Result<TimerHandle, ScheduleError<E>> {
         let deadline = self.timeline.place(instant_ticks(at));
-        self.insert_timer(deadline, event)
+        self.insert_timer(deadline, None, event)
     }
 
     /// Schedules an event `delay` after the last `now`. Fractions of a tick round up, so the
@@ -307,10 +307,10 @@ where
         ticks: u64,
         event: E,
     ) -> Result<TimerHandle, ScheduleError<E>> {
-        if ticks > self.timeline.horizon() {
-            return Err(ScheduleError::BeyondHorizon(event));
+        match self.deadline_after(ticks) {
+            Some(deadline) => self.insert_timer(deadline, None, event),
+            None => Err(ScheduleError::BeyondHorizon(event)),
         }
-        self.insert_timer(self.timeline.now() + ticks, event)
     }
 
     /// [`schedule_every`](Self::schedule_every) with the period already in clock ticks.
@@ -325,13 +325,9 @@ where
         if period == 0 {
             return Err(ScheduleError::ZeroPeriod(event));
         }
-        if period > self.timeline.horizon() {
-            return Err(ScheduleError::BeyondHorizon(event));
-        }
-        let deadline = self.timeline.now() + period;
-        match self.timers.insert_periodic(deadline, period, event) {
-            Ok(handle) => Ok(self.after_timer_insert(handle)),
-            Err(e) => Err(self.reject(ScheduleError::Full(e))),
+        match self.deadline_after(period) {
+            Some(deadline) => self.insert_timer(deadline, Some(Periodic::every(period)), event),
+            None => Err(ScheduleError::BeyondHorizon(event)),
         }
     }
 
@@ -341,10 +337,10 @@ where
         handle: TimerHandle,
         ticks: u64,
     ) -> Result<(), TimerError> {
-        if ticks > self.timeline.horizon() {
-            return Err(TimerError::BeyondHorizon);
+        match self.deadline_after(ticks) {
+            Some(deadline) => self.timers.reschedule(handle, deadline),
+            None => Err(TimerError::BeyondHorizon),
         }
-        self.timers.reschedule(handle, self.timeline.now() + ticks)
     }
 
     /// Removes a pending timed event and hands it back.
@@ -505,8 +501,20 @@ where
         duration_to_ticks::<C, D>(span).unwrap_or(u64::MAX)
     }
 
-    fn insert_timer(&mut self, deadline: u64, event: E) -> Result<TimerHandle, ScheduleError<E>> {
-        match self.timers.insert(deadline, event) {
+    /// The deadline `ticks` after the last `now`, if within the horizon.
+    fn deadline_after(&self, ticks: u64) -> Option<u64> {
+        (ticks <= self.timeline.horizon()).then(|| self.timeline.now() + ticks)
+    }
+
+    /// The one path every timed schedule call takes into the timer queue (one copy of the
+    /// insertion and its bookkeeping, whichever calls a firmware uses).
+    fn insert_timer(
+        &mut self,
+        deadline: u64,
+        periodic: Option<Periodic<E>>,
+        event: E,
+    ) -> Result<TimerHandle, ScheduleError<E>> {
+        match self.timers.insert_with(deadline, periodic, event) {
             Ok(handle) => Ok(self.after_timer_insert(handle)),
             Err(e) => Err(self.reject(ScheduleError::Full(e))),
         }

@@ -186,13 +186,16 @@ impl Rate {
 /// Number of buckets in [`Lateness`]'s histogram.
 pub const LATENESS_BUCKETS: usize = 12;
 
-/// How late timed events were dispatched, in clock ticks: the maximum and a histogram with
-/// power-of-four buckets (`0`, `1..4`, `4..16`, … ; the last takes everything above).
+/// How late timed events were dispatched, in clock ticks: the maximum, the sum (for a mean,
+/// and a Prometheus histogram's `_sum`) and a histogram with power-of-four buckets (`0`,
+/// `1..4`, `4..16`, … ; the last takes everything above).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Lateness {
     /// The latest dispatch so far, in ticks.
     pub max_ticks: u64,
+    /// All dispatches' lateness added up, in ticks (saturating).
+    pub sum_ticks: u64,
     /// Dispatches per bucket.
     pub buckets: [u32; LATENESS_BUCKETS],
 }
@@ -202,6 +205,7 @@ impl Lateness {
     #[inline]
     pub fn record(&mut self, ticks: u64) {
         self.max_ticks = self.max_ticks.max(ticks);
+        self.sum_ticks = self.sum_ticks.saturating_add(ticks);
         let b = Self::bucket(ticks);
         self.buckets[b] = self.buckets[b].saturating_add(1);
     }
@@ -265,6 +269,7 @@ impl<const K: usize> KernelStats<K> {
             inbox_deferred: 0,
             lateness: Lateness {
                 max_ticks: 0,
+                sum_ticks: 0,
                 buckets: [0; LATENESS_BUCKETS],
             },
         }
@@ -351,6 +356,9 @@ mod tests {
         l.record(5);
         l.record(5);
         assert_eq!((l.max_ticks, l.count(), l.buckets[2]), (5, 3, 2));
+        assert_eq!(l.sum_ticks, 10);
+        l.record(u64::MAX);
+        assert_eq!(l.sum_ticks, u64::MAX);
     }
 }
 

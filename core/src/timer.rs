@@ -13,6 +13,11 @@
 //! benchmarks (see `BENCHMARKS.md`) that brings insert + pop close to std's `BinaryHeap`,
 //! which has no positions to keep.
 //!
+//! On 32-bit targets (firmware) size weighs more: there the children are scanned instead of
+//! compared in a branch-free tournament, and the sift routines stay out of line, one copy
+//! each (measured in `BENCHMARKS.md`, "Firmware"). The sifts are free functions over slices,
+//! so one copy serves every capacity and event type.
+//!
 //! A [`TimerHandle`] names a slot and the slot's generation. Freeing a slot bumps its
 //! generation, so a handle kept after its timer fired or was cancelled is *stale*: every use of
 //! it returns [`TimerError::Stale`] and never touches the timer that reuses the slot.
@@ -64,9 +69,19 @@ const NO_SLOT: u16 = u16::MAX;
 /// How a periodic timer re-arms itself: the period and how to copy the event for each firing.
 ///
 /// Storing `E::clone` as a function pointer keeps the `Clone` bound on `insert_periodic` alone.
-struct Periodic<E> {
+pub(crate) struct Periodic<E> {
     period: u64,
     copy: fn(&E) -> E,
+}
+
+impl<E: Clone> Periodic<E> {
+    /// Every `period` ticks, each firing a clone of the event.
+    pub(crate) fn every(period: u64) -> Self {
+        Self {
+            period,
+            copy: E::clone,
+        }
+    }
 }
 
 impl<E> Clone for Periodic<E> {
@@ -105,7 +120,15 @@ struct Entry {
 impl Entry {
     #[inline]
     fn before(&self, other: &Self) -> bool {
-        (self.deadline, self.seq) < (other.deadline, other.seq)
+        // One 128-bit comparison (a subtract-with-borrow chain on 32-bit targets, no
+        // branches) rather than the tuple's compare-then-compare.
+        self.key() < other.key()
+    }
+
+    /// `(deadline, seq)` as one number.
+    #[inline]
+    fn key(&self) -> u128 {
+        (u128::from(self.deadline) << 64) | u128::from(self.seq)
     }
 }
 
@@ -227,14 +250,12 @@ impl<E, const N: usize> TimerQueue<E, N> {
         E: Clone,
     {
         debug_assert!(period > 0);
-        let periodic = Periodic {
-            period,
-            copy: E::clone,
-        };
-        self.insert_with(deadline, Some(periodic), event)
+        self.insert_with(deadline, Some(Periodic::every(period)), event)
     }
 
-    fn insert_with(
+    /// [`insert`](Self::insert) or [`insert_periodic`](Self::insert_periodic), by whether
+    /// `periodic` is given: the one copy of the insertion code.
+    pub(crate) fn insert_with(
         &mut self,
         deadline: u64,
         periodic: Option<Periodic<E>>,
@@ -255,8 +276,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
         s.event = Some(event);
         s.periodic = periodic;
         let generation = s.generation;
-        self.positions[usize::from(slot)] = pos as u16;
-        self.sift_up(pos);
+        sift_up(&mut self.heap, &mut self.positions, pos, 0, entry);
         Ok(TimerHandle { slot, generation })
     }
 
@@ -286,12 +306,15 @@ impl<E, const N: usize> TimerQueue<E, N> {
         let slot = self.live_slot(handle)?;
         let pos = usize::from(self.positions[slot]);
         let seq = self.take_seq();
-        let entry = &mut self.heap[pos];
-        entry.deadline = deadline;
-        entry.seq = seq;
-        // The new key may be earlier or later: one of the two sifts does nothing.
-        let pos = self.sift_up(pos);
-        self.sift_down(pos);
+        let Some(&old) = self.heap.get(pos) else {
+            return Err(TimerError::Stale);
+        };
+        let moved = Entry {
+            deadline,
+            seq,
+            ..old
+        };
+        self.resift(pos, moved);
         Ok(())
     }
 
@@ -321,12 +344,15 @@ impl<E, const N: usize> TimerQueue<E, N> {
         match self.slots[slot].periodic {
             Some(Periodic { period, copy }) => {
                 let late = now.saturating_sub(top.deadline);
-                let missed = late / period;
+                let missed = periods_in(late, period);
                 let next = top.deadline + (missed + 1) * period;
                 let seq = self.take_seq();
-                self.heap[0].deadline = next;
-                self.heap[0].seq = seq;
-                self.sift_down(0);
+                let moved = Entry {
+                    deadline: next,
+                    seq,
+                    ..top
+                };
+                sift_down(&mut self.heap, &mut self.positions, 0, moved);
                 let event = match &self.slots[slot].event {
                     Some(e) => copy(e),
                     None => unreachable!("a queued slot holds its event"),
@@ -408,50 +434,23 @@ impl<E, const N: usize> TimerQueue<E, N> {
         let Some(last) = self.heap.pop() else {
             return;
         };
-        if pos == self.heap.len() {
+        if pos >= self.heap.len() {
             return; // it was the last entry
         }
-        self.heap[pos] = last;
         if pos == 0 {
-            // The last entry is usually among the latest: sink it to the bottom without
-            // comparing it on the way, then let it climb the few levels back.
-            self.sift_down_to_bottom(0);
+            // The last entry is usually among the latest: it sinks (see `sift_down`).
+            sift_down(&mut self.heap, &mut self.positions, 0, last);
         } else {
-            let pos = self.sift_up(pos);
-            self.sift_down(pos);
+            self.resift(pos, last);
         }
     }
 
-    /// Moves the entry at `pos` up to its place; returns where it ended.
-    fn sift_up(&mut self, pos: usize) -> usize {
-        sift_up(&mut self.heap, &mut self.positions, pos, 0)
-    }
-
-    /// Moves the entry at `pos` down to its place.
-    fn sift_down(&mut self, pos: usize) {
-        sift_down(&mut self.heap, &mut self.positions, pos);
-    }
-
-    /// Moves the entry at `pos` all the way down along the earliest children, then up to its
-    /// place (Floyd's trick, as std's `BinaryHeap::pop` does): no comparison with the moving
-    /// entry on the way down, which pays for an entry that belongs near the bottom, as one
-    /// taken from the end of the heap does.
-    fn sift_down_to_bottom(&mut self, start: usize) {
-        let heap = self.heap.as_mut_slice();
-        let positions = &mut self.positions;
-        let moving = heap[start];
-        let mut pos = start;
-        loop {
-            let first = ARITY * pos + 1;
-            let Some((child, c)) = earliest_child(heap, first) else {
-                break;
-            };
-            heap[pos] = c;
-            positions[c.slot] = pos as u16;
-            pos = child;
+    /// Puts `entry` at `pos`, then moves it up or down to its place: its key may be earlier
+    /// or later than the one that was there.
+    fn resift(&mut self, pos: usize, entry: Entry) {
+        if sift_up(&mut self.heap, &mut self.positions, pos, 0, entry) == pos {
+            sift_down(&mut self.heap, &mut self.positions, pos, entry);
         }
-        heap[pos] = moving;
-        sift_up(heap, positions, pos, start);
     }
 
     /// Checks the heap property and the slot back-links (tests and fuzzing).
@@ -482,70 +481,140 @@ fn parent_of(pos: usize) -> usize {
 
 /// The earliest of the children that start at `first` (its index and a copy), if there are
 /// any.
-#[inline(always)]
+///
+/// Per target, measured: on 64-bit hosts a full family of four goes through a branch-free
+/// tournament (faster, see the module docs); on 32-bit targets a 24-byte entry fills six
+/// registers and the tournament took 300 B of flash per inlined copy, so there every family
+/// goes through the scan, and the sift routines are kept out of line: one copy each
+/// (`examples/cortex-m-tiny`: 7,892 → 6,756 B of `.text`).
+#[inline]
 fn earliest_child(heap: &[Entry], first: usize) -> Option<(usize, Entry)> {
-    if let Some(&[k0, k1, k2, k3]) = heap.get(first..first + ARITY) {
-        // All four children exist (the common case): a small tournament that selects values
-        // rather than indices, so no load waits on a comparison.
-        let a1 = k1.before(&k0);
-        let ka = if a1 { k1 } else { k0 };
-        let b3 = k3.before(&k2);
-        let kb = if b3 { k3 } else { k2 };
-        let m_b = kb.before(&ka);
-        let km = if m_b { kb } else { ka };
-        let at = if m_b {
-            2 + usize::from(b3)
-        } else {
-            usize::from(a1)
-        };
-        return Some((first + at, km));
+    #[cfg(target_pointer_width = "64")]
+    if let Some(found) = earliest_of_four(heap, first) {
+        return Some(found);
     }
+    let child = earliest_scan(heap, first)?;
+    Some((child, *heap.get(child)?))
+}
+
+/// [`earliest_child`] when all four children exist: a small tournament that selects values
+/// rather than indices, so no load waits on a comparison.
+#[cfg(any(test, target_pointer_width = "64"))]
+#[inline(always)]
+fn earliest_of_four(heap: &[Entry], first: usize) -> Option<(usize, Entry)> {
+    let &[k0, k1, k2, k3] = heap.get(first..first + ARITY)? else {
+        return None;
+    };
+    let a1 = k1.before(&k0);
+    let ka = if a1 { k1 } else { k0 };
+    let b3 = k3.before(&k2);
+    let kb = if b3 { k3 } else { k2 };
+    let m_b = kb.before(&ka);
+    let km = if m_b { kb } else { ka };
+    let at = if m_b {
+        2 + usize::from(b3)
+    } else {
+        usize::from(a1)
+    };
+    Some((first + at, km))
+}
+
+/// The index of [`earliest_child`] by a scan of the (up to four) children. Out of line on
+/// 32-bit targets, and it returns the index alone (in a register): one small copy.
+#[cfg_attr(target_pointer_width = "64", inline(always))]
+#[cfg_attr(not(target_pointer_width = "64"), inline(never))]
+fn earliest_scan(heap: &[Entry], first: usize) -> Option<usize> {
     let kids = heap.get(first..)?;
-    let mut best = *kids.first()?;
+    let kids = kids.get(..ARITY).unwrap_or(kids);
+    let mut best = kids.first()?;
     let mut at = 0;
     for (i, kid) in kids.iter().enumerate().skip(1) {
-        if kid.before(&best) {
-            best = *kid;
+        if kid.before(best) {
+            best = kid;
             at = i;
         }
     }
-    Some((first + at, best))
+    Some(first + at)
 }
 
-/// Moves the entry at `pos` up towards `top` until its parent is earlier; keeps `positions`
-/// in step and returns where the entry ended.
-#[inline(always)]
-fn sift_up(heap: &mut [Entry], positions: &mut [u16], mut pos: usize, top: usize) -> usize {
-    let moving = heap[pos];
+/// Whole `period`s in `late` (`late / period`, `period > 0`), by shift and subtract.
+///
+/// On a 32-bit target a 64-bit `/` links the compiler's general division routine (about
+/// 900 B on a Cortex-M); this runs only for a periodic timer that fired a whole period late,
+/// so a few dozen cycles per bit do not matter, and on time it costs one comparison.
+fn periods_in(late: u64, period: u64) -> u64 {
+    if late < period {
+        return 0;
+    }
+    let mut quotient = 0;
+    let mut rest: u64 = 0;
+    for bit in (0..u64::BITS).rev() {
+        let carry = rest >> 63;
+        rest = (rest << 1) | ((late >> bit) & 1);
+        if carry != 0 || rest >= period {
+            rest = rest.wrapping_sub(period);
+            quotient |= 1 << bit;
+        }
+    }
+    quotient
+}
+
+/// Puts `moving` at `pos` and moves it up, but not above `top`, until its parent is earlier;
+/// keeps `positions` in step and returns where the entry ended. The entry at `pos` is
+/// overwritten.
+///
+/// With [`sift_down`] the heap's only two sift routines. They take the moving entry by value,
+/// and are not generic: one copy of each serves every capacity and event type.
+#[cfg_attr(target_pointer_width = "64", inline)]
+#[cfg_attr(not(target_pointer_width = "64"), inline(never))]
+fn sift_up(
+    heap: &mut [Entry],
+    positions: &mut [u16],
+    mut pos: usize,
+    top: usize,
+    moving: Entry,
+) -> usize {
     while pos > top {
         let parent = parent_of(pos);
-        let p = heap[parent];
+        let Some(&p) = heap.get(parent) else { break };
         if !moving.before(&p) {
             break;
         }
-        heap[pos] = p;
-        positions[p.slot] = pos as u16;
+        place(heap, positions, pos, p);
         pos = parent;
     }
-    heap[pos] = moving;
-    positions[moving.slot] = pos as u16;
+    place(heap, positions, pos, moving);
     pos
 }
 
-/// Moves the entry at `pos` down until no child is earlier; keeps `positions` in step.
-#[inline]
-fn sift_down(heap: &mut [Entry], positions: &mut [u16], mut pos: usize) {
-    let moving = heap[pos];
-    while let Some((child, c)) = earliest_child(heap, ARITY * pos + 1) {
-        if !c.before(&moving) {
-            break;
-        }
-        heap[pos] = c;
-        positions[c.slot] = pos as u16;
-        pos = child;
+/// Puts `moving` at `pos` and moves it down to its place; keeps `positions` in step. The
+/// entry at `pos` is overwritten.
+///
+/// Floyd's way, as std's `BinaryHeap::pop` does: the hole sinks along the earliest children
+/// to a leaf without comparing them with `moving`, then `moving` climbs back (not above
+/// `pos`). An entry that sinks goes usually near the bottom (the last entry after a removal,
+/// a periodic timer re-armed a period later), so this takes fewer comparisons than comparing
+/// at every level, and the sinking reuses `sift_up` for the climb: one routine less.
+#[cfg_attr(target_pointer_width = "64", inline)]
+#[cfg_attr(not(target_pointer_width = "64"), inline(never))]
+fn sift_down(heap: &mut [Entry], positions: &mut [u16], pos: usize, moving: Entry) {
+    let mut hole = pos;
+    while let Some((child, c)) = earliest_child(heap, ARITY * hole + 1) {
+        place(heap, positions, hole, c);
+        hole = child;
     }
-    heap[pos] = moving;
-    positions[moving.slot] = pos as u16;
+    sift_up(heap, positions, hole, pos, moving);
+}
+
+/// Writes `entry` at `pos` and records where its slot now sits.
+#[inline(always)]
+fn place(heap: &mut [Entry], positions: &mut [u16], pos: usize, entry: Entry) {
+    if let Some(e) = heap.get_mut(pos) {
+        *e = entry;
+    }
+    if let Some(p) = positions.get_mut(entry.slot) {
+        *p = pos as u16;
+    }
 }
 
 #[cfg(test)]
@@ -656,6 +725,64 @@ mod tests {
         assert_eq!(q.deadline(h), Ok(500));
         assert_eq!(q.cancel(h), Ok(9));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_scan_and_the_tournament_agree() {
+        // The 32-bit targets use the scan for every family; the host tests run the tournament.
+        let mut x: u64 = 7;
+        let mut rnd = move || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            x >> 40
+        };
+        for _ in 0..2_000 {
+            let heap: std::vec::Vec<Entry> = (0..9)
+                .map(|i| Entry {
+                    deadline: rnd() % 4,
+                    seq: rnd() % 4,
+                    slot: i,
+                })
+                .collect();
+            for first in 0..heap.len() {
+                if let Some(four) = earliest_of_four(&heap, first) {
+                    let scan = earliest_scan(&heap, first).unwrap();
+                    assert_eq!(four.0, scan);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn periods_in_divides() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let edges = [
+            1,
+            2,
+            3,
+            7,
+            u64::from(u32::MAX),
+            u64::MAX / 2,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for &d in &edges {
+            for &n in &edges {
+                assert_eq!(periods_in(n, d), n / d, "{n} / {d}");
+            }
+        }
+        for _ in 0..10_000 {
+            let (n, d) = (rnd(), rnd() >> (rnd() % 64));
+            let d = d.max(1);
+            assert_eq!(periods_in(n, d), n / d, "{n} / {d}");
+            let m = n >> (rnd() % 64);
+            assert_eq!(periods_in(m, d), m / d, "{m} / {d}");
+        }
     }
 
     #[test]

@@ -306,3 +306,56 @@ fn the_example_configuration_is_valid() {
     assert_eq!(view["tail"]["files"][0], "/tmp/tail-demo.log");
     assert_eq!(view["stats_interval"], 30);
 }
+
+#[test]
+fn a_missing_tail_section_names_the_file_and_the_section() {
+    let s = Sandbox::new(TAIL, "tail");
+    s.write_config(r#"{"count": {"patterns": {"e": "E"}}}"#);
+    let out = s.command(&["--no-daemon"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let file = s.config_file().display().to_string();
+    assert!(stderr.contains(&file), "{stderr}");
+    assert!(stderr.contains("'tail' section is missing"), "{stderr}");
+}
+
+#[test]
+fn help_shows_what_tail_does_its_sections_and_its_own_defaults() {
+    let s = Sandbox::new(TAIL, "tail");
+    let out = s.command(&["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("follows files like `tail -F`"), "{help}");
+    assert!(help.contains("'tail', 'count'"), "{help}");
+    let option = |flag: &str| -> String {
+        let i = help.find(&format!("\n  {flag} ")).unwrap();
+        let rest = &help[i + 1..];
+        rest[..rest.find("\n  --").unwrap_or(rest.len())].to_owned()
+    };
+    assert!(
+        option("--stats-interval").contains("(default: 60)"),
+        "{help}"
+    );
+    assert!(option("--name").contains("(default: tail)"), "{help}");
+}
+
+#[test]
+fn a_first_run_killed_before_any_periodic_checkpoint_loses_no_line() {
+    // start_at "end" (the default): what the file holds before the first start is skipped;
+    // everything after is counted once, although the first run never saved by itself.
+    let mut s = Sandbox::new(TAIL, "tail");
+    configure(&s, &["a.log"], "");
+    let a = s.path("a.log");
+    append(&a, &numbered(0, 5));
+    let mut fg = s.start(&["--pstate-interval", "3600"]);
+    append(&a, &numbered(5, 10));
+    expect_counts(&s, &fg, &[("lines", 10)]);
+    fg.signal(nix::sys::signal::Signal::SIGKILL);
+    let child = &mut fg.child;
+    wait_for("the killed daemon", || child.try_wait().unwrap());
+    // Written while it was down.
+    append(&a, &numbered(15, 7));
+    let mut fg = s.start(&["--pstate-interval", "3600"]);
+    expect_counts(&s, &fg, &[("lines", 17), ("errors", 2)]);
+    assert_eq!(fg.stop(), 0);
+}

@@ -325,6 +325,8 @@ mod tests {
             runlog_dir: dir.join("runlogs"),
             state_file: dir.join("d.state"),
             pstate_file: dir.join("d.pstate"),
+            pstate_dir: dir.to_path_buf(),
+            old_pstate_file: dir.join("old.pstate"),
             log_file: dir.join("d.log"),
             config_file: dir.join("d.conf"),
             config_dir: dir.join("d"),

@@ -56,7 +56,12 @@ impl Utc {
         }
     }
 
-    /// `YYYY-mm-dd HH:MM:SS`, the format of log lines and the runlog `ts_str`.
+    /// `YYYY-mm-ddTHH:MM:SS.mmmZ` (RFC 3339, UTC), the time of log lines.
+    pub fn rfc3339(self) -> impl fmt::Display {
+        Rfc3339(self)
+    }
+
+    /// `YYYY-mm-dd HH:MM:SS`, the format of the runlog `ts_str`.
     pub fn display(self) -> impl fmt::Display {
         DateTime(self)
     }
@@ -82,6 +87,19 @@ impl fmt::Display for DateTime {
             f,
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
             t.year, t.month, t.day, t.hour, t.minute, t.second
+        )
+    }
+}
+
+struct Rfc3339(Utc);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
         )
     }
 }
@@ -122,6 +140,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_472_165_250);
         let u = Utc::from_system_time(t);
         assert_eq!(u.display().to_string(), "2026-11-23 22:16:05");
+        assert_eq!(u.rfc3339().to_string(), "2026-11-23T22:16:05.250Z");
         assert_eq!(u.compact(), "20261123221605");
         assert_eq!(u.millis, 250);
     }

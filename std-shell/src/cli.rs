@@ -7,7 +7,8 @@
 //!
 //! Values:
 //! - `--umask`: octal, with or without a `0`/`0o` prefix (`022`, `0022`, `0o022`), at most `0777`.
-//! - `--stats-interval`, `--runlog-interval`, `--stop-timeout`, `--precise-max-spin`: seconds,
+//! - `--stats-interval`, `--runlog-interval`, `--pstate-interval`, `--stop-timeout`,
+//!   `--precise-max-spin`: seconds,
 //!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
 //! - `--log-target`, `--log-format`, `--sigterm`: one word (see [`crate::words`]).
@@ -266,6 +267,10 @@ pub struct Cli {
     #[argh(option, from_str_fn(parse_seconds))]
     pub runlog_interval: Option<Duration>,
 
+    /// seconds between checkpoints of the persistent state file (default: 60)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub pstate_interval: Option<Duration>,
+
     /// seconds a graceful stop may take before the daemon terminates (default: 30)
     #[argh(option, from_str_fn(parse_seconds))]
     pub stop_timeout: Option<Duration>,
@@ -476,6 +481,7 @@ impl Cli {
         put("runlog_dir", path(&self.runlog_dir));
         put("stats_interval", self.stats_interval.map(seconds_value));
         put("runlog_interval", self.runlog_interval.map(seconds_value));
+        put("pstate_interval", self.pstate_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
         put("watchdog_margin", self.watchdog_margin.map(seconds_value));
         put("parallel", switch(self.parallel));
@@ -502,6 +508,120 @@ impl Cli {
         put("limit", self.limit.map(Value::from));
         m
     }
+}
+
+/// The first line of argh's description, which [`program_help`] replaces.
+const SHELL_ABOUT: &str = "run a daemon built on zendaemon, or control one with --action";
+
+/// Column where argh starts option descriptions, and the width it wraps them to.
+const HELP_INDENT: usize = 20;
+const HELP_WIDTH: usize = 80;
+
+/// argh's help `text` made the program's own: its description (`about`) and configuration
+/// sections instead of the shell's generic line, `name` as `--name`'s default, and the
+/// program's own defaults (`defaults`, configuration keys to values, see
+/// [`Daemon::default_setting`](crate::Daemon::default_setting)) instead of the shell's.
+pub(crate) fn program_help(
+    text: &str,
+    name: &str,
+    about: Option<&str>,
+    sections: &[&str],
+    defaults: &Map<String, Value>,
+) -> String {
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == SHELL_ABOUT {
+            wrap_paragraph(&mut out, about.unwrap_or(SHELL_ABOUT));
+            if !sections.is_empty() {
+                let paragraph = format!(
+                    "Configuration file: the shell's keys (the long options below, with '_' \
+                     for '-') and the sections {} (see the program's documentation).",
+                    sections
+                        .iter()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                out.push('\n');
+                wrap_paragraph(&mut out, &paragraph);
+            }
+            continue;
+        }
+        let Some(flag) = line
+            .strip_prefix("  --")
+            .and_then(|l| l.split_whitespace().next())
+        else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        // One option: its line and the description's continuation lines.
+        let mut description = line.get(HELP_INDENT..).unwrap_or("").trim().to_owned();
+        while let Some(next) = lines.peek() {
+            if next.len() > HELP_INDENT && next[..HELP_INDENT].trim().is_empty() {
+                description.push(' ');
+                description.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        let key = flag.replace('-', "_");
+        let own = match defaults.get(&key) {
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(v) => Some(v.to_string()),
+            None if key == "name" => Some(name.to_owned()),
+            None => None,
+        };
+        if let Some(value) = own {
+            if let Some(start) = description.find("(default: ") {
+                if let Some(len) = description[start..].find(')') {
+                    description.replace_range(start..=start + len, &format!("(default: {value})"));
+                }
+            }
+        }
+        out.push_str(&format!("  --{flag:<w$}", w = HELP_INDENT - 4));
+        if flag.len() + 4 >= HELP_INDENT {
+            out.push(' ');
+        }
+        let mut column = HELP_INDENT.max(flag.len() + 5);
+        let mut first = true;
+        for word in description.split(' ') {
+            if !first && column + 1 + word.len() > HELP_WIDTH {
+                out.push('\n');
+                out.push_str(&" ".repeat(HELP_INDENT));
+                column = HELP_INDENT;
+                first = true;
+            }
+            if !first {
+                out.push(' ');
+                column += 1;
+            }
+            out.push_str(word);
+            column += word.len();
+            first = false;
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` wrapped at [`HELP_WIDTH`], then a line end.
+fn wrap_paragraph(out: &mut String, text: &str) {
+    let mut column = 0;
+    for word in text.split(' ') {
+        if column > 0 && column + 1 + word.len() > HELP_WIDTH {
+            out.push('\n');
+            column = 0;
+        } else if column > 0 {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.len();
+    }
+    out.push('\n');
 }
 
 /// A umask as a four-digit octal string, as configuration files and `config-view` show it.
@@ -576,6 +696,8 @@ mod tests {
             "10",
             "--runlog-interval",
             "0.5",
+            "--pstate-interval",
+            "7",
             "--stop-timeout",
             "30",
             "--parallel",
@@ -626,6 +748,7 @@ mod tests {
             assert_eq!(cli.runlog_dir, Some("/r".into()));
             assert_eq!(cli.stats_interval, Some(Duration::from_secs(10)));
             assert_eq!(cli.runlog_interval, Some(Duration::from_millis(500)));
+            assert_eq!(cli.pstate_interval, Some(Duration::from_secs(7)));
             assert_eq!(cli.stop_timeout, Some(Duration::from_secs(30)));
             assert_eq!(cli.config_file, Some("/cf".into()));
             assert_eq!(cli.config_dir, Some("/cd".into()));
@@ -637,17 +760,69 @@ mod tests {
             assert_eq!(cli.limit, Some(5));
 
             let o = cli.overrides();
-            assert_eq!(o.len(), 24);
+            assert_eq!(o.len(), 25);
             assert_eq!(o["precise_timers"], true);
             assert_eq!(o["precise_max_spin"], 0.003);
             assert_eq!(o["umask"], "0027");
             assert_eq!(o["stats_interval"], 10);
             assert_eq!(o["runlog_interval"], 0.5);
+            assert_eq!(o["pstate_interval"], 7);
             assert_eq!(o["no_daemon"], true);
             assert_eq!(o["action"], "runlog-view");
             assert_eq!(o["limit"], 5);
             assert_eq!(o["config_dir"], "/cd");
         }
+    }
+
+    #[test]
+    fn program_help_shows_the_programs_own_defaults_and_description() {
+        let args: Vec<String> = ["tail", "--help"].iter().map(|s| (*s).to_owned()).collect();
+        let Parsed::Help(text) = Cli::parse(&args).unwrap() else {
+            panic!("not help")
+        };
+        assert!(text.contains("(default: 300)"), "{text}");
+        let mut own = Map::new();
+        own.insert("stats_interval".into(), Value::from(60));
+        own.insert("log_level".into(), Value::from("debug"));
+        let help = program_help(
+            &text,
+            "tail",
+            Some("follows files like tail -F"),
+            &["tail", "count"],
+            &own,
+        );
+        assert!(help.contains("follows files like tail -F"), "{help}");
+        assert!(!help.contains(SHELL_ABOUT), "{help}");
+        assert!(help.contains("'tail', 'count'"), "{help}");
+        let line = |flag: &str| {
+            let i = help.find(&format!("\n  {flag} ")).unwrap();
+            let rest = &help[i..];
+            rest[..rest[1..].find("\n  --").map_or(rest.len(), |j| j + 1)].to_owned()
+        };
+        assert!(line("--stats-interval").contains("(default: 60)"), "{help}");
+        assert!(
+            line("--runlog-interval").contains("(default: 300)"),
+            "{help}"
+        );
+        assert!(line("--name").contains("(default: tail)"), "{help}");
+        // Every option is still there, and no line is longer than argh's.
+        for flag in [
+            "--no-daemon",
+            "--pstate-interval",
+            "--limit",
+            "--stop-timeout",
+        ] {
+            assert!(help.contains(flag), "{flag}: {help}");
+        }
+        assert!(
+            help.lines().skip(1).all(|l| l.len() <= HELP_WIDTH),
+            "{help}"
+        );
+        // Without program defaults or description, argh's text but for --name.
+        let plain = program_help(&text, "zendaemon", None, &[], &Map::new());
+        let options = |t: &str| t.lines().filter(|l| l.starts_with("  --")).count();
+        assert_eq!(options(&plain), options(&text), "{plain}");
+        assert!(plain.contains(SHELL_ABOUT));
     }
 
     #[test]
@@ -725,6 +900,7 @@ mod tests {
         for flag in [
             "--stats-interval",
             "--runlog-interval",
+            "--pstate-interval",
             "--stop-timeout",
             "--precise-max-spin",
         ] {

@@ -36,7 +36,8 @@
 //! # Value types in files
 //!
 //! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
-//! `stats_interval`, `runlog_interval`, `stop_timeout`, `watchdog_margin`, `precise_max_spin`:
+//! `stats_interval`, `runlog_interval`, `pstate_interval`, `stop_timeout`, `watchdog_margin`,
+//! `precise_max_spin`:
 //! numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
@@ -69,7 +70,7 @@ use crate::paths::{self, DefaultPaths};
 use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 30] = [
+pub const SHELL_KEYS: [&str; 31] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -82,6 +83,7 @@ pub const SHELL_KEYS: [&str; 30] = [
     "runlog_dir",
     "stats_interval",
     "runlog_interval",
+    "pstate_interval",
     "stop_timeout",
     "watchdog_margin",
     "parallel",
@@ -116,6 +118,9 @@ pub const DIR_SUFFIX: &str = ".json.conf";
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default seconds between runlog saves.
 pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
+/// Default seconds between checkpoints of the persistent state: a crash redoes at most this
+/// much work.
+pub const DEFAULT_PSTATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default margin of the stop watchdog (see [`crate::watchdog`]).
@@ -160,6 +165,9 @@ pub struct Settings {
     /// Between runlog saves.
     #[serde(serialize_with = "ser_seconds")]
     pub runlog_interval: Duration,
+    /// Between checkpoints of the persistent state file.
+    #[serde(serialize_with = "ser_seconds")]
+    pub pstate_interval: Duration,
     /// How long a graceful stop may take.
     #[serde(serialize_with = "ser_seconds")]
     pub stop_timeout: Duration,
@@ -280,6 +288,10 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
     put(
         "runlog_interval",
         cli::seconds_value(DEFAULT_RUNLOG_INTERVAL),
+    );
+    put(
+        "pstate_interval",
+        cli::seconds_value(DEFAULT_PSTATE_INTERVAL),
     );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
     put(
@@ -492,6 +504,7 @@ impl Fields<'_> {
             runlog_dir: self.required("runlog_dir", path)?,
             stats_interval: self.required("stats_interval", seconds)?,
             runlog_interval: self.required("runlog_interval", seconds)?,
+            pstate_interval: self.required("pstate_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
             watchdog_margin: self.required("watchdog_margin", seconds)?,
             parallel: self.required("parallel", boolean)?,
@@ -748,6 +761,8 @@ mod tests {
                 runlog_dir: d.join("run/runlogs"),
                 state_file: d.join("run/tail.state"),
                 pstate_file: d.join("run/tail.pstate"),
+                pstate_dir: d.join("run"),
+                old_pstate_file: d.join("run/old.pstate"),
                 log_file: d.join("run/tail.log"),
                 config_file: d.join("etc/tail.conf"),
                 config_dir: d.join("etc/tail"),

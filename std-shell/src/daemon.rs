@@ -39,7 +39,10 @@
 //! 4. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
 //!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Opens the log file (daemon mode; the console in the foreground) and installs the logger.
+//! 5. Chooses where log lines go and installs the logger ([`logging`]): the
+//!    program's own logger if it installed one before `run` (the shell then logs through it
+//!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
 //! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
 //!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
 //! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
@@ -49,13 +52,15 @@
 //! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
 //!    [`StopWatchdog`]; then writes its PID into the pidfile (in `--parallel` mode it first
 //!    creates and locks its own pidfile, named with that PID, see [`instances`]);
-//!    [activates](Service::activate) the services; starts the kernel, which arms the periodic
-//!    `log_statistics`, `save_runlog` and `checkpoint` events; dispatches
-//!    `start`. A failure in this step reaches the launching process through the readiness pipe
-//!    (it prints the message and exits with the error's code), or the console in the
-//!    foreground.
+//!    [activates](Service::activate) the services; starts the checkpoint writer and the
+//!    kernel, which arms the periodic `log_statistics`, `save_runlog` and `checkpoint` events;
+//!    dispatches `start`, then the first `checkpoint`, and writes it (see
+//!    [Checkpoints](#checkpoints)). A failure in this step reaches the launching process
+//!    through the readiness pipe (it prints the message and exits with the error's code), or
+//!    the console in the foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
-//! 10. At the end: logs the reason, saves the persistent state, writes the final runlog,
+//! 10. At the end: logs the reason, waits for the checkpoint writer, saves the persistent state
+//!     (synchronously), writes the final runlog,
 //!     removes the pidfile, and returns 0, or 1 if any error was recorded during the run.
 //!
 //! # The loop
@@ -79,6 +84,7 @@
 //! |---|---|
 //! | `save_runlog` | writes a runlog file ([`report`]) |
 //! | `save_state` | writes the state file |
+//! | `checkpoint` | collects every service's `persist` and hands the persistent state to the checkpoint writer |
 //! | `log_statistics` | logs every counter's rates, then starts a new statistics interval |
 //! | `reload` | tells systemd `READY=1` (the reload is complete) |
 //! | `stop` | starts the stop timeout of the [`StopWatchdog`] (if no `SIGINT` did), tells systemd `STOPPING=1` (the kernel cancelled the periodic events) |
@@ -108,14 +114,31 @@
 //! wake-up that comes after the deadline anyway is simply late (no spinning past a deadline).
 //! Signals still end a spin at once. Both settings take effect at the next start.
 //!
+//! # Checkpoints
+//!
+//! The persistent state file is written at every `checkpoint`: once right after `start`
+//! (before the daemon reports ready, so a first run that crashes still knows where it began),
+//! every `pstate_interval` (`--pstate-interval`, default 60 s), whenever a component asks
+//! ([`Context::request_checkpoint`](zendaemon_core::Context::request_checkpoint), for example
+//! after committing something that must not be redone), and at the end of the run. Each is
+//! atomic and durable (fsync of the file and of its directory, [`write_atomic`]). The loop
+//! only collects and serializes; the fsyncs, which take milliseconds, run in the
+//! [`checkpoint::Writer`] thread, latest wins; a state equal to the last one is not written
+//! again. The final write at the end waits for the writer, then writes itself.
+//!
+//! So a crash (kill -9, OOM, power loss) loses nothing a component has checkpointed, and a
+//! component redoes at most what it did since the last checkpoint: one `pstate_interval` of
+//! work, plus the time a write takes. Components that keep positions must checkpoint the
+//! counters derived from them in the same `persist`, so both go back together.
+//!
 //! # Reload (`SIGHUP`)
 //!
 //! Ignored while stopping. Otherwise: `RELOADING=1` to systemd; the log file is reopened
 //! (logrotate); the configuration files are read again. Broken files, or a service refusing
 //! its new section, keep the whole old configuration (see [`service`]); this is logged as an
 //! error but does not fail the run. On success the shell applies the log level, a new log
-//! file, new runlog directory, state and persistent state files, the statistics and runlog
-//! intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
+//! file, new runlog directory, state and persistent state files, the statistics, runlog and
+//! checkpoint intervals (re-armed from now by [`Kernel::set_period`]), and the stop timeout (for the next stop: the
 //! kernel's [`set_stop_timeout`](Kernel::set_stop_timeout), and the [`StopWatchdog`]'s);
 //! then [`Event::Reload`](zendaemon_core::Event::Reload) goes through the kernel and `READY=1` follows
 //! it. Settings that only take effect at a start (pidfile, user, group, chroot, working
@@ -167,6 +190,7 @@ use zendaemon_core::{
 
 use crate::actions;
 use crate::atomic::write_atomic;
+use crate::checkpoint;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
 use crate::config::{Config, Settings};
@@ -174,7 +198,7 @@ use crate::daemonize::{self, daemonize, foreground, DaemonOptions, Privileges, R
 use crate::error::{exit, Error, Result};
 use crate::instances;
 use crate::listen::{Acquire, Listeners};
-use crate::logging::{Logger, Target};
+use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
@@ -214,6 +238,8 @@ pub struct Daemon<
     args: Option<Vec<String>>,
     /// The program's own defaults for shell settings ([`Daemon::default_setting`]).
     program_defaults: serde_json::Map<String, serde_json::Value>,
+    /// What the program does, for `--help` ([`Daemon::about`]).
+    about: Option<String>,
 }
 
 impl<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>
@@ -251,6 +277,7 @@ where
             services: Vec::new(),
             args: None,
             program_defaults: serde_json::Map::new(),
+            about: None,
         }
     }
 
@@ -264,7 +291,7 @@ where
     /// Replaces the shell's default for one of its settings: `key` is the setting's
     /// configuration key, `value` its value as a configuration file would give it.
     /// Configuration files and the command line still override it, and it stays through
-    /// reloads; `--help` keeps showing the shell's defaults. For example, a daemon that logs
+    /// reloads; `--help` shows it as the default. For example, a daemon that logs
     /// statistics every 5 seconds unless told otherwise:
     /// `Daemon::<Job>::new("demo").default_setting("stats_interval", 5)`.
     ///
@@ -273,6 +300,13 @@ where
     /// (exit code 78) that names it.
     pub fn default_setting(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.program_defaults.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// A line on what the program does, for `--help` (which also lists the services'
+    /// configuration sections, and shows the program's own defaults).
+    pub fn about(mut self, text: &str) -> Self {
+        self.about = Some(text.to_owned());
         self
     }
 
@@ -323,6 +357,19 @@ where
             .unwrap_or_else(|| self.name.clone());
         let mut cli = match Cli::parse(&args) {
             Ok(Parsed::Help(text)) => {
+                let mut sections: Vec<&str> = self
+                    .services
+                    .iter()
+                    .filter_map(|s| s.config_key())
+                    .collect();
+                sections.dedup();
+                let text = crate::cli::program_help(
+                    &text,
+                    &self.name,
+                    self.about.as_deref(),
+                    &sections,
+                    &self.program_defaults,
+                );
                 print!("{text}");
                 return exit::OK;
             }
@@ -363,6 +410,8 @@ where
             argv: args,
             base,
             runtime_dir: defaults.runtime_dir.clone(),
+            pstate_dir: defaults.pstate_dir.clone(),
+            old_pstate_file: defaults.old_pstate_file.clone(),
             config,
         };
         launch.start::<U, M, K, H, S, T>(self.services)
@@ -460,9 +509,75 @@ fn kernel_settings(s: &Settings) -> KernelSettings {
         stop_timeout: millis(s.stop_timeout),
         stats_interval: Some(millis(s.stats_interval)),
         runlog_interval: Some(millis(s.runlog_interval)),
-        checkpoint_interval: None,
+        checkpoint_interval: Some(millis(s.pstate_interval)),
         max_stop_requests: 3,
     }
+}
+
+/// Names the handler in flight from `activity`, for the logger's `component` and `event`
+/// fields.
+fn handler_context<
+    U,
+    const M: usize,
+    const K: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    kernel: &ServiceKernel<'_, U, M, K, H, S, T>,
+    activity: &Arc<Activity>,
+) -> logging::Context
+where
+    U: UserEvent + Clone,
+{
+    let names: Vec<&'static str> = kernel.components().map(|c| c.name()).collect();
+    let kind_name: fn(Kind) -> &'static str = Kind::name::<U>;
+    let activity = Arc::clone(activity);
+    Box::new(move || {
+        let d = activity.current()?;
+        let component = names.get(usize::from(d.component)).copied().unwrap_or("?");
+        Some((component, kind_name(d.kind)))
+    })
+}
+
+/// Where the shell's logger writes, from `log_target` (see [`logging`]), and
+/// what to use instead if that target cannot be opened (`auto`'s journald only).
+fn log_target(settings: &Settings, files: &Files) -> Result<(Target, Option<Target>)> {
+    let foreground_only = |word: LogTarget| {
+        if settings.no_daemon {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "log_target",
+                format!(
+                    "'{word}' works only in the foreground (no_daemon): a daemon's stderr is \
+                     /dev/null and the journal needs it"
+                ),
+            ))
+        }
+    };
+    Ok(match settings.log_target {
+        LogTarget::Auto if !settings.no_daemon => (Target::File(files.log_file.clone()), None),
+        LogTarget::Auto => match logging::Console::from_env() {
+            logging::Console::Journal if cfg!(feature = "journald") => {
+                (Target::Journald, Some(Target::ConsolePrefixed))
+            }
+            logging::Console::Journal | logging::Console::Prefixed => {
+                (Target::ConsolePrefixed, None)
+            }
+            logging::Console::Plain => (Target::Console, None),
+        },
+        LogTarget::Console => {
+            foreground_only(LogTarget::Console)?;
+            (Target::Console, None)
+        }
+        LogTarget::File => (Target::File(files.log_file.clone()), None),
+        LogTarget::Syslog => (Target::Syslog(settings.syslog_socket.clone()), None),
+        LogTarget::Journald => {
+            foreground_only(LogTarget::Journald)?;
+            (Target::Journald, None)
+        }
+    })
 }
 
 /// Everything decided before the kernel exists.
@@ -473,6 +588,10 @@ struct Launch {
     argv: Vec<String>,
     base: PathBuf,
     runtime_dir: Option<PathBuf>,
+    /// The default persistent state file's directory, and the file's place in earlier
+    /// versions (see [`paths`]).
+    pstate_dir: PathBuf,
+    old_pstate_file: PathBuf,
     config: Config,
 }
 
@@ -576,6 +695,15 @@ impl Launch {
             logger: false,
         };
 
+        #[cfg(not(feature = "metrics"))]
+        if settings.metrics_file.is_some() {
+            let e = Error::config(
+                "metrics_file",
+                "this program was built without zendaemon's 'metrics' feature",
+            );
+            return early.fail(&e);
+        }
+
         // Per-user runtime directory, when a default path lies in it.
         if let Some(rt) = &self.runtime_dir {
             let used = [
@@ -600,7 +728,22 @@ impl Launch {
                 return early.fail(&e);
             }
         }
-        let mut pstate = match Pstate::load(&files.pstate_file) {
+        // The default place, empty yet: the old default place is read once, and the state
+        // moves at the first checkpoint.
+        let default_pstate = files.pstate_file.starts_with(&self.pstate_dir);
+        let migrate = default_pstate
+            && files.pstate_file != self.old_pstate_file
+            && !files.pstate_file.exists()
+            && self.old_pstate_file.exists();
+        let loaded = if migrate {
+            Pstate::load(&self.old_pstate_file).map(|mut p| {
+                p.set_path(files.pstate_file.clone());
+                p
+            })
+        } else {
+            Pstate::load(&files.pstate_file)
+        };
+        let pstate = match loaded {
             Ok(p) => p,
             Err(e) => return early.fail(&e),
         };
@@ -630,19 +773,43 @@ impl Launch {
         }
 
         // Logging.
-        let target = if settings.no_daemon {
-            Target::Console
+        let logger = if logging::claim_facade() {
+            let (target, fallback) = match log_target(&settings, &files) {
+                Ok(t) => t,
+                Err(e) => return early.fail(&e),
+            };
+            let mut fell_back = None;
+            let made =
+                Logger::new(&settings.name, target, settings.log_level).or_else(
+                    |e| match fallback {
+                        Some(f) => {
+                            fell_back = Some(e);
+                            Logger::new(&settings.name, f, settings.log_level)
+                        }
+                        None => Err(e),
+                    },
+                );
+            let logger = match made.and_then(Logger::install) {
+                Ok(l) => l,
+                Err(e) => return early.fail(&e),
+            };
+            logger.set_format(settings.log_format);
+            if let Some(e) = fell_back {
+                log::warn!("{e}: logging to stderr with priority prefixes instead");
+            }
+            early.console_logger = matches!(
+                logger.target(),
+                Target::Console | Target::ConsolePrefixed | Target::Journald
+            );
+            Some(logger)
         } else {
-            Target::File(files.log_file.clone())
-        };
-        let logger = match Logger::new(&settings.name, target, settings.log_level)
-            .and_then(Logger::install)
-        {
-            Ok(l) => l,
-            Err(e) => return early.fail(&e),
+            log::info!(
+                "logging through the program's own logger: log_target, log_format and \
+                 log_level do not apply"
+            );
+            None
         };
         early.logger = true;
-        early.console_logger = settings.no_daemon;
 
         // Accounts and the pidfile lock.
         let user = match settings.user.as_deref().map(daemonize::resolve_user) {
@@ -655,6 +822,36 @@ impl Launch {
             Some(Ok(gid)) => Some(gid),
             None => None,
         };
+        if migrate {
+            log::info!(
+                "persistent state read from its old place '{}'; from now on it is kept in '{}'",
+                self.old_pstate_file.display(),
+                files.pstate_file.display()
+            );
+        }
+        if default_pstate {
+            // Private, and the daemon's own after a privilege drop.
+            let owner = user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            let made = paths::ensure_private_dir(&self.pstate_dir, owner).or_else(|e| {
+                let ours = std::fs::symlink_metadata(&self.pstate_dir)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+                if user.is_some() && ours {
+                    // Created by root just now: hand it to the daemon's user.
+                    nix::unistd::chown(
+                        &self.pstate_dir,
+                        user.map(nix::unistd::Uid::from_raw),
+                        group.map(nix::unistd::Gid::from_raw),
+                    )
+                    .map_err(|c| Error::io("hand over directory", &self.pstate_dir, c.into()))?;
+                    paths::ensure_private_dir(&self.pstate_dir, owner)
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = made {
+                return early.fail(&e);
+            }
+        }
         let pidfile = if settings.parallel {
             None
         } else {
@@ -665,7 +862,8 @@ impl Launch {
         };
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
-        keep_fds.extend(logger.file_fd());
+        keep_fds.extend(logger.and_then(Logger::file_fd));
+        keep_fds.extend(logger.and_then(Logger::socket_fd));
         let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
@@ -719,6 +917,9 @@ impl Launch {
                 Err(e) => return late.fail(&e, &pidfile),
             };
         kernel.attach_activity(&activity);
+        if let Some(logger) = logger {
+            logger.set_context(handler_context::<U, M, K, H, S, T>(&kernel, &activity));
+        }
         let pid_path = if settings.parallel {
             instances::instance_path(&files.pid_file, pid)
         } else {
@@ -766,13 +967,22 @@ impl Launch {
                 None
             }
         };
+        let writer = match checkpoint::Writer::start() {
+            Ok(w) => w,
+            Err(e) => {
+                let e = Error::Daemon(format!("cannot start the checkpoint writer: {e}"));
+                return late.fail(&e, &pidfile);
+            }
+        };
         let mut runner = Runner {
             info: RunInfo::new(settings.name.clone(), pid, self.argv),
+            pstate,
+            writer,
+            last_checkpoint: Vec::new(),
             config: self.config,
             base: self.base,
             files,
             parallel: settings.parallel,
-            no_daemon: settings.no_daemon,
             logger,
             notifier,
             pidfile,
@@ -785,10 +995,11 @@ impl Launch {
         if let Err(e) = runner.start(&mut kernel) {
             return late.fail(&e, &runner.pidfile);
         }
-        late.ready();
+        // The start line first: once the launcher returns, the log already says it started.
         runner.ready(pid, &pid_path);
+        late.ready();
         let reason = runner.run(&mut kernel, &signals, &requests);
-        runner.finish(reason, &mut kernel, &mut pstate)
+        runner.finish(reason, &mut kernel)
     }
 }
 
@@ -822,12 +1033,19 @@ impl Late {
 /// The running daemon's own state besides the kernel.
 struct Runner {
     info: RunInfo,
+    /// The persistent state as last collected from the services.
+    pstate: Pstate,
+    /// Writes checkpoints off the loop.
+    writer: checkpoint::Writer,
+    /// The bytes of the last checkpoint handed to the writer: an unchanged state is not
+    /// written again.
+    last_checkpoint: Vec<u8>,
     config: Config,
     base: PathBuf,
     files: Files,
     parallel: bool,
-    no_daemon: bool,
-    logger: &'static Logger,
+    /// The shell's logger; `None` when the program installed its own.
+    logger: Option<&'static Logger>,
     notifier: Option<Notifier>,
     pidfile: SharedPidfile,
     watchdog: Option<StopWatchdog>,
@@ -927,11 +1145,84 @@ impl Runner {
             .start(StdClock::now())
             .map_err(|e| Error::Daemon(format!("cannot start the kernel: {e}")))?;
         match kernel.step(StdClock::now()) {
-            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => Ok(()),
-            other => Err(Error::Daemon(format!(
-                "the kernel did not dispatch start first: {other:?}"
-            ))),
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::START => self.write_metrics(kernel),
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch start first: {other:?}"
+                )))
+            }
         }
+        // The first checkpoint, written before the daemon reports ready: a first run that
+        // crashes still knows where it began.
+        kernel.request_checkpoint();
+        match kernel.step(StdClock::now()) {
+            Ok(Step::Dispatched { kind, .. }) if kind == Kind::CHECKPOINT => {}
+            other => {
+                return Err(Error::Daemon(format!(
+                    "the kernel did not dispatch the start checkpoint: {other:?}"
+                )))
+            }
+        }
+        self.collect(kernel);
+        if let Some(bytes) = self.pstate.to_bytes() {
+            write_atomic(self.pstate.path(), &bytes)?;
+            self.last_checkpoint = bytes;
+        }
+        Ok(())
+    }
+
+    /// Takes every service's [`persist`](Service::persist) into the persistent state (and
+    /// its path from the configuration, which a reload may have moved); true when a service
+    /// gave something.
+    fn collect<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) -> bool
+    where
+        U: UserEvent + Clone,
+    {
+        let mut persisted = false;
+        for s in kernel.components() {
+            if let Some(v) = s.persist() {
+                self.pstate.set(s.name(), v);
+                persisted = true;
+            }
+        }
+        if self.files.pstate_file != self.pstate.path() {
+            // A reload moved the file: the state goes to the new path.
+            self.pstate.set_path(self.files.pstate_file.clone());
+        }
+        persisted
+    }
+
+    /// A checkpoint after `checkpoint` went through the kernel: the state is collected and
+    /// serialized here, and written by the [`checkpoint::Writer`] thread (an unchanged state
+    /// is not written again).
+    fn checkpoint<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &mut self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
+        }
+        self.collect(kernel);
+        let Some(bytes) = self.pstate.to_bytes() else {
+            return;
+        };
+        if bytes == self.last_checkpoint {
+            return;
+        }
+        self.last_checkpoint.clone_from(&bytes);
+        self.writer.submit(self.pstate.path().to_path_buf(), bytes);
     }
 
     fn ready(&mut self, pid: u32, pid_path: &Path) {
@@ -1015,8 +1306,9 @@ impl Runner {
                 }
                 Ok(Run::Ended(reason)) => return reason,
                 Err(StepError::Unhandled(kind)) => {
-                    let message = format!("no handler for event '{}'", kind.name::<U>());
-                    log::error!("{message}");
+                    let event = kind.name::<U>();
+                    let message = format!("no handler for event '{event}'");
+                    log::error!(event = event; "{message}");
                     self.info.record_error(message);
                 }
                 Err(e) => {
@@ -1102,8 +1394,10 @@ impl Runner {
         match kind {
             Kind::SAVE_RUNLOG => self.write_runlog(kernel, now),
             Kind::SAVE_STATE => self.write_state(kernel, now),
+            Kind::CHECKPOINT => self.checkpoint(kernel),
             Kind::LOG_STATISTICS => {
                 log_statistics(kernel, now);
+                self.write_metrics(kernel);
                 kernel.rotate_statistics(now);
             }
             Kind::RELOAD if std::mem::take(&mut self.reload_pending) => {
@@ -1163,7 +1457,7 @@ impl Runner {
         U: UserEvent + Clone,
     {
         self.notify(Notifier::reloading);
-        if let Err(e) = self.logger.reopen() {
+        if let Err(e) = self.logger.map_or(Ok(()), Logger::reopen) {
             log::error!("{e}");
         }
         let new = match self.config.reload() {
@@ -1197,12 +1491,16 @@ impl Runner {
         let old = self.config.settings().clone();
         let s = new.settings().clone();
         self.config = new;
-        self.logger.set_level(s.log_level);
         let files = Files::of(&s, &self.base, self.parallel.then_some(self.info.pid));
-        if !self.no_daemon && files.log_file != self.files.log_file {
-            match self.logger.set_target(Target::File(files.log_file.clone())) {
-                Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
-                Err(e) => log::error!("{e}; logging goes on to the previous file"),
+        if let Some(logger) = self.logger {
+            logger.set_level(s.log_level);
+            logger.set_format(s.log_format);
+            let to_file = matches!(logger.target(), Target::File(_));
+            if to_file && files.log_file != self.files.log_file {
+                match logger.set_target(Target::File(files.log_file.clone())) {
+                    Ok(()) => log::info!("logging to '{}'", files.log_file.display()),
+                    Err(e) => log::error!("{e}; logging goes on to the previous file"),
+                }
             }
         }
         let pid_file = self.files.pid_file.clone();
@@ -1217,6 +1515,8 @@ impl Runner {
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
             ("precise_timers", old.precise_timers != s.precise_timers),
+            ("log_target", old.log_target != s.log_target),
+            ("syslog_socket", old.syslog_socket != s.syslog_socket),
             (
                 "precise_max_spin",
                 old.precise_max_spin != s.precise_max_spin,
@@ -1259,6 +1559,12 @@ impl Runner {
                 old.runlog_interval,
                 s.runlog_interval,
             ),
+            (
+                Periodic::Checkpoint,
+                "pstate_interval",
+                old.pstate_interval,
+                s.pstate_interval,
+            ),
         ];
         for (which, key, was, is) in periods {
             if was != is {
@@ -1286,7 +1592,7 @@ impl Runner {
     {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
-        let path = dir.join(runlog::file_name(SystemTime::now(), self.info.pid));
+        let path = runlog::new_path(dir, SystemTime::now(), self.info.pid);
         let written = fs::create_dir_all(dir)
             .map_err(|e| Error::io("create runlog directory", dir, e))
             .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
@@ -1294,6 +1600,32 @@ impl Runner {
             Ok(()) => log::info!("runlog saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
         }
+    }
+
+    /// Writes the metrics file, if there is one (see [`metrics`](crate::metrics)).
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    fn write_metrics<
+        U,
+        const M: usize,
+        const KK: usize,
+        const H: usize,
+        const S: usize,
+        const T: usize,
+    >(
+        &self,
+        kernel: &Kern<'_, U, M, KK, H, S, T>,
+    ) where
+        U: UserEvent + Clone,
+    {
+        #[cfg(feature = "metrics")]
+        if let Some(path) = &self.files.metrics_file {
+            let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
+            if let Err(e) = write_atomic(path, text.as_bytes()) {
+                log::error!("metrics not written: {e}");
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = kernel;
     }
 
     fn write_state<
@@ -1323,7 +1655,6 @@ impl Runner {
         mut self,
         reason: EndReason,
         kernel: &mut Kern<'_, U, M, KK, H, S, T>,
-        pstate: &mut Pstate,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -1332,18 +1663,13 @@ impl Runner {
         if !self.stopping {
             self.notify(|n| n.send("STOPPING=1\nSTATUS=stopping"));
         }
-        let mut persisted = false;
-        for s in kernel.components() {
-            if let Some(v) = s.persist() {
-                pstate.set(s.name(), v);
-                persisted = true;
-            }
+        // The last checkpoint, synchronously, after the writer's: it cannot be overtaken.
+        self.writer.flush();
+        for e in self.writer.take_errors() {
+            self.info.record_error(e);
         }
-        if self.files.pstate_file != pstate.path() {
-            // A reload moved the file: the state goes to the new path.
-            pstate.set_path(self.files.pstate_file.clone());
-        }
-        match pstate.save() {
+        let persisted = self.collect(kernel);
+        match self.pstate.save() {
             Ok(()) if persisted => log::info!(
                 "persistent state saved to '{}'",
                 self.files.pstate_file.display()
@@ -1363,6 +1689,77 @@ impl Runner {
         let rc = self.info.rc();
         log::info!("{} exits with code {rc}", self.info.name);
         rc
+    }
+}
+
+/// The kernel's and the components' figures for the metrics file.
+#[cfg(feature = "metrics")]
+fn metric_figures<
+    U,
+    const M: usize,
+    const KK: usize,
+    const H: usize,
+    const S: usize,
+    const T: usize,
+>(
+    daemon: &str,
+    kernel: &Kern<'_, U, M, KK, H, S, T>,
+) -> crate::metrics::Figures
+where
+    U: UserEvent + Clone,
+{
+    use embedded_time::Clock as _;
+    let stats = kernel.stats();
+    let queue = kernel.queue_stats();
+    // Every lifecycle kind: the array's length is checked against the core's count.
+    let builtin: [Kind; zendaemon_core::event::BUILTIN_KINDS] = [
+        Kind::START,
+        Kind::STOP,
+        Kind::TERMINATE,
+        Kind::RELOAD,
+        Kind::SAVE_RUNLOG,
+        Kind::SAVE_STATE,
+        Kind::LOG_STATISTICS,
+        Kind::CHECKPOINT,
+    ];
+    let kinds = builtin.into_iter().chain((0..U::KINDS).map(Kind::user));
+    let dispatched = kinds
+        .filter_map(|k| {
+            let n = *stats.dispatched.get(k.index())?;
+            Some((k.name::<U>(), n))
+        })
+        .collect();
+    let components = kernel
+        .components()
+        .map(|c| {
+            let counters = c
+                .counters()
+                .map(|set| {
+                    (0..set.len())
+                        .map(|i| {
+                            let (key, value, _) = set.entry(i);
+                            (key, value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (c.name(), counters)
+        })
+        .collect();
+    let scale = StdClock::SCALING_FACTOR;
+    crate::metrics::Figures {
+        daemon: daemon.to_owned(),
+        components,
+        dispatched,
+        unhandled: stats.unhandled,
+        rejected: u64::from(queue.rejected),
+        stop_requests: u64::from(stats.stop_requests),
+        inbox_deferred: stats.inbox_deferred,
+        missed_periods: u64::from(queue.missed_periods),
+        sequential_high_water: u64::from(queue.sequential_high_water),
+        timed_high_water: u64::from(queue.timed_high_water),
+        lateness: stats.lateness,
+        ticks_per_second: f64::from(*scale.denominator()) / f64::from(*scale.numerator()),
     }
 }
 
@@ -1392,6 +1789,7 @@ fn log_statistics<
     );
     kernel.for_each_rate(now, |component, key, rate| {
         log::info!(
+            component = component;
             "component '{component}': {key:<20} {:>14} ({:>+10}, {:>10.2} #/s, {:>7.2} %)",
             rate.cnt,
             rate.inc,
@@ -1481,6 +1879,49 @@ mod tests {
     }
 
     #[test]
+    fn log_targets_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = paths::DefaultPaths {
+            pid_file: "d.pid".into(),
+            runlog_dir: "r".into(),
+            state_file: "d.state".into(),
+            pstate_file: "d.pstate".into(),
+            pstate_dir: "state".into(),
+            old_pstate_file: "old/d.pstate".into(),
+            log_file: "d.log".into(),
+            config_file: dir.path().join("d.conf"),
+            config_dir: dir.path().join("d"),
+            runtime_dir: None,
+        };
+        let target = |args: &[&str]| {
+            let mut argv = vec!["d".to_owned()];
+            argv.extend(args.iter().map(|a| (*a).to_owned()));
+            let Ok(Parsed::Run(cli)) = Cli::parse(&argv) else {
+                panic!("{args:?}")
+            };
+            let config = Config::load("d", &cli, &defaults, &[]).unwrap();
+            let files = Files::of(config.settings(), Path::new("/b"), None);
+            log_target(config.settings(), &files)
+        };
+        let log = Target::File("/b/d.log".into());
+        assert_eq!(target(&[]).unwrap(), (log.clone(), None));
+        assert_eq!(target(&["--log-target", "file"]).unwrap(), (log, None));
+        assert_eq!(
+            target(&["--log-target", "syslog", "--syslog-socket", "/s"]).unwrap(),
+            (Target::Syslog("/s".into()), None)
+        );
+        assert_eq!(
+            target(&["--log-target", "console", "--no-daemon"]).unwrap(),
+            (Target::Console, None)
+        );
+        for word in ["console", "journald"] {
+            let err = target(&["--log-target", word]).unwrap_err();
+            assert_eq!(err.exit_code(), exit::CONFIG);
+            assert!(err.to_string().contains("only in the foreground"), "{err}");
+        }
+    }
+
+    #[test]
     fn parallel_instances_get_their_own_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let defaults = paths::DefaultPaths {
@@ -1488,6 +1929,8 @@ mod tests {
             runlog_dir: "r".into(),
             state_file: "s/d.state".into(),
             pstate_file: "d.pstate".into(),
+            pstate_dir: ".".into(),
+            old_pstate_file: "old.pstate".into(),
             log_file: "d.log".into(),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),

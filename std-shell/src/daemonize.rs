@@ -9,19 +9,23 @@
 //!
 //! # Steps
 //!
-//! In the launcher: refuse when more than one thread runs (`fork` copies only the calling
-//! thread, so locks held by the others would stay locked for ever in the child); create the
-//! readiness pipe (close-on-exec); fork; wait on the pipe.
+//! In the launcher: plan the steps (the account lookups, which NSS modules may serve with
+//! threads of their own); create the readiness pipe (close-on-exec); right before the fork,
+//! refuse when more than one thread runs (`fork` copies only the calling thread, so locks held
+//! by the others would stay locked for ever in the child); fork; wait on the pipe.
 //!
 //! In the first child: `setsid`; fork again and let this intermediate process exit, so the
 //! daemon is not a session leader and can never acquire a controlling terminal.
 //!
 //! In the daemon: every signal disposition back to its default and an empty signal mask
-//! (`SIGPIPE` stays ignored, as the Rust runtime sets it); descriptors cleaned up (below);
-//! stdin, stdout and stderr on `/dev/null`; the umask; the optional chroot (then `chdir("/")`);
-//! `chdir` to the working directory (inside the chroot, if any, and `/` by default); the
-//! optional privilege drop: `setgroups`, `setgid`, `setuid`, in that order, then a check that
-//! root cannot be regained. A failing step sends its error over the pipe and ends the daemon.
+//! (`SIGPIPE` stays ignored, as the Rust runtime sets it); stdin, stdout and stderr on
+//! `/dev/null` (below); the umask; the optional chroot (then `chdir("/")`); `chdir` to the
+//! working directory (inside the chroot, if any, and `/` by default); the optional privilege
+//! drop: `setgroups`, `setgid`, `setuid`, in that order, then a check that root cannot be
+//! regained and, for a user other than root, that no capability is left. A failing step sends
+//! its error over the pipe and ends the daemon. [`Daemon`](crate::Daemon) leaves `user` and
+//! `group` out and drops privileges itself later, with [`Privileges`], once the services'
+//! `acquire` hooks have opened what needs root.
 //!
 //! Descriptors: only 0, 1 and 2 change (onto `/dev/null`). Every other descriptor is owned by
 //! some value of the program (a `File`, an `OwnedFd` from `nix::fcntl::open` or `dup`, a
@@ -216,16 +220,7 @@ pub fn resolve_user(spec: &str) -> Result<u32> {
     if !spec.is_empty() {
         let found = User::from_name(spec).map_err(|e| Error::os("look up a user", e.into()))?;
         if let Some(user) = found {
-            if user.uid.is_root() && spec != "root" {
-                return Err(Error::config(
-                    "user",
-                    format!(
-                        "'{spec}' is user ID 0 (root) under another name; write 'root' or '0' \
-                         to run as root"
-                    ),
-                ));
-            }
-            return Ok(user.uid.as_raw());
+            return root_only_when_explicit(spec, user.uid).map(|()| user.uid.as_raw());
         }
         if let Ok(uid) = spec.parse::<u32>() {
             return Ok(uid);
@@ -235,6 +230,20 @@ pub fn resolve_user(spec: &str) -> Result<u32> {
         kind: "user",
         name: spec.to_string(),
     })
+}
+
+/// Refuses a name other than `root` that the account database maps to user ID 0.
+fn root_only_when_explicit(name: &str, uid: Uid) -> Result<()> {
+    if uid.is_root() && name != "root" {
+        return Err(Error::config(
+            "user",
+            format!(
+                "'{name}' is user ID 0 (root) under another name; write 'root' or '0' to run \
+                 as root"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves a group name, or a number, to a group ID, as [`resolve_user`] does for users.
@@ -325,7 +334,11 @@ impl Plan {
         if let Some(dir) = &self.work_dir {
             unistd::chdir(dir).map_err(|e| Error::io("change directory to", dir, e.into()))?;
         }
-        drop_privileges(self.user, self.group)
+        Privileges {
+            user: self.user,
+            group: self.group,
+        }
+        .apply()
     }
 }
 
@@ -382,7 +395,9 @@ impl Privileges {
     }
 
     /// Drops them: the group (and the supplementary groups), then the user; then checks that
-    /// root cannot be regained and, for a user other than root, that no capability is left.
+    /// root cannot be regained and, for a user other than root, that no capability is left
+    /// (`capget(2)`: Linux clears them at `setuid` unless `PR_SET_KEEPCAPS` or ambient
+    /// capabilities keep some).
     ///
     /// # Errors
     ///
@@ -397,25 +412,51 @@ impl Privileges {
     }
 }
 
-/// Checks `/proc/self/status`: the effective and permitted capability sets must be empty once
-/// the process runs as the non-root user `uid`.
+/// Checks with `capget(2)` (which needs no `/proc`, so it works inside a chroot) that the
+/// effective and permitted capability sets are empty once the process runs as the non-root
+/// user `uid`.
 fn no_capabilities_left(uid: Uid) -> Result<()> {
-    let path = "/proc/self/status";
-    let status = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    for key in ["CapEff:", "CapPrm:"] {
-        let value = status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::trim)
-            .ok_or_else(|| {
-                let e = io::Error::new(io::ErrorKind::InvalidData, format!("no '{key}' line"));
-                Error::io("read capabilities from", path, e)
-            })?;
-        if u64::from_str_radix(value, 16) != Ok(0) {
-            return Err(Error::Daemon(format!(
-                "capabilities remain after switching to user {uid}: {key} {value}"
-            )));
-        }
+    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget reads the header and writes two `Data` structs (version 3's layout,
+    // `repr(C)` here), both live for the call; pid 0 is this thread.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::os(
+            "read the capability sets",
+            io::Error::last_os_error(),
+        ));
+    }
+    let effective = u64::from(data[0].effective) | (u64::from(data[1].effective) << 32);
+    let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    if effective != 0 || permitted != 0 {
+        return Err(Error::Daemon(format!(
+            "capabilities remain after switching to user {uid}: effective {effective:#x}, \
+             permitted {permitted:#x}"
+        )));
     }
     Ok(())
 }
@@ -762,6 +803,43 @@ mod tests {
         // A detached handle reports to nobody.
         Readiness::detached().ready().unwrap();
         Readiness::detached().fail("x").unwrap();
+    }
+
+    #[test]
+    fn the_capability_check_sees_root_s_capabilities() {
+        // The tests run as root, whose capability sets are full; an unprivileged run has none.
+        let result = no_capabilities_left(Uid::from_raw(65534));
+        if unistd::geteuid().is_root() {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains("capabilities remain"), "{err}");
+        } else {
+            result.unwrap();
+        }
+    }
+
+    #[test]
+    fn user_0_with_another_group_is_refused_and_names_stay_root_only_when_explicit() {
+        let opts = DaemonOptions {
+            user: Some(0),
+            group: Some(65534),
+            ..Default::default()
+        };
+        let err = Privileges::plan(&opts).unwrap_err();
+        assert_eq!(err.exit_code(), exit::CONFIG);
+        assert!(err.to_string().contains("every privilege of root"), "{err}");
+        let opts = DaemonOptions {
+            user: Some(0),
+            group: Some(0),
+            ..Default::default()
+        };
+        Privileges::plan(&opts).unwrap();
+        let alias = root_only_when_explicit("toor", Uid::from_raw(0)).unwrap_err();
+        assert_eq!(alias.exit_code(), exit::CONFIG);
+        assert!(alias.to_string().contains("'toor' is user ID 0"), "{alias}");
+        root_only_when_explicit("root", Uid::from_raw(0)).unwrap();
+        root_only_when_explicit("toor", Uid::from_raw(7)).unwrap();
+        assert_eq!(resolve_user("root").unwrap(), 0);
+        assert_eq!(resolve_user("0").unwrap(), 0);
     }
 
     #[test]

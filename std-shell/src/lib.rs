@@ -114,20 +114,25 @@
 //! * The runner: [`daemon`] ([`Daemon`]), [`service`] ([`Service`]), [`clock`] ([`StdClock`]),
 //!   [`actions`].
 //! * Its building blocks, each usable alone: [`cli`] (flags), [`config`] (files, merge,
-//!   validation), [`paths`] (default paths without root), [`logging`] (the `log` backend),
+//!   validation), [`words`] (one-word settings: `sigterm`, `log_target`, `log_format`),
+//!   [`paths`] (default paths without root), [`logging`] (the `log` backend and the choice of
+//!   target), `syslog` (the syslog target, feature `syslog`), `metrics` (the Prometheus file,
+//!   feature `metrics`),
 //!   [`pidfile`] (locked pidfiles), [`instances`] (parallel-mode names), [`daemonize`]
 //!   (daemon(7) steps, readiness, the privilege drop), [`listen`] (the `acquire` hook's
 //!   context and systemd's socket activation), [`signals`] (counters and a self-pipe), [`precise`] (the
 //!   wake-up margin of the opt-in precise timers), [`watchdog`] (the stop timeout enforced
 //!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
-//!   [`pstate`] (the persistent state file), [`error`] (errors and exit codes).
+//!   [`pstate`] (the persistent state file), [`checkpoint`] (its durable writes off the loop),
+//!   [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
 //!
 //! * Linux (the thread count before forking comes from `/proc`; abstract notify sockets).
-//! * One [`Daemon`] per process: it installs the process's logger and signal handlers.
+//! * One [`Daemon`] per process: it installs the process's logger (unless the program installed
+//!   its own first) and signal handlers.
 //! * The kernel borrows the components (`&mut`) for the whole run, so they must outlive the
 //!   [`Daemon`] (locals of `main` do). The shell reaches them between kernel steps through the
 //!   kernel itself, which holds them as [`Service`]s (see [`service`]); the runner has no
@@ -140,6 +145,7 @@ pub use zendaemon_core as core;
 
 pub mod actions;
 pub mod atomic;
+pub mod checkpoint;
 mod civil;
 pub mod cli;
 pub mod clock;
@@ -150,6 +156,8 @@ pub mod error;
 pub mod instances;
 pub mod listen;
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod pidfile;
@@ -159,6 +167,8 @@ pub mod report;
 pub mod runlog;
 pub mod service;
 pub mod signals;
+#[cfg(feature = "syslog")]
+pub mod syslog;
 pub mod watchdog;
 pub mod words;
 

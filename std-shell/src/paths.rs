@@ -8,7 +8,7 @@
 //! | pidfile | `/var/run/<name>.pid` | `<rt>/<name>.pid` |
 //! | runlog directory | `/var/run/<name>/` | `<rt>/runlogs/` |
 //! | state file | `/var/run/<name>.state` | `<rt>/<name>.state` |
-//! | persistent state | `/var/run/<name>.pstate` | `<rt>/<name>.pstate` |
+//! | persistent state | `/var/lib/<name>/<name>.pstate` | `<state>/<name>/<name>.pstate` |
 //! | log file | `/var/log/<name>.log` | `<rt>/<name>.log` |
 //! | config file | `/etc/<name>.conf` | `<cfg>/<name>.conf` |
 //! | config directory | `/etc/<name>/` | `<cfg>/<name>/` |
@@ -16,8 +16,16 @@
 //! `<rt>` is `$XDG_RUNTIME_DIR/<name>`, or `<temp>/<name>-<uid>` when that variable is unset
 //! (`<temp>` is [`std::env::temp_dir`]); [`ensure_runtime_dir`] creates it with mode 0700.
 //! `<cfg>` is `$XDG_CONFIG_HOME`, else `$HOME/.config`, else the home directory of the user's
-//! passwd entry plus `.config`. Relative or empty XDG values are ignored, as the XDG base
+//! passwd entry plus `.config`. `<state>` is `$XDG_STATE_HOME`, else `$HOME/.local/state`
+//! (without a home: `<rt>`). Relative or empty XDG values are ignored, as the XDG base
 //! directory specification asks.
+//!
+//! The persistent state must survive a reboot, so it is not in a runtime directory (`/run` is
+//! a tmpfs): [`DefaultPaths::pstate_dir`] is created with mode 0700 when the default is used
+//! ([`ensure_private_dir`]). Earlier versions kept it at
+//! [`DefaultPaths::old_pstate_file`] (`/var/run/<name>.pstate`, `<rt>/<name>.pstate`): when
+//! the new file does not exist yet, the old one is read once and the state moves to the new
+//! place at the first checkpoint.
 //!
 //! The functions that compute paths take the environment as parameters ([`defaults`]); only
 //! [`defaults_from_env`] reads the real one.
@@ -88,6 +96,11 @@ pub struct DefaultPaths {
     pub state_file: PathBuf,
     /// The persistent state file.
     pub pstate_file: PathBuf,
+    /// The directory of the default persistent state file, created (0700) when used.
+    pub pstate_dir: PathBuf,
+    /// Where earlier versions kept the persistent state by default: read once when
+    /// `pstate_file` does not exist yet.
+    pub old_pstate_file: PathBuf,
     /// The log file (daemon mode).
     pub log_file: PathBuf,
     /// The configuration file.
@@ -108,6 +121,8 @@ pub struct PathEnv<'a> {
     pub xdg_runtime_dir: Option<&'a Path>,
     /// `$XDG_CONFIG_HOME`.
     pub xdg_config_home: Option<&'a Path>,
+    /// `$XDG_STATE_HOME`.
+    pub xdg_state_home: Option<&'a Path>,
     /// The user's home directory (`$HOME`, or the passwd entry).
     pub home: Option<&'a Path>,
     /// The system temporary directory ([`std::env::temp_dir`]).
@@ -128,11 +143,14 @@ pub fn defaults(name: &str, env: &PathEnv<'_>) -> Result<DefaultPaths> {
     validate_name(name)?;
     if env.uid == 0 {
         let run = Path::new("/var/run");
+        let lib = Path::new("/var/lib").join(name);
         return Ok(DefaultPaths {
             pid_file: run.join(format!("{name}.pid")),
             runlog_dir: run.join(name),
             state_file: run.join(format!("{name}.state")),
-            pstate_file: run.join(format!("{name}.pstate")),
+            pstate_file: lib.join(format!("{name}.pstate")),
+            pstate_dir: lib,
+            old_pstate_file: run.join(format!("{name}.pstate")),
             log_file: Path::new("/var/log").join(format!("{name}.log")),
             config_file: Path::new("/etc").join(format!("{name}.conf")),
             config_dir: Path::new("/etc").join(name),
@@ -150,11 +168,19 @@ pub fn defaults(name: &str, env: &PathEnv<'_>) -> Result<DefaultPaths> {
         // run-time files rather than guess.
         _ => rt.clone(),
     };
+    let state = match (usable(env.xdg_state_home), env.home) {
+        (Some(dir), _) => dir.join(name),
+        (None, Some(home)) if !home.as_os_str().is_empty() => home.join(".local/state").join(name),
+        // No home: beside the run-time files (lost at reboot, but nowhere better to guess).
+        _ => rt.clone(),
+    };
     Ok(DefaultPaths {
         pid_file: rt.join(format!("{name}.pid")),
         runlog_dir: rt.join("runlogs"),
         state_file: rt.join(format!("{name}.state")),
-        pstate_file: rt.join(format!("{name}.pstate")),
+        pstate_file: state.join(format!("{name}.pstate")),
+        pstate_dir: state,
+        old_pstate_file: rt.join(format!("{name}.pstate")),
         log_file: rt.join(format!("{name}.log")),
         config_file: cfg.join(format!("{name}.conf")),
         config_dir: cfg.join(name),
@@ -173,6 +199,7 @@ pub fn defaults_from_env(name: &str) -> Result<DefaultPaths> {
     let var = |key: &str| std::env::var_os(key).map(PathBuf::from);
     let runtime = var("XDG_RUNTIME_DIR");
     let config = var("XDG_CONFIG_HOME");
+    let state = var("XDG_STATE_HOME");
     let home = var("HOME")
         .filter(|h| !h.as_os_str().is_empty())
         .or_else(|| {
@@ -188,6 +215,7 @@ pub fn defaults_from_env(name: &str) -> Result<DefaultPaths> {
             uid: uid.as_raw(),
             xdg_runtime_dir: runtime.as_deref(),
             xdg_config_home: config.as_deref(),
+            xdg_state_home: state.as_deref(),
             home: home.as_deref(),
             temp_dir: &temp,
         },
@@ -209,11 +237,41 @@ pub fn ensure_runtime_dir(dir: &Path, uid: u32) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create runtime directory", dir, e)),
     }
-    let meta =
-        fs::symlink_metadata(dir).map_err(|e| Error::io("inspect runtime directory", dir, e))?;
+    check_private_dir(
+        dir,
+        uid,
+        ("inspect runtime directory", "use runtime directory"),
+    )
+}
+
+/// Makes sure the directory `dir` of the persistent state exists, belongs to `uid` and is
+/// private: as [`ensure_runtime_dir`], but missing parents are created too (mode 0700, as the
+/// XDG base directory specification asks for `~/.local/state`).
+///
+/// # Errors
+///
+/// [`Error::Io`] naming `dir`, when it cannot be created or fails one of the checks.
+pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+    }
+    check_private_dir(dir, uid, ("inspect directory", "use directory"))
+}
+
+/// A real directory, owned by `uid`, writable by nobody else.
+fn check_private_dir(
+    dir: &Path,
+    uid: u32,
+    (inspect, what): (&'static str, &'static str),
+) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(inspect, dir, e))?;
     let refuse = |why: String| {
         Err(Error::io(
-            "use runtime directory",
+            what,
             dir,
             io::Error::new(io::ErrorKind::PermissionDenied, why),
         ))
@@ -247,6 +305,7 @@ mod tests {
             uid,
             xdg_runtime_dir: rt.map(Path::new),
             xdg_config_home: cfg.map(Path::new),
+            xdg_state_home: None,
             home: home.map(Path::new),
             temp_dir: Path::new("/tmp"),
         }
@@ -279,7 +338,9 @@ mod tests {
         assert_eq!(d.pid_file, Path::new("/var/run/tail.pid"));
         assert_eq!(d.runlog_dir, Path::new("/var/run/tail"));
         assert_eq!(d.state_file, Path::new("/var/run/tail.state"));
-        assert_eq!(d.pstate_file, Path::new("/var/run/tail.pstate"));
+        assert_eq!(d.pstate_file, Path::new("/var/lib/tail/tail.pstate"));
+        assert_eq!(d.pstate_dir, Path::new("/var/lib/tail"));
+        assert_eq!(d.old_pstate_file, Path::new("/var/run/tail.pstate"));
         assert_eq!(d.log_file, Path::new("/var/log/tail.log"));
         assert_eq!(d.config_file, Path::new("/etc/tail.conf"));
         assert_eq!(d.config_dir, Path::new("/etc/tail"));
@@ -303,7 +364,11 @@ mod tests {
         assert_eq!(d.pid_file, rt.join("tail.pid"));
         assert_eq!(d.runlog_dir, rt.join("runlogs"));
         assert_eq!(d.state_file, rt.join("tail.state"));
-        assert_eq!(d.pstate_file, rt.join("tail.pstate"));
+        assert_eq!(
+            d.pstate_file,
+            Path::new("/home/u/.local/state/tail/tail.pstate")
+        );
+        assert_eq!(d.old_pstate_file, rt.join("tail.pstate"));
         assert_eq!(d.log_file, rt.join("tail.log"));
         assert_eq!(d.config_file, Path::new("/home/u/cfg/tail.conf"));
         assert_eq!(d.config_dir, Path::new("/home/u/cfg/tail"));
@@ -327,6 +392,14 @@ mod tests {
         // No home either: configuration beside the run-time files.
         let d = defaults("tail", &env(1000, None, None, None)).unwrap();
         assert_eq!(d.config_file, Path::new("/tmp/tail-1000/tail.conf"));
+        // $XDG_STATE_HOME, when absolute, holds the persistent state.
+        let mut e = env(1000, None, None, Some("/home/u"));
+        e.xdg_state_home = Some(Path::new("/home/u/st"));
+        let d = defaults("tail", &e).unwrap();
+        assert_eq!(d.pstate_file, Path::new("/home/u/st/tail/tail.pstate"));
+        e.xdg_state_home = Some(Path::new("st"));
+        let d = defaults("tail", &e).unwrap();
+        assert_eq!(d.pstate_dir, Path::new("/home/u/.local/state/tail"));
     }
 
     #[test]

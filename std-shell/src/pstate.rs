@@ -2,8 +2,10 @@
 //!
 //! One JSON object keyed by component name (pyzenkit kept one free-form dictionary). It is
 //! read once at start, before forking, and each [`Service`](crate::service::Service) gets its
-//! own entry back; it is written atomically at the end of a run that stopped through the event
-//! loop (see [`Daemon`](crate::daemon::Daemon)), never half.
+//! own entry back. It is written atomically and durably (never half) at every checkpoint: right
+//! after the start, every `pstate_interval`, when a component asks for one, and at the end of
+//! a run that stopped through the event loop (see [`Daemon`](crate::daemon::Daemon) and
+//! [`checkpoint`](crate::checkpoint)).
 //!
 //! Entries of components that give nothing to save, and of components this daemon does not
 //! have (any more), are kept as they were: one component's upgrade or removal does not erase
@@ -101,14 +103,23 @@ impl Pstate {
     ///
     /// As [`write_atomic`]; the old file is then untouched.
     pub fn save(&self) -> Result<()> {
+        match self.to_bytes() {
+            Some(bytes) => write_atomic(&self.path, &bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// The file's content as [`save`](Self::save) writes it (pretty JSON, sorted keys), or
+    /// `None` when there is nothing to write.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
         if !self.dirty {
-            return Ok(());
+            return None;
         }
         let mut v = Value::Object(self.entries.clone());
         v.sort_all_objects();
-        let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        text.push('\n');
-        write_atomic(&self.path, text.as_bytes())
+        let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        bytes.push(b'\n');
+        Some(bytes)
     }
 }
 

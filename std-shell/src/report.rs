@@ -324,6 +324,8 @@ mod tests {
             runlog_dir: dir.path().join("r"),
             state_file: dir.path().join("d.state"),
             pstate_file: dir.path().join("d.pstate"),
+            pstate_dir: dir.path().to_path_buf(),
+            old_pstate_file: dir.path().join("old.pstate"),
             log_file: dir.path().join("d.log"),
             config_file: dir.path().join("d.conf"),
             config_dir: dir.path().join("d"),

@@ -1,11 +1,13 @@
 //! Runlog files: their names, their common keys, and the three read-only actions over them.
 //!
 //! A runlog is a JSON document that the daemon saves every runlog interval, on SIGUSR1 and at
-//! exit, one file per save, named `<YYYYmmddHHMMSS>.<PID>.runlog`: the UTC time of the save to
-//! the second, then the PID zero-padded to 10 digits. Both parts have a fixed width, so the
-//! lexicographic order of the names is the chronological order (pyzenkit's minute-and-hex-serial
-//! names were not). Two saves by one process within the same second share a name; the later,
-//! which is a superset of the earlier, replaces it.
+//! exit, one file per save, named `<YYYYmmddHHMMSS>.<mmm>.<SEQ>.<PID>.runlog`: the UTC time of
+//! the save to the millisecond, the process's sequence number of its saves (6 digits, wrapping
+//! at a million), then the PID zero-padded to 10 digits. Every part has a fixed width, so the
+//! lexicographic order of the names is the chronological order (pyzenkit's
+//! minute-and-hex-serial names were not). No save replaces another: two saves in the same
+//! millisecond differ by their sequence number, and a name that exists already (a reused PID)
+//! is skipped ([`new_path`]).
 //!
 //! The keys every runlog carries are [`RunlogHeader`]'s: pyzenkit's `name`, `pid`, `argv`, `ts`,
 //! `ts_str`, `result`, `errors`, `rc` and `statistics`, plus `runtime` and `events`. A runlog
@@ -15,6 +17,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -89,12 +92,33 @@ pub fn ts_string(t: SystemTime) -> String {
     Utc::from_system_time(t).display().to_string()
 }
 
-/// The name of the runlog saved at `t` by process `pid`: `<YYYYmmddHHMMSS>.<PID>.runlog`.
-pub fn file_name(t: SystemTime, pid: u32) -> String {
+/// The name of the runlog saved at `t` by process `pid` as its save number `seq`:
+/// `<YYYYmmddHHMMSS>.<mmm>.<SEQ>.<PID>.runlog`.
+pub fn file_name(t: SystemTime, seq: u32, pid: u32) -> String {
+    let millis = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
     format!(
-        "{}.{pid:010}.{EXTENSION}",
-        Utc::from_system_time(t).compact()
+        "{}.{millis:03}.{:06}.{pid:010}.{EXTENSION}",
+        Utc::from_system_time(t).compact(),
+        seq % 1_000_000
     )
+}
+
+/// The path for a new runlog in `dir` saved at `t` by process `pid`: [`file_name`] with this
+/// process's next sequence number, skipping names that exist already, so no runlog is ever
+/// replaced by another.
+pub fn new_path(dir: &Path, t: SystemTime, pid: u32) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let mut path = PathBuf::new();
+    // A million names per millisecond and PID: a free one is found at once in practice.
+    for _ in 0..1_000 {
+        path = dir.join(file_name(t, SEQ.fetch_add(1, Ordering::Relaxed), pid));
+        if fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            break;
+        }
+    }
+    path
 }
 
 /// The runlog files (`*.runlog`, regular files or links to them) in `dir`, newest first (by
@@ -337,7 +361,7 @@ mod tests {
     fn save(dir: &Path, secs: u64, pid: u32, h: &RunlogHeader) -> PathBuf {
         write(
             dir,
-            &file_name(at(secs), pid),
+            &file_name(at(secs), 0, pid),
             &serde_json::to_string_pretty(h).unwrap(),
         )
     }
@@ -345,27 +369,48 @@ mod tests {
     #[test]
     fn names_sort_chronologically() {
         assert_eq!(
-            file_name(at(1_795_472_165), 4242),
-            "20261123221605.0000004242.runlog"
+            file_name(at(1_795_472_165), 3, 4242),
+            "20261123221605.000.000003.0000004242.runlog"
         );
+        let ms = |s: u64, ms: u64| at(s) + Duration::from_millis(ms);
         let mut names = vec![
-            file_name(at(1_795_472_165), 4_000_000),
-            file_name(at(1_795_472_166), 7),
-            file_name(at(1_000_000_000), u32::MAX),
-            file_name(at(1_795_472_165), 12_345_678),
+            file_name(ms(1_795_472_165, 0), 0, 4_000_000),
+            file_name(ms(1_795_472_166, 0), 0, 7),
+            file_name(ms(1_000_000_000, 0), 5, u32::MAX),
+            file_name(ms(1_795_472_165, 999), 0, 12),
+            file_name(ms(1_795_472_165, 0), 1, 4_000_000),
+            file_name(ms(1_795_472_165, 10), 0, 12_345_678),
         ];
         names.sort();
         assert_eq!(
             names,
             [
-                file_name(at(1_000_000_000), u32::MAX),
-                file_name(at(1_795_472_165), 4_000_000),
-                file_name(at(1_795_472_165), 12_345_678),
-                file_name(at(1_795_472_166), 7),
+                file_name(ms(1_000_000_000, 0), 5, u32::MAX),
+                file_name(ms(1_795_472_165, 0), 0, 4_000_000),
+                file_name(ms(1_795_472_165, 0), 1, 4_000_000),
+                file_name(ms(1_795_472_165, 10), 0, 12_345_678),
+                file_name(ms(1_795_472_165, 999), 0, 12),
+                file_name(ms(1_795_472_166, 0), 0, 7),
             ]
         );
         assert_eq!(ts_string(at(1_795_472_165)), "2026-11-23 22:16:05");
         assert_eq!(unix_seconds(UNIX_EPOCH + Duration::from_millis(1500)), 1.5);
+    }
+
+    #[test]
+    fn saves_in_the_same_millisecond_never_share_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = at(1_795_472_165);
+        let mut paths = Vec::new();
+        for i in 0..3 {
+            let p = new_path(dir.path(), t, 4242);
+            fs::write(&p, format!("{i}")).unwrap();
+            paths.push(p);
+        }
+        assert_eq!(list_runlogs(dir.path()).unwrap().len(), 3);
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(fs::read_to_string(p).unwrap(), format!("{i}"));
+        }
     }
 
     #[test]
@@ -512,7 +557,7 @@ mod tests {
         save(d, 1_000, 1, &header(1_000, 10.0, 100, &[]));
         save(d, 2_000, 1, &header(2_000, 2.5, 50, &["a", "b", "c"]));
         save(d, 3_000, 1, &header(3_000, 0.5, 0, &[]));
-        let bad = write(d, &file_name(at(2_500), 7), "not json");
+        let bad = write(d, &file_name(at(2_500), 0, 7), "not json");
 
         let text = runlogs_evaluate(d, None).unwrap();
         let lines: Vec<&str> = text.lines().collect();

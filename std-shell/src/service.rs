@@ -264,6 +264,8 @@ mod tests {
             runlog_dir: d.join("r"),
             state_file: d.join("d.state"),
             pstate_file: d.join("d.pstate"),
+            pstate_dir: d.to_path_buf(),
+            old_pstate_file: d.join("old.pstate"),
             log_file: d.join("d.log"),
             config_file: d.join("d.conf"),
             config_dir: d.join("d"),

@@ -40,6 +40,7 @@ fn main() {
         ("a_failing_step_reaches_the_launcher", bad_work_dir),
         ("a_threaded_process_is_refused_before_forking", threads),
         ("chroot_and_privilege_drop", jail),
+        ("dev_null_on_a_standard_descriptor_stays_open", stdin_closed),
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
@@ -101,6 +102,11 @@ fn probe(mode: &str) -> ! {
             std::thread::spawn(|| loop {
                 std::thread::park();
             });
+        }
+        "stdin-closed" => {
+            // SAFETY: nothing owns descriptor 0 (std's stdin borrows it); the next descriptor
+            // opened, here the readiness pipe's read end and then /dev/null, takes it.
+            unsafe { libc::close(0) };
         }
         "jail" => {
             opts.chroot_dir = Some(dir.clone());
@@ -166,6 +172,12 @@ fn probe(mode: &str) -> ! {
             );
         }
     }
+    // SAFETY: F_GETFD only reads descriptor flags.
+    let flags0 = unsafe { libc::fcntl(0, libc::F_GETFD) };
+    out.insert(
+        "cloexec.0",
+        (flags0 != -1 && flags0 & libc::FD_CLOEXEC != 0).to_string(),
+    );
     let fds: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
     out.insert("fds", fds.join(","));
     let text: String = out.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -403,6 +415,29 @@ fn bad_work_dir() {
         pidfile::probe(run.path("probe.pid")),
         Probe::Stale { .. }
     ));
+}
+
+fn stdin_closed() {
+    // Descriptor 0 was closed before daemonizing, so /dev/null lands on 0 in the daemon: it
+    // must stay open (not closed with the temporary handle), without close-on-exec, and 1
+    // and 2 must point at it too.
+    let run = Run::start("stdin-closed");
+    assert!(run.status.success(), "{:?} {}", run.status, run.stderr);
+    let facts = run.facts();
+    let daemon = Daemon {
+        pid: Pid::from_raw(num(&facts, "pid")),
+        pidfile: run.path("probe.pid"),
+    };
+    let null = format!("{:o}:{}", libc::S_IFCHR, dev_null_rdev());
+    for fd in 0..=2 {
+        assert_eq!(
+            facts.get(&format!("fd.{fd}")),
+            Some(&null),
+            "fd {fd}: {facts:?}"
+        );
+    }
+    assert_eq!(facts["cloexec.0"], "false");
+    drop(daemon);
 }
 
 fn threads() {

@@ -162,3 +162,71 @@ fn precise_timers_keep_the_timers_and_the_signals_working() {
     assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
     assert!(!env.pid_file().exists(), "pidfile left behind");
 }
+
+#[test]
+fn a_run_killed_with_kill_9_keeps_its_start_checkpoint() {
+    // The first run never stops cleanly: without the checkpoint at start it would leave no
+    // persistent state, and the next run would count itself as the first again.
+    let env = Env::new("ckpt-start");
+    let first = env.start_daemon(&[]);
+    common::signal(first, Signal::SIGKILL);
+    wait_gone(first);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 1);
+    let second = env.start_daemon(&[]);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 2);
+    common::signal(second, Signal::SIGKILL);
+    wait_gone(second);
+    let third = env.start_daemon(&[]);
+    assert_eq!(read_json(&env.pstate_file())["worker"]["runs"], 3);
+    common::signal(third, Signal::SIGTERM);
+    wait_gone(third);
+}
+
+#[test]
+fn the_default_persistent_state_survives_reboots_and_moves_from_its_old_place_once() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: root's default paths need root");
+        return;
+    }
+    // A name of its own, so the system directories it touches are this test's alone.
+    let name = format!("zde2e-pstate-{}", std::process::id());
+    let env = Env::new(&name);
+    let dir = PathBuf::from("/var/lib").join(&name);
+    let new = dir.join(format!("{name}.pstate"));
+    let old = PathBuf::from("/var/run").join(format!("{name}.pstate"));
+    struct Cleanup(PathBuf, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+            let _ = fs::remove_file(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone(), old.clone());
+    fs::write(&old, r#"{"worker": {"runs": 41}}"#).unwrap();
+
+    let start = || {
+        let out = env.run_command(env.command_except(&["--pstate-file"], &[]), "start");
+        assert_eq!(out.code, code::OK, "{out:?}");
+        let pid = read_pid(&env.pid_file()).unwrap();
+        env.track(pid);
+        pid
+    };
+    let stop = |pid| {
+        common::signal(pid, Signal::SIGINT);
+        wait_gone(pid);
+    };
+    // The old place is read, the new one written (by the checkpoint at start).
+    let pid = start();
+    assert_eq!(read_json(&new)["worker"]["runs"], 42);
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    stop(pid);
+    assert!(env.log().contains("old place"), "{}", env.log());
+    // Once: the next start reads the new place, not the old one again.
+    let pid = start();
+    assert_eq!(read_json(&new)["worker"]["runs"], 43);
+    stop(pid);
+    assert_eq!(read_json(&old)["worker"]["runs"], 41);
+}

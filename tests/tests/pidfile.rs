@@ -21,6 +21,8 @@ fn a_second_instance_is_refused_and_the_pidfile_is_left_untouched() {
     let before = fs::metadata(env.pid_file()).unwrap();
     let content = fs::read(env.pid_file()).unwrap();
     assert_eq!(content, format!("{pid}\n").into_bytes());
+    // The running daemon wrote its start checkpoint before it was ready.
+    let pstate = fs::metadata(env.pstate_file()).unwrap();
 
     // In daemon mode and in the foreground alike.
     for extra in [&[][..], &["--no-daemon"][..]] {
@@ -37,7 +39,12 @@ fn a_second_instance_is_refused_and_the_pidfile_is_left_untouched() {
     }
     // The refused starts wrote nothing else either.
     assert!(env.runlogs().is_empty());
-    assert!(!env.pstate_file().exists());
+    let after = fs::metadata(env.pstate_file()).unwrap();
+    assert_eq!(
+        after.ino(),
+        pstate.ino(),
+        "a refused start wrote the pstate"
+    );
 
     signal(pid, Signal::SIGTERM);
     wait_gone(pid);

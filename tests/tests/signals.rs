@@ -19,6 +19,27 @@ use nix::sys::stat::Mode;
 use nix::unistd::{mkfifo, Pid};
 
 #[test]
+fn runlogs_saved_in_the_same_second_do_not_replace_each_other() {
+    let env = Env::new("usr1-twice");
+    let mut fg = env.spawn_fg(&["--runlog-interval", "3600"]);
+    // Five saves as fast as the loop takes them: well within one second.
+    for n in 1..=5 {
+        fg.signal(Signal::SIGUSR1);
+        wait_for("one more runlog", || {
+            (env.runlogs().len() >= n).then_some(())
+        });
+    }
+    let runlogs = env.runlogs();
+    assert_eq!(runlogs.len(), 5, "{runlogs:?}");
+    for r in &runlogs {
+        check_runlog(&read_json(r), "usr1-twice", fg.pid);
+    }
+    assert_eq!(fg.stop(), code::OK);
+    // And the final one at the exit.
+    assert_eq!(env.runlogs().len(), 6);
+}
+
+#[test]
 fn sigusr1_writes_a_runlog_with_the_runlog_keys() {
     let env = Env::new("usr1");
     env.write_config(r#"{"worker": {"work_interval_ms": 5}}"#);
@@ -231,9 +252,11 @@ fn a_stop_handler_that_never_returns_is_ended_at_the_stop_timeout() {
     );
     assert!(log.contains("stop timeout"), "{log}");
     assert!(!env.pid_file().exists(), "pidfile left behind");
-    // Documented: nothing is saved from a stuck run.
+    // Documented: nothing is saved from a stuck run; the last checkpoint (here the one at
+    // start) stays.
     assert!(env.runlogs().is_empty(), "{:?}", env.runlogs());
-    assert!(!env.pstate_file().exists());
+    let pstate = fs::read_to_string(env.pstate_file()).unwrap();
+    assert!(pstate.contains("\"runs\": 1"), "{pstate}");
 }
 
 #[test]

@@ -54,7 +54,10 @@ fn check_watchdog_exit(env: &Env, fg: &mut Fg, why: &str) {
     );
     assert!(!env.pid_file().exists(), "pidfile left behind");
     assert!(env.runlogs().is_empty(), "{:?}", env.runlogs());
-    assert!(!env.pstate_file().exists());
+    // The persistent state is the last checkpoint (the one at start): whole, never half
+    // written by the watchdog's exit.
+    let pstate = std::fs::read(env.pstate_file()).expect("the start checkpoint");
+    serde_json::from_slice::<serde_json::Value>(&pstate).expect("a whole JSON pstate");
 }
 
 #[test]
@@ -146,4 +149,29 @@ fn a_handler_that_returns_in_time_is_not_cut_off() {
     assert_eq!(fg.wait(), code::OK, "{}", fg.stderr());
     assert_eq!(env.runlogs().len(), 2);
     assert!(env.pstate_file().exists());
+}
+
+#[test]
+fn with_sigterm_stop_a_sigterm_gets_the_stop_timeout_as_a_sigint_does() {
+    let env = Env::new("wtermstop");
+    let mut fg = wedged(
+        &env,
+        "sleep",
+        &[
+            "--sigterm",
+            "stop",
+            "--stop-timeout",
+            "1",
+            "--watchdog-margin",
+            "0.3",
+        ],
+    );
+    let sent = Instant::now();
+    fg.signal(Signal::SIGTERM);
+    check_watchdog_exit(
+        &env,
+        &mut fg,
+        "the stop timeout of 1 s (plus 0.3 s) ran out",
+    );
+    assert!(sent.elapsed() >= Duration::from_secs(1), "too early");
 }

@@ -1109,6 +1109,7 @@ impl Model {
                 ModelNext::Timed { event, late } => {
                     let l = &mut self.stats.lateness;
                     l.max_ticks = l.max_ticks.max(late);
+                    l.sum_ticks = l.sum_ticks.saturating_add(late);
                     l.buckets[lateness_bucket(late)] += 1;
                     event
                 }

@@ -144,8 +144,8 @@ fn main() -> ! {
         presses: 0,
         timer: None,
     };
-    // 1 component, 9 kinds (7 lifecycle + 2), 1 handler per kind, 4 sequential and 2 timed.
-    let mut kernel = Kernel::<'_, Ev, CycleClock, 1, 9, 1, 4, 2>::new(Settings::default());
+    // 1 component, 10 kinds (8 lifecycle + 2), 1 handler per kind, 4 sequential and 2 timed.
+    let mut kernel = Kernel::<'_, Ev, CycleClock, 1, 10, 1, 4, 2>::new(Settings::default());
     let _ = kernel.add(&mut blinker);
     kernel.attach_inbox(&INBOX);
     let _ = kernel.start(CycleClock::now());

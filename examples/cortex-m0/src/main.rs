@@ -298,8 +298,8 @@ fn main() -> ! {
         stop_timeout: Milliseconds(1_000),
         ..Settings::default()
     };
-    // 1 component, 9 kinds (7 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
-    let mut kernel = Kernel::<'_, Ev, Timer0Clock, 1, 9, 1, 4, 4>::new(settings);
+    // 1 component, 10 kinds (8 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
+    let mut kernel = Kernel::<'_, Ev, Timer0Clock, 1, 10, 1, 4, 4>::new(settings);
     if let Err(e) = kernel.add(&mut blinker) {
         fail(format_args!("add: {e}"));
     }

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Statistics (the counters' rates) are logged every 60 seconds unless `stats_interval` says
-//! otherwise; everything else is the zendaemon shell's (`tail --help`).
+//! otherwise; everything else is the zendaemon shell's (`tail --help` shows it all, with
+//! tail's own defaults).
 
 use zendaemon::Daemon;
 use zendaemon_examples::{FollowEvent, Follower, LineCounter};
@@ -26,6 +27,12 @@ fn main() {
     let mut follower = Follower::<FollowEvent>::new("tail");
     let mut counter = LineCounter::<FollowEvent>::new("count");
     let code = Daemon::<FollowEvent>::new("tail")
+        .about(
+            "tail: follows files like `tail -F`, counts their lines and the lines matching \
+             patterns, logs the matching lines; resumes where it stopped after a restart or a \
+             crash. Section 'tail': files, poll_ms, start_at, max_line, batch, rotated; \
+             section 'count': patterns, log_matches.",
+        )
         .default_setting("stats_interval", 60)
         .component(&mut follower)
         .component(&mut counter)

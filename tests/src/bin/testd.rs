@@ -8,6 +8,9 @@
 //! state file formats) is the shell's behaviour, documented in `zendaemon::daemon`,
 //! `zendaemon::actions` and `zendaemon::report`.
 //!
+//! With `TESTD_OWN_LOGGER` in the environment, testd installs its own `log` logger before
+//! `Daemon::run`, as a program may: it writes `own-logger LEVEL message` lines to stderr.
+//!
 //! # The one component: `worker`
 //!
 //! Configuration section `"worker"` (every key optional; an unknown key or a wrong type is a
@@ -427,7 +430,25 @@ fn hang(how: &str) {
     }
 }
 
+/// The program's own logger (`TESTD_OWN_LOGGER=1`): `own-logger LEVEL message` lines on
+/// stderr, every level.
+struct OwnLogger;
+
+impl log::Log for OwnLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("own-logger {} {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
 fn main() {
+    if std::env::var_os("TESTD_OWN_LOGGER").is_some() {
+        log::set_logger(&OwnLogger).expect("no logger yet");
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let mut worker = Worker::default();
     let code = Daemon::<Job>::new("testd").component(&mut worker).run();
     std::process::exit(code);

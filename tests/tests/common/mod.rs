@@ -295,6 +295,8 @@ impl Env {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("LISTEN_FDS")
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
             .env("XDG_RUNTIME_DIR", self.path("xdg-runtime"))
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .stdin(Stdio::null());
