@@ -1104,6 +1104,18 @@ mod strength {
     }
 
     #[test]
+    fn timer_errors_name_what_went_wrong() {
+        assert_eq!(
+            std::format!("{}", TimerError::Stale),
+            "stale timer handle: the timer fired or was cancelled"
+        );
+        assert_eq!(
+            std::format!("{}", TimerError::BeyondHorizon),
+            "deadline beyond the clock's horizon (half its wrap period)"
+        );
+    }
+
+    #[test]
     fn drain_is_bounded_and_empties_the_queue() {
         let mut q = TimerQueue::<u32, 16>::new();
         for i in 0..16 {
