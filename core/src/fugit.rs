@@ -188,7 +188,9 @@ mod tests {
         TIMER.store(u32::MAX - 25_000, Ordering::Relaxed);
         let clock: Clk = FugitClock::new(read_timer);
         let mut counter = Counter(0);
-        let mut kernel = Kernel::<'_, Tick, Clk, 1, 9, 1, 4, 4>::new(Settings::default());
+        let mut kernel = Kernel::<'_, Tick, Clk, 1, { crate::kinds::<Tick>() }, 1, 4, 4>::new(
+            Settings::default(),
+        );
         kernel.add(&mut counter).unwrap();
         kernel.start(clock.now()).unwrap();
         assert_eq!(kernel.run_until_idle(clock.now()), Ok(Idle::Waiting));
