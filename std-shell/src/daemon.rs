@@ -995,8 +995,9 @@ impl Launch {
         if let Err(e) = runner.start(&mut kernel) {
             return late.fail(&e, &runner.pidfile);
         }
-        late.ready();
+        // The start line first: once the launcher returns, the log already says it started.
         runner.ready(pid, &pid_path);
+        late.ready();
         let reason = runner.run(&mut kernel, &signals, &requests);
         runner.finish(reason, &mut kernel)
     }
