@@ -110,6 +110,21 @@ pub fn is_testd(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `pid` runs one of this package's binaries (testd, echod, …): the ones a test may
+/// kill when it ends, whatever state it failed in.
+pub fn is_ours(pid: i32) -> bool {
+    let Some(bin_dir) = Path::new(testd()).parent() else {
+        return false;
+    };
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|exe| {
+            let exe = exe.to_string_lossy().into_owned();
+            let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
+            Path::new(&exe).parent() == Some(bin_dir)
+        })
+        .unwrap_or(false)
+}
+
 /// Sends `sig` to `pid`, which must exist.
 pub fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill({pid}, {sig}): {e}"));
@@ -366,7 +381,7 @@ impl Env {
         pid
     }
 
-    /// Kills `pid` at the end of the test if it still runs testd.
+    /// Kills `pid` at the end of the test if it still runs one of our binaries.
     pub fn track(&self, pid: i32) {
         self.daemons.borrow_mut().push(pid);
     }
@@ -436,7 +451,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for &pid in self.daemons.borrow().iter() {
-            if alive(pid) && is_testd(pid) {
+            if alive(pid) && is_ours(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
