@@ -26,8 +26,8 @@ use embedded_time::fraction::Fraction;
 use embedded_time::{Clock, Instant};
 use panic_halt as _;
 use zendaemon_core::{
-    Component, Context, Event, Flow, Inbox, Kernel, Kind, RouteError, Routes, Settings, Step,
-    TimerHandle, UserEvent,
+    kinds, Component, Context, Event, Flow, Inbox, Kernel, Kind, RouteError, Routes, Settings,
+    Step, TimerHandle, UserEvent,
 };
 
 /// The core clock, and so the DWT cycle counter's rate.
