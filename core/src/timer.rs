@@ -1111,7 +1111,7 @@ mod strength {
         );
         assert_eq!(
             std::format!("{}", TimerError::BeyondHorizon),
-            "deadline beyond the clock's horizon (half its wrap period)"
+            "deadline at or beyond the clock's horizon of half its wrap period"
         );
     }
 
