@@ -263,11 +263,6 @@ mod tests {
             assert_eq!(e.exit_code(), exit::NO_PERMISSION);
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn control_characters_are_escaped() {
