@@ -139,6 +139,7 @@ pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 /// The shell's settings, typed. Built by [`Config::load`]; serializes back to the same keys and
 /// value forms (for the state file).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Settings {
     /// The daemon's name.
     pub name: String,

@@ -18,10 +18,9 @@
 //! #     fn handle(&mut self, _: &mut Context<'_, Job, StdClock>, _: &mut Event<Job>) -> Flow { Flow::Continue }
 //! # }
 //! # impl Service<Job> for Worker {}
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     let mut worker = Worker::default();
-//!     let code = Daemon::<Job>::new("mydaemon").component(&mut worker).run();
-//!     std::process::exit(code);
+//!     Daemon::<Job>::new("mydaemon").component(&mut worker).run()
 //! }
 //! ```
 //!
@@ -186,6 +185,7 @@
 use std::fs;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
@@ -327,8 +327,14 @@ where
     }
 
     /// Runs the daemon or the action the command line asks for, and returns the process's
-    /// exit code (see the [module documentation](self)). In daemon mode the launching process
-    /// never returns from here: it exits with the daemon's start-up result.
+    /// exit code (see the [module documentation](self)) for `main` to return, so destructors
+    /// run (`std::process::exit` would skip them). In daemon mode the launching process never
+    /// returns from here: it exits with the daemon's start-up result.
+    pub fn run(self) -> ExitCode {
+        ExitCode::from(u8::try_from(self.run_code()).unwrap_or(1))
+    }
+
+    /// [`run`](Self::run) with the exit code as a number.
     ///
     /// First of all it takes the sockets of systemd's socket activation
     /// ([`listen`](crate::listen)) and closes every other descriptor the process inherited:
@@ -340,7 +346,7 @@ where
     /// [`configure`](Service::configure), [`acquire`](Service::acquire) or
     /// [`activate`](Service::activate), which all run later, and keep it through
     /// daemonizing.
-    pub fn run(mut self) -> i32 {
+    fn run_code(mut self) -> i32 {
         // First of all, before any component code runs: the sockets systemd handed over are
         // ours, and whatever else the process inherited is closed (see `listen` and
         // "Descriptors" in `daemonize`).
@@ -523,13 +529,12 @@ fn millis(d: Duration) -> Milliseconds<u32> {
 /// The kernel's settings from the shell's. The kernel arms and cancels the periodic events;
 /// a reload changes their periods with [`Kernel::set_period`].
 fn kernel_settings(s: &Settings) -> KernelSettings {
-    KernelSettings {
-        stop_timeout: millis(s.stop_timeout),
-        stats_interval: Some(millis(s.stats_interval)),
-        runlog_interval: Some(millis(s.runlog_interval)),
-        checkpoint_interval: Some(millis(s.pstate_interval)),
-        max_stop_requests: 3,
-    }
+    KernelSettings::default()
+        .with_stop_timeout(s.stop_timeout)
+        .with_period(Periodic::Statistics, s.stats_interval)
+        .with_period(Periodic::Runlog, s.runlog_interval)
+        .with_period(Periodic::Checkpoint, s.pstate_interval)
+        .with_max_stop_requests(3)
 }
 
 /// Names the handler in flight from `activity`, for the logger's `component` and `event`
@@ -1069,6 +1074,7 @@ impl Launch {
             pstate,
             writer,
             last_checkpoint: Vec::new(),
+            pstate_moved: false,
             config: self.config,
             base: self.base,
             files,
@@ -1128,8 +1134,9 @@ struct Runner {
     /// Writes checkpoints off the loop.
     writer: checkpoint::Writer,
     /// The bytes of the last checkpoint handed to the writer: an unchanged state is not
-    /// written again.
+    /// written again (unless a reload moved the file).
     last_checkpoint: Vec<u8>,
+    pstate_moved: bool,
     config: Config,
     base: PathBuf,
     files: Files,
@@ -1146,8 +1153,8 @@ struct Runner {
     ping: Option<(StdInstant, Duration)>,
 }
 
-type Kern<'k, U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize> =
-    ServiceKernel<'k, U, M, KK, H, S, T>;
+type Kern<'k, U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize> =
+    ServiceKernel<'k, U, M, K, H, S, T>;
 
 /// How many events the loop hands the kernel per clock reading (see the module docs).
 ///
@@ -1224,9 +1231,9 @@ impl Runner {
     }
 
     /// Starts the kernel (which arms the periodic events), dispatches `start`.
-    fn start<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn start<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> Result<()>
     where
         U: UserEvent + Clone,
@@ -1264,9 +1271,9 @@ impl Runner {
     /// Takes every service's [`persist`](Service::persist) into the persistent state (and
     /// its path from the configuration, which a reload may have moved); true when a service
     /// gave something.
-    fn collect<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn collect<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) -> bool
     where
         U: UserEvent + Clone,
@@ -1281,6 +1288,7 @@ impl Runner {
         if self.files.pstate_file != self.pstate.path() {
             // A reload moved the file: the state goes to the new path.
             self.pstate.set_path(self.files.pstate_file.clone());
+            self.pstate_moved = true;
         }
         persisted
     }
@@ -1291,13 +1299,13 @@ impl Runner {
     fn checkpoint<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1308,9 +1316,10 @@ impl Runner {
         let Some(bytes) = self.pstate.to_bytes() else {
             return;
         };
-        if bytes == self.last_checkpoint {
+        if bytes == self.last_checkpoint && !self.pstate_moved {
             return;
         }
+        self.pstate_moved = false;
         self.last_checkpoint.clone_from(&bytes);
         self.writer.submit(self.pstate.path().to_path_buf(), bytes);
     }
@@ -1352,9 +1361,9 @@ impl Runner {
     }
 
     /// The event loop; returns why it ended.
-    fn run<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn run<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         signals: &Signals,
         requests: &Requests,
     ) -> EndReason
@@ -1395,6 +1404,8 @@ impl Runner {
                     }
                 }
                 Ok(Run::Ended(reason)) => return reason,
+                // A reason to return early this shell does not know of: the next call goes on.
+                Ok(_) => {}
                 Err(StepError::Unhandled(kind)) => {
                     let event = kind.name::<U>();
                     let message = format!("no handler for event '{event}'");
@@ -1413,13 +1424,13 @@ impl Runner {
     fn take_signals<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         signals: &Signals,
         requests: &Requests,
     ) where
@@ -1473,10 +1484,10 @@ impl Runner {
     }
 
     /// The shell's part after an event's pipeline ran.
-    fn after<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn after<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         kind: Kind,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1509,13 +1520,13 @@ impl Runner {
     fn begin_stop<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1539,9 +1550,9 @@ impl Runner {
     }
 
     /// Reloads the configuration; true when it was applied.
-    fn reload<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn reload<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> bool
     where
         U: UserEvent + Clone,
@@ -1571,10 +1582,10 @@ impl Runner {
     }
 
     /// Applies a new, accepted configuration's shell settings.
-    fn apply<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn apply<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         &mut self,
         new: Config,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1670,13 +1681,13 @@ impl Runner {
     fn write_runlog<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1704,13 +1715,13 @@ impl Runner {
     fn write_metrics<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
     ) where
         U: UserEvent + Clone,
     {
@@ -1728,13 +1739,13 @@ impl Runner {
     fn write_state<
         U,
         const M: usize,
-        const KK: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
     >(
         &mut self,
-        kernel: &Kern<'_, U, M, KK, H, S, T>,
+        kernel: &Kern<'_, U, M, K, H, S, T>,
         now: Instant<StdClock>,
     ) where
         U: UserEvent + Clone,
@@ -1752,10 +1763,10 @@ impl Runner {
     }
 
     /// The end of the run: persistent state, final runlog, pidfile.
-    fn finish<U, const M: usize, const KK: usize, const H: usize, const S: usize, const T: usize>(
+    fn finish<U, const M: usize, const K: usize, const H: usize, const S: usize, const T: usize>(
         mut self,
         reason: EndReason,
-        kernel: &mut Kern<'_, U, M, KK, H, S, T>,
+        kernel: &mut Kern<'_, U, M, K, H, S, T>,
     ) -> i32
     where
         U: UserEvent + Clone,
@@ -1798,13 +1809,13 @@ impl Runner {
 fn metric_figures<
     U,
     const M: usize,
-    const KK: usize,
+    const K: usize,
     const H: usize,
     const S: usize,
     const T: usize,
 >(
     daemon: &str,
-    kernel: &Kern<'_, U, M, KK, H, S, T>,
+    kernel: &Kern<'_, U, M, K, H, S, T>,
 ) -> crate::metrics::Figures
 where
     U: UserEvent + Clone,
@@ -1868,12 +1879,12 @@ where
 fn log_statistics<
     U,
     const M: usize,
-    const KK: usize,
+    const K: usize,
     const H: usize,
     const S: usize,
     const T: usize,
 >(
-    kernel: &Kern<'_, U, M, KK, H, S, T>,
+    kernel: &Kern<'_, U, M, K, H, S, T>,
     now: Instant<StdClock>,
 ) where
     U: UserEvent + Clone,

@@ -151,6 +151,16 @@ impl Error {
     pub fn os(action: &'static str, source: io::Error) -> Self {
         Self::Os { action, source }
     }
+
+    /// The OS error behind an [`Io`](Self::Io) or [`Os`](Self::Os) error, for a program that
+    /// decides by its kind. (Its text is already part of this error's message: see the
+    /// `std::error::Error` impl for why it is not the [`source`](std::error::Error::source).)
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Self::Io { source, .. } | Self::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Writes `text` with its control characters escaped the way `char::escape_debug` does
@@ -210,18 +220,49 @@ impl Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } | Self::Os { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// The message of every variant is one line that already ends with its cause (`cannot open
+/// '/run/x.pid': Permission denied`), the line the shell prints. So `source` is `None`: an
+/// error reporter that walks the chain (anyhow, eyre, a `main` returning `Result`) would
+/// otherwise print the OS error twice (the API guidelines' C-GOOD-ERR: a cause goes into the
+/// message or into `source`, not both). [`Error::io_error`] hands the cause to code.
+impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a chain-walking reporter prints: the error, then each source after `: `.
+    fn report(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push_str(&format!(": {cause}"));
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_reporter_prints_the_os_error_once() {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let errors = [
+            Error::io("open", "/run/x.pid", denied()),
+            Error::os("fork", denied()),
+        ];
+        for e in errors {
+            let text = report(&e);
+            let cause = denied().to_string();
+            assert_eq!(text.matches(&cause).count(), 1, "{text}");
+            // Lowercase, no trailing punctuation (C-GOOD-ERR).
+            assert!(text.starts_with(char::is_lowercase), "{text}");
+            assert!(!text.ends_with('.'), "{text}");
+            assert_eq!(
+                e.io_error().map(io::Error::kind),
+                Some(io::ErrorKind::PermissionDenied)
+            );
+            assert_eq!(e.exit_code(), exit::NO_PERMISSION);
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use serde::Deserialize;
-//! use zendaemon::core::embedded_time::duration::Milliseconds;
+//! use std::time::Duration;
 //! use zendaemon::core::{
 //!     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
 //!     UserEvent,
@@ -55,7 +55,7 @@
 //!             let _ = self.counters.inc("ticks", 1);
 //!         }
 //!         if !ctx.is_done() {
-//!             let _ = ctx.schedule_after(Milliseconds(self.every), Tick);
+//!             let _ = ctx.schedule_after(Duration::from_millis(self.every), Tick);
 //!         }
 //!         Flow::Continue
 //!     }
@@ -83,9 +83,9 @@
 //!     }
 //! }
 //!
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     let mut ticker = Ticker::default();
-//!     std::process::exit(Daemon::<Tick>::new("ticker").component(&mut ticker).run());
+//!     Daemon::<Tick>::new("ticker").component(&mut ticker).run()
 //! }
 //! ```
 //!

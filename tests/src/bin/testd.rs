@@ -59,11 +59,11 @@
 //! notification.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes, StateValue,
     StateVisitor, TimerHandle, UserEvent,
@@ -243,8 +243,9 @@ impl FdProbe {
 }
 
 impl Worker {
-    fn interval(&self) -> Option<Milliseconds<u64>> {
-        (self.settings.work_interval_ms > 0).then_some(Milliseconds(self.settings.work_interval_ms))
+    fn interval(&self) -> Option<Duration> {
+        (self.settings.work_interval_ms > 0)
+            .then_some(Duration::from_millis(self.settings.work_interval_ms))
     }
 
     fn schedule_work(&mut self, ctx: &mut Context<'_, Job, StdClock>) {
@@ -471,12 +472,11 @@ impl log::Log for OwnLogger {
     fn flush(&self) {}
 }
 
-fn main() {
+fn main() -> ExitCode {
     if std::env::var_os("TESTD_OWN_LOGGER").is_some() {
         log::set_logger(&OwnLogger).expect("no logger yet");
         log::set_max_level(log::LevelFilter::Info);
     }
     let mut worker = Worker::default();
-    let code = Daemon::<Job>::new("testd").component(&mut worker).run();
-    std::process::exit(code);
+    Daemon::<Job>::new("testd").component(&mut worker).run()
 }
