@@ -118,10 +118,10 @@ fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize, batche
     // sequential queue from running empty.
     kernel
         .queue()
-        .schedule_after(Milliseconds(3_600_000u32), Event::User(Ev(0)))
+        .schedule_after(Milliseconds(3_600_000u32), Ev(0))
         .unwrap();
     for i in 0..8 {
-        kernel.queue().schedule(Event::User(Ev(i))).unwrap();
+        kernel.queue().schedule(Ev(i)).unwrap();
     }
     let now = clock.now();
     assert!(matches!(
@@ -140,7 +140,7 @@ fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize, batche
             b.iter(|| {
                 for _ in 0..BATCH {
                     i = i.wrapping_add(1);
-                    let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
+                    let _ = kernel.queue().schedule(Ev(black_box(i)));
                 }
                 black_box(kernel.run(black_box(now), batch))
             })
@@ -150,7 +150,7 @@ fn kernel_loop(group: &mut BenchmarkGroup<'_, WallTime>, handlers: usize, batche
         group.bench_function(name, |b| {
             b.iter(|| {
                 i = i.wrapping_add(1);
-                let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
+                let _ = kernel.queue().schedule(Ev(black_box(i)));
                 black_box(kernel.step(black_box(now)))
             })
         });

@@ -117,10 +117,10 @@ macro_rules! kernel_loop {
         // A far timer keeps the loop from ending; a backlog keeps the sequential queue busy.
         kernel
             .queue()
-            .schedule_after(Milliseconds(3_600_000u32), Event::User(Ev(0)))
+            .schedule_after(Milliseconds(3_600_000u32), Ev(0))
             .unwrap();
         for i in 0..BACKLOG {
-            kernel.queue().schedule(Event::User(Ev(i))).unwrap();
+            kernel.queue().schedule(Ev(i)).unwrap();
         }
         assert!(matches!(
             kernel.step(now),
@@ -134,9 +134,7 @@ macro_rules! kernel_loop {
             // One `step` per event.
             None => {
                 for i in 0..n {
-                    let _ = kernel
-                        .queue()
-                        .schedule(Event::User(Ev(black_box(i as u32))));
+                    let _ = kernel.queue().schedule(Ev(black_box(i as u32)));
                     if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
                         dispatched += 1;
                     }
@@ -146,9 +144,7 @@ macro_rules! kernel_loop {
             Some(batch) => {
                 for i in 0..n / u64::from(batch.get()) {
                     for j in 0..batch.get() {
-                        let _ = kernel
-                            .queue()
-                            .schedule(Event::User(Ev(black_box(i as u32 ^ j))));
+                        let _ = kernel.queue().schedule(Ev(black_box(i as u32 ^ j)));
                     }
                     if let Ok(Run::Limit) = kernel.run(black_box(now), batch) {
                         dispatched += u64::from(batch.get());

@@ -12,13 +12,12 @@
 
 use core::fmt;
 
-use embedded_time::fixed_point::FixedPoint;
 use embedded_time::{Clock, Instant};
 
 use crate::event::{Event, Kind};
 use crate::queue::ScheduleError;
 use crate::stats::CounterSet;
-use crate::time::{duration_to_ticks, TickInt};
+use crate::time::{duration_to_ticks, Delay, TickInt};
 use crate::timer::{TimerError, TimerHandle};
 
 /// What a handler tells the pipeline (calloop's `PostAction`, pyzenkit's `FLAG_CONTINUE`).
@@ -149,23 +148,25 @@ pub trait Component<U, C: Clock> {
     }
 }
 
-/// The queue operations a handler may use, whatever the queue's capacities (object-safe).
-/// Durations are in clock ticks here; [`Context`] converts.
-pub(crate) trait Scheduler<E, C: Clock> {
-    fn schedule(&mut self, event: E) -> Result<(), ScheduleError<E>>;
-    fn schedule_next(&mut self, event: E) -> Result<(), ScheduleError<E>>;
-    fn schedule_at(&mut self, at: Instant<C>, event: E) -> Result<TimerHandle, ScheduleError<E>>;
+/// The queue operations a handler or a host may use, whatever the queue's capacities
+/// (object-safe). They take and hand back the user's events only: the kernel's lifecycle
+/// events never go through them, so neither a handler nor a host can forge one. Durations are
+/// in clock ticks here; [`Context`] and [`HostQueue`](crate::HostQueue) convert.
+pub(crate) trait Scheduler<U, C: Clock> {
+    fn schedule(&mut self, event: U) -> Result<(), ScheduleError<U>>;
+    fn schedule_next(&mut self, event: U) -> Result<(), ScheduleError<U>>;
+    fn schedule_at(&mut self, at: Instant<C>, event: U) -> Result<TimerHandle, ScheduleError<U>>;
     fn schedule_after_ticks(
         &mut self,
         ticks: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>>;
+        event: U,
+    ) -> Result<TimerHandle, ScheduleError<U>>;
     fn schedule_every_ticks(
         &mut self,
         period: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>>;
-    fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError>;
+        event: U,
+    ) -> Result<TimerHandle, ScheduleError<U>>;
+    fn cancel(&mut self, handle: TimerHandle) -> Result<U, TimerError>;
     fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError>;
     fn reschedule_after_ticks(
         &mut self,
@@ -175,8 +176,31 @@ pub(crate) trait Scheduler<E, C: Clock> {
 }
 
 /// What a handler sees of the kernel while it handles an event.
+///
+/// It schedules the user's events only. The lifecycle moves through named requests
+/// ([`request_stop`](Self::request_stop), [`request_reload`](Self::request_reload), …), so a
+/// handler cannot forge a lifecycle event:
+///
+/// ```compile_fail
+/// use zendaemon_core::{Context, Event, ManualClock};
+///
+/// fn forge(ctx: &mut Context<'_, u32, ManualClock>) {
+///     // `start` again, in the middle of a run: does not compile.
+///     let _ = ctx.schedule(Event::Start);
+/// }
+/// ```
+///
+/// The same call with a user event compiles:
+///
+/// ```
+/// use zendaemon_core::{Context, ManualClock};
+///
+/// fn work(ctx: &mut Context<'_, u32, ManualClock>) {
+///     let _ = ctx.schedule(7u32);
+/// }
+/// ```
 pub struct Context<'a, U, C: Clock> {
-    queue: &'a mut dyn Scheduler<Event<U>, C>,
+    queue: &'a mut dyn Scheduler<U, C>,
     now: Instant<C>,
     done: bool,
     /// The requests a handler made ([`Asked`] bits): one byte, so the kernel tests them all
@@ -190,6 +214,9 @@ pub(crate) struct Asked;
 impl Asked {
     pub(crate) const STOP: u8 = 1 << 0;
     pub(crate) const CHECKPOINT: u8 = 1 << 1;
+    pub(crate) const RELOAD: u8 = 1 << 2;
+    pub(crate) const RUNLOG: u8 = 1 << 3;
+    pub(crate) const STATE: u8 = 1 << 4;
 }
 
 impl<U, C: Clock> fmt::Debug for Context<'_, U, C> {
@@ -206,11 +233,7 @@ where
     C: Clock,
     C::T: TickInt,
 {
-    pub(crate) fn new(
-        queue: &'a mut dyn Scheduler<Event<U>, C>,
-        now: Instant<C>,
-        done: bool,
-    ) -> Self {
+    pub(crate) fn new(queue: &'a mut dyn Scheduler<U, C>, now: Instant<C>, done: bool) -> Self {
         Self {
             queue,
             now,
@@ -249,75 +272,120 @@ where
         self.asked |= Asked::CHECKPOINT;
     }
 
+    /// Asks for a `reload` event, as SIGHUP would (ignored while stopping). Takes effect after
+    /// this event's pipeline.
+    pub fn request_reload(&mut self) {
+        self.asked |= Asked::RELOAD;
+    }
+
+    /// Asks for a `save_runlog` event, as SIGUSR1 would. Takes effect after this event's
+    /// pipeline.
+    pub fn request_runlog(&mut self) {
+        self.asked |= Asked::RUNLOG;
+    }
+
+    /// Asks for a `save_state` event, as SIGUSR2 would. Takes effect after this event's
+    /// pipeline.
+    pub fn request_state(&mut self) {
+        self.asked |= Asked::STATE;
+    }
+
     /// Appends an event to the sequential queue.
-    pub fn schedule(&mut self, event: impl Into<Event<U>>) -> Result<(), ScheduleError<Event<U>>> {
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Full`] hands the event back when the queue is at capacity.
+    pub fn schedule(&mut self, event: impl Into<U>) -> Result<(), ScheduleError<U>> {
         self.queue.schedule(event.into())
     }
 
     /// Puts an event at the front of the sequential queue.
-    pub fn schedule_next(
-        &mut self,
-        event: impl Into<Event<U>>,
-    ) -> Result<(), ScheduleError<Event<U>>> {
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule`](Self::schedule).
+    pub fn schedule_next(&mut self, event: impl Into<U>) -> Result<(), ScheduleError<U>> {
         self.queue.schedule_next(event.into())
     }
 
     /// Schedules an event at an instant.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError`] with the event when the timed queue is full.
     pub fn schedule_at(
         &mut self,
         at: Instant<C>,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>> {
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>> {
         self.queue.schedule_at(at, event.into())
     }
 
     /// Schedules an event after a delay from this step's instant.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError`] with the event when the timed queue is full or the delay lies beyond
+    /// the clock's horizon.
     pub fn schedule_after<D>(
         &mut self,
         delay: D,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>>
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .schedule_after_ticks(duration_to_ticks::<C, D>(delay), event.into())
+            .schedule_after_ticks(duration_to_ticks::<C, _>(delay), event.into())
     }
 
     /// Schedules a periodic event, first one period from now (drift-free; see
     /// [`EventQueue::schedule_every`](crate::EventQueue::schedule_every)).
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule_after`](Self::schedule_after), and [`ScheduleError::ZeroPeriod`].
     pub fn schedule_every<D>(
         &mut self,
         period: D,
-        event: impl Into<Event<U>>,
-    ) -> Result<TimerHandle, ScheduleError<Event<U>>>
+        event: impl Into<U>,
+    ) -> Result<TimerHandle, ScheduleError<U>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .schedule_every_ticks(duration_to_ticks::<C, D>(period), event.into())
+            .schedule_every_ticks(duration_to_ticks::<C, _>(period), event.into())
     }
 
     /// Cancels a timed event and hands it back.
-    pub fn cancel(&mut self, handle: TimerHandle) -> Result<Event<U>, TimerError> {
+    ///
+    /// # Errors
+    ///
+    /// [`TimerError::Stale`] when the timer fired, was cancelled, or is not one of the user's.
+    pub fn cancel(&mut self, handle: TimerHandle) -> Result<U, TimerError> {
         self.queue.cancel(handle)
     }
 
     /// Moves a timed event to a new instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`cancel`](Self::cancel).
     pub fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError> {
         self.queue.reschedule(handle, at)
     }
 
     /// Moves a timed event to a delay from this step's instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`cancel`](Self::cancel), and [`TimerError::BeyondHorizon`].
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.queue
-            .reschedule_after_ticks(handle, duration_to_ticks::<C, D>(delay))
+            .reschedule_after_ticks(handle, duration_to_ticks::<C, _>(delay))
     }
 }
 
@@ -381,7 +449,7 @@ mod strength {
             // Moved: one to an instant, one to a delay (rounded up).
             assert_eq!(ctx.reschedule(a, at(1_007)), Ok(()));
             assert_eq!(ctx.reschedule_after(b, Microseconds(20_001u32)), Ok(()));
-            assert_eq!(ctx.cancel(c), Ok(Event::User(Job(5))));
+            assert_eq!(ctx.cancel(c), Ok(Job(5)));
             // A cancelled timer's handle is stale for every operation.
             assert_eq!(ctx.cancel(c), Err(TimerError::Stale));
             assert_eq!(ctx.reschedule(c, at(1_001)), Err(TimerError::Stale));
@@ -430,12 +498,12 @@ mod strength {
         let err = ctx.schedule(Job(2)).unwrap_err();
         assert_eq!(
             (err.kind(), err.into_event()),
-            (ScheduleErrorKind::Full, Event::User(Job(2)))
+            (ScheduleErrorKind::Full, Job(2))
         );
         let err = ctx.schedule_next(Job(3)).unwrap_err();
         assert_eq!(
             (err.kind(), err.into_event()),
-            (ScheduleErrorKind::Full, Event::User(Job(3)))
+            (ScheduleErrorKind::Full, Job(3))
         );
         let err = ctx.schedule_after(Seconds(u32::MAX), Job(4)).unwrap_err();
         assert_eq!(err.kind(), ScheduleErrorKind::BeyondHorizon);
@@ -447,7 +515,7 @@ mod strength {
         let err = ctx.schedule_at(at(4), Job(7)).unwrap_err();
         assert_eq!(
             (err.kind(), err.into_event()),
-            (ScheduleErrorKind::Full, Event::User(Job(7)))
+            (ScheduleErrorKind::Full, Job(7))
         );
     }
 

@@ -186,7 +186,7 @@ impl<U: UserEvent> Event<U> {
     }
 }
 
-/// A user event becomes [`Event::User`], so handlers can write `ctx.schedule(MyEvent::Work)`.
+/// A user event becomes [`Event::User`] (the kernel's way of putting one into its queue).
 impl<U> From<U> for Event<U> {
     fn from(user: U) -> Self {
         Event::User(user)

@@ -19,14 +19,17 @@
 //! assert_eq!(clock.try_now().unwrap().duration_since_epoch().integer(), 42);
 //! ```
 //!
-//! Durations: the kernel's `schedule_after` and `schedule_every` take embedded-time
-//! durations (`Milliseconds(500)`); a fugit duration converts with its `to_millis()` or
-//! `to_micros()`.
+//! Durations: a fugit `u32` duration (`500.millis()`, `TimerDurationU32<HZ>`) is a
+//! [`Delay`], as `core::time::Duration` and embedded-time's durations are, so
+//! `schedule_after` and `schedule_every` take it as it is, scaled to the kernel's clock
+//! without a run-time division.
 
 use core::fmt;
 
 use embedded_time::fraction::Fraction;
 use embedded_time::{clock, Clock, Instant};
+
+use crate::time::{reduce, Delay, Divisor};
 
 /// Something that reads the time as a fugit instant of `u32` ticks, each `NOM / DENOM`
 /// seconds: a HAL's free-running timer, a monotonic.
@@ -120,6 +123,25 @@ where
     }
 }
 
+/// A fugit duration of `NOM / DENOM`-second ticks, scaled to the clock's ticks (see
+/// [`Delay`]).
+impl<const NOM: u32, const DENOM: u32> Delay for ::fugit::Duration<u32, NOM, DENOM> {
+    #[inline]
+    fn in_ticks<C: Clock>(self) -> Option<u64> {
+        let (num, by) = const {
+            let c = C::SCALING_FACTOR;
+            let (num, den) = reduce(
+                NOM as u64 * *c.denominator() as u64,
+                DENOM as u64 * *c.numerator() as u64,
+            );
+            (num, Divisor::new(den))
+        };
+        Some(by.div_ceil(
+            u64::from(::fugit::Duration::<u32, NOM, DENOM>::ticks(&self)).checked_mul(num)?,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,13 +204,33 @@ mod tests {
     }
 
     #[test]
+    fn fugit_durations_are_delays() {
+        // On the 1 MHz clock: exact.
+        assert_eq!(
+            ::fugit::MillisDurationU32::from_ticks(500).in_ticks::<Clk>(),
+            Some(500_000)
+        );
+        // On a 1 kHz clock: a fraction of a tick rounds up.
+        assert_eq!(
+            ::fugit::MicrosDurationU32::from_ticks(1).in_ticks::<crate::ManualClock>(),
+            Some(1)
+        );
+        assert_eq!(
+            ::fugit::TimerDurationU32::<32_768>::from_ticks(33).in_ticks::<crate::ManualClock>(),
+            Some(2)
+        );
+    }
+
+    #[test]
     fn a_fugit_timer_drives_the_kernel_across_its_wrap() {
         // Starts 25 ms before the 32-bit wrap: a 10 ms period fires at the right microsecond
         // on both sides of it.
         TIMER.store(u32::MAX - 25_000, Ordering::Relaxed);
         let clock: Clk = FugitClock::new(read_timer);
         let mut counter = Counter(0);
-        let mut kernel = Kernel::<'_, Tick, Clk, 1, 9, 1, 4, 4>::new(Settings::default());
+        let mut kernel = Kernel::<'_, Tick, Clk, 1, { crate::kinds::<Tick>() }, 1, 4, 4>::new(
+            Settings::default(),
+        );
         kernel.add(&mut counter).unwrap();
         kernel.start(clock.now()).unwrap();
         assert_eq!(kernel.run_until_idle(clock.now()), Ok(Idle::Waiting));

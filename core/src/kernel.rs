@@ -39,19 +39,27 @@ use embedded_time::{Clock, Instant};
 use heapless::Vec;
 
 use crate::activity::Activity;
-use crate::component::Asked;
 use crate::component::{
-    Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
+    Asked, Component, Context, Flow, Position, RouteError, RouteTable, Routes, Scheduler,
 };
 use crate::event::{kinds, Event, Kind, UserEvent};
+use crate::host::HostQueue;
 use crate::pending::{Mailbox, Request, RequestReader, Requests, Take};
 use crate::queue::{EventQueue, Next, QueueStats, ScheduleError};
 use crate::stats::{KernelStats, Rate};
-use crate::time::{duration_to_ticks, TickInt};
-use crate::timer::{TimerError, TimerHandle};
+use crate::time::{duration_to_ticks, to_millis, Delay, TickInt};
+use crate::timer::TimerHandle;
 
-/// Lifecycle settings.
+/// Lifecycle settings. Build them from [`Settings::default`] with the `with_*` methods, which
+/// take any [`Delay`]; the fields grow, so they are read-only outside this crate:
+///
+/// ```compile_fail
+/// use zendaemon_core::Settings;
+///
+/// let settings = Settings { max_stop_requests: 2, ..Settings::default() };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settings {
     /// How long a graceful stop may take before `terminate` (pyzenkit: 30 s).
     pub stop_timeout: Milliseconds<u32>,
@@ -63,6 +71,46 @@ pub struct Settings {
     pub checkpoint_interval: Option<Milliseconds<u32>>,
     /// The stop request that ends the loop at once (pyzenkit: 3).
     pub max_stop_requests: u32,
+}
+
+impl Settings {
+    /// These settings with `stop_timeout` set from any [`Delay`]: a
+    /// [`core::time::Duration`] or an embedded-time duration (rounded up to whole
+    /// milliseconds, at most 49.7 days).
+    #[must_use]
+    pub fn with_stop_timeout(mut self, timeout: impl Delay) -> Self {
+        self.stop_timeout = to_millis(timeout);
+        self
+    }
+
+    /// These settings with one of the periodic lifecycle events armed every `period`
+    /// (rounded up to whole milliseconds, at most 49.7 days).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use zendaemon_core::embedded_time::duration::{Milliseconds, Seconds};
+    /// use zendaemon_core::{Periodic, Settings};
+    ///
+    /// let settings = Settings::default()
+    ///     .with_stop_timeout(Duration::from_secs(5))
+    ///     .with_period(Periodic::Statistics, Seconds(60))
+    ///     .with_period(Periodic::Runlog, Milliseconds(500));
+    /// assert_eq!(settings.stop_timeout, Milliseconds(5_000u32));
+    /// assert_eq!(settings.stats_interval, Some(Milliseconds(60_000u32)));
+    /// assert_eq!(settings.runlog_interval, Some(Milliseconds(500u32)));
+    /// ```
+    #[must_use]
+    pub fn with_period(mut self, which: Periodic, period: impl Delay) -> Self {
+        *which.interval(&mut self) = Some(to_millis(period));
+        self
+    }
+
+    /// These settings with the stop request that ends the loop at once.
+    #[must_use]
+    pub fn with_max_stop_requests(mut self, n: u32) -> Self {
+        self.max_stop_requests = n;
+        self
+    }
 }
 
 impl Default for Settings {
@@ -122,6 +170,7 @@ impl Periodic {
     derive(serde::Serialize),
     serde(rename_all = "snake_case")
 )]
+#[non_exhaustive]
 pub enum EndReason {
     /// A graceful stop finished: nothing but future timed events was left.
     Stopped,
@@ -182,9 +231,11 @@ pub enum Idle {
     Ended(EndReason),
 }
 
-/// What [`Kernel::run`] stopped at.
+/// What [`Kernel::run`] stopped at. More reasons to return early may come, so matches keep a
+/// catch-all arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Run {
     /// It dispatched `limit` events; more may be due.
     Limit,
@@ -618,8 +669,8 @@ where
 
     /// Changes the stop timeout (a reloaded configuration). A stop already under way keeps
     /// the deadline it was given; the new timeout applies to a stop that has not yet begun.
-    pub fn set_stop_timeout(&mut self, timeout: Milliseconds<u32>) {
-        self.settings.stop_timeout = timeout;
+    pub fn set_stop_timeout(&mut self, timeout: impl Delay) {
+        self.settings.stop_timeout = to_millis(timeout);
     }
 
     /// True once a stop began.
@@ -653,7 +704,8 @@ where
         let terminating = matches!(event, Event::Terminate);
         let step = self.dispatch(event, now);
         if terminating {
-            self.ended = Some(EndReason::StopTimeout);
+            // Unless the pipeline made the last allowed stop request: that end is `Forced`.
+            self.ended.get_or_insert(EndReason::StopTimeout);
         }
         step
     }
@@ -798,9 +850,10 @@ where
         self.queue.stats()
     }
 
-    /// The queue, for the host to schedule into (before or between steps).
-    pub fn queue(&mut self) -> &mut EventQueue<Event<U>, C, S, T> {
-        &mut self.queue
+    /// The queue, for the host to schedule the user's events into (before or between steps).
+    /// The view takes user events only: the lifecycle moves through the named requests.
+    pub fn queue(&mut self) -> HostQueue<'_, U, C, S, T> {
+        HostQueue::new(&mut self.queue)
     }
 
     /// The components, in the order they were added.
@@ -908,7 +961,7 @@ where
         }
         if let Some(inbox) = self.inbox.filter(|i| i.may_have_events()) {
             let queue = &mut self.queue;
-            let mut accept = |u| queue.schedule(Event::User(u)).map_err(unwrap_user);
+            let mut accept = |u| Scheduler::schedule(queue, u).map_err(ScheduleError::into_event);
             loop {
                 match inbox.take_one(&mut accept) {
                     Take::Taken => {}
@@ -929,6 +982,15 @@ where
         }
         if asked & Asked::CHECKPOINT != 0 {
             self.request_checkpoint();
+        }
+        if asked & Asked::RELOAD != 0 {
+            self.request_reload();
+        }
+        if asked & Asked::RUNLOG != 0 {
+            self.request_runlog();
+        }
+        if asked & Asked::STATE != 0 {
+            self.request_state();
         }
     }
 
@@ -990,61 +1052,10 @@ where
     }
 }
 
-fn unwrap_user<U>(err: ScheduleError<Event<U>>) -> U {
-    match err.into_event() {
-        Event::User(u) => u,
-        _ => unreachable!("only user events come from the inbox"),
-    }
-}
-
 /// Clock ticks per second as a fraction `(num, den)`: the inverse of the scaling factor.
 fn ticks_per_second<C: Clock>() -> (u64, u64) {
     let f = C::SCALING_FACTOR;
     (u64::from(*f.denominator()), u64::from(*f.numerator()))
-}
-
-impl<E, C, const S: usize, const T: usize> Scheduler<E, C> for EventQueue<E, C, S, T>
-where
-    E: Clone,
-    C: Clock,
-    C::T: TickInt,
-{
-    fn schedule(&mut self, event: E) -> Result<(), ScheduleError<E>> {
-        EventQueue::schedule(self, event)
-    }
-    fn schedule_next(&mut self, event: E) -> Result<(), ScheduleError<E>> {
-        EventQueue::schedule_next(self, event)
-    }
-    fn schedule_at(&mut self, at: Instant<C>, event: E) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_at(self, at, event)
-    }
-    fn schedule_after_ticks(
-        &mut self,
-        ticks: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_after_ticks(self, ticks.unwrap_or(u64::MAX), event)
-    }
-    fn schedule_every_ticks(
-        &mut self,
-        period: Option<u64>,
-        event: E,
-    ) -> Result<TimerHandle, ScheduleError<E>> {
-        EventQueue::schedule_every_ticks(self, period.unwrap_or(u64::MAX), event)
-    }
-    fn cancel(&mut self, handle: TimerHandle) -> Result<E, TimerError> {
-        EventQueue::cancel(self, handle)
-    }
-    fn reschedule(&mut self, handle: TimerHandle, at: Instant<C>) -> Result<(), TimerError> {
-        EventQueue::reschedule(self, handle, at)
-    }
-    fn reschedule_after_ticks(
-        &mut self,
-        handle: TimerHandle,
-        ticks: Option<u64>,
-    ) -> Result<(), TimerError> {
-        EventQueue::reschedule_after_ticks(self, handle, ticks.unwrap_or(u64::MAX))
-    }
 }
 
 #[cfg(test)]
@@ -1053,6 +1064,7 @@ mod tests {
     use crate::pending::Inbox;
     use crate::stats::{CounterSet, Counters};
     use crate::time::ManualClock;
+    use crate::timer::TimerError;
     use core::cell::RefCell;
     use embedded_time::duration::Milliseconds;
     use std::vec::Vec as StdVec;
@@ -1158,7 +1170,7 @@ mod tests {
         let mut a = Probe::new("a", &log, &[Kind::START, WORK]);
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        k.queue().schedule(Ev::Work(1)).unwrap();
         assert_eq!(k.step(clock.now()), Err(StepError::NotStarted));
         k.start(clock.now()).unwrap();
         assert_eq!(k.start(clock.now()), Err(StartError::AlreadyStarted));
@@ -1168,6 +1180,112 @@ mod tests {
         assert_eq!(events(&log), [Event::Start, Event::User(Ev::Work(1))]);
         // Once ended, it stays ended.
         assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::QueueEmpty)));
+    }
+
+    #[test]
+    fn handlers_move_the_lifecycle_only_through_named_requests() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut asker = Probe::new(
+            "asker",
+            &log,
+            &[
+                WORK,
+                PING,
+                Kind::RELOAD,
+                Kind::SAVE_RUNLOG,
+                Kind::SAVE_STATE,
+            ],
+        );
+        asker.action = |ctx, e| {
+            if let Event::User(Ev::Work(_)) = e {
+                ctx.request_reload();
+                ctx.request_runlog();
+                ctx.request_state();
+                // The user event goes in as itself, not as `Event::User`.
+                ctx.schedule(Ev::Ping).unwrap();
+            }
+        };
+        let mut k = TestKernel::new(Settings::default());
+        k.add(&mut asker).unwrap();
+        k.start(clock.now()).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
+        k.run_until_idle(clock.now()).unwrap();
+        assert_eq!(
+            events(&log),
+            [
+                Event::User(Ev::Work(0)),
+                Event::Reload,
+                Event::SaveRunlog,
+                Event::SaveState,
+                Event::User(Ev::Ping),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_stop_request_made_by_terminate_handlers_ends_forced() {
+        let clock = ManualClock::new();
+        let log = Log::default();
+        let mut stubborn = Probe::new("stubborn", &log, &[Kind::TERMINATE]);
+        stubborn.action = |ctx, _| ctx.request_stop();
+        let settings = Settings::default()
+            .with_stop_timeout(ms(10))
+            .with_max_stop_requests(2);
+        let mut k = TestKernel::new(settings);
+        k.add(&mut stubborn).unwrap();
+        k.start(clock.now()).unwrap();
+        k.step(clock.now()).unwrap();
+        // Work left waiting keeps the stop from completing before its timeout.
+        k.queue().schedule(Ev::Work(0)).unwrap();
+        k.request_stop();
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::STOP,
+                handlers: 0
+            })
+        );
+        clock.advance(ms(10));
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::TERMINATE,
+                handlers: 1
+            })
+        );
+        assert_eq!(k.ended(), Some(EndReason::Forced));
+        assert_eq!(k.step(clock.now()), Ok(Step::Ended(EndReason::Forced)));
+    }
+
+    #[test]
+    fn a_host_cannot_reach_the_kernels_own_timers() {
+        let clock = ManualClock::new();
+        let settings = Settings {
+            stats_interval: Some(ms(10)),
+            ..Settings::default()
+        };
+        let mut k = TestKernel::new(settings);
+        k.start(clock.now()).unwrap();
+        // A handle naming the same slot and generation as the kernel's `log_statistics`
+        // timer, from another queue.
+        let mut other = EventQueue::<Event<Ev>, ManualClock, 1, 1>::new();
+        let handle = other.schedule_after(ms(10), Event::User(Ev::Ping)).unwrap();
+        assert_eq!(k.queue().cancel(handle), Err(TimerError::Stale));
+        assert_eq!(
+            k.queue().reschedule_after(handle, ms(1)),
+            Err(TimerError::Stale)
+        );
+        assert_eq!(k.queue().timed_len(), 1);
+        clock.advance(ms(10));
+        k.step(clock.now()).unwrap();
+        assert_eq!(
+            k.step(clock.now()),
+            Ok(Step::Dispatched {
+                kind: Kind::LOG_STATISTICS,
+                handlers: 0
+            })
+        );
     }
 
     #[test]
@@ -1184,7 +1302,7 @@ mod tests {
         k.add(&mut c).unwrap();
         assert_eq!(k.route(WORK).collect::<StdVec<_>>(), ["c", "a", "b"]);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         assert_eq!(k.step(clock.now()), dispatched(WORK, 3));
         assert_eq!(names(&log), ["c", "a", "b"]);
@@ -1208,7 +1326,7 @@ mod tests {
         k.add(&mut gate).unwrap();
         k.add(&mut never).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+        k.queue().schedule(Ev::Work(1)).unwrap();
         k.step(clock.now()).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(WORK, 2));
         assert_eq!(
@@ -1228,8 +1346,8 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(2))).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
+        k.queue().schedule(Ev::Work(2)).unwrap();
         // Lifecycle events without handlers are fine.
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         assert_eq!(k.step(clock.now()), Err(StepError::Unhandled(PING)));
@@ -1289,7 +1407,7 @@ mod tests {
         let mut k = TestKernel::new(settings);
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.step(clock.now()).unwrap();
         clock.advance(ms(1_000));
@@ -1319,7 +1437,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.set_stop_timeout(ms(2_000));
         k.request_stop();
@@ -1340,7 +1458,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut flood).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         k.step(clock.now()).unwrap();
         k.request_stop();
         assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 1));
@@ -1419,9 +1537,9 @@ mod tests {
         let two = NonZeroU32::new(2).unwrap();
         assert_eq!(k.run(clock.now(), two), Err(StepError::NotStarted));
         for n in 0..5 {
-            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+            k.queue().schedule(Ev::Work(n)).unwrap();
         }
-        let timer = k.queue().schedule_after(ms(10), Event::User(Ev::Ping));
+        let timer = k.queue().schedule_after(ms(10), Ev::Ping);
         k.start(clock.now()).unwrap();
         // `start` is a lifecycle event: the host hears of it before any work runs.
         assert_eq!(k.run(clock.now(), two), Ok(Run::Lifecycle(Kind::START)));
@@ -1468,7 +1586,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         for n in 1..=4 {
-            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+            k.queue().schedule(Ev::Work(n)).unwrap();
         }
         k.start(clock.now()).unwrap();
         let many = NonZeroU32::new(10).unwrap();
@@ -1530,7 +1648,7 @@ mod tests {
             k.add(&mut b).unwrap();
             k.attach_activity(&activity);
             k.start(clock.now()).unwrap();
-            k.queue().schedule(Event::User(Ev::Work(1))).unwrap();
+            k.queue().schedule(Ev::Work(1)).unwrap();
             assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
             assert_eq!(activity.current(), None);
             assert_eq!(k.step(clock.now()), dispatched(WORK, 2));
@@ -1552,9 +1670,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue()
-            .schedule_after(ms(10), Event::User(Ev::Ping))
-            .unwrap();
+        k.queue().schedule_after(ms(10), Ev::Ping).unwrap();
         k.step(clock.now()).unwrap();
         clock.advance(ms(17));
         assert_eq!(k.step(clock.now()), dispatched(PING, 1));
@@ -1629,7 +1745,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut a).unwrap();
         for n in 0..3 {
-            k.queue().schedule(Event::User(Ev::Work(n))).unwrap();
+            k.queue().schedule(Ev::Work(n)).unwrap();
         }
         k.start(clock.now()).unwrap();
         let many = NonZeroU32::new(10).unwrap();
@@ -1670,7 +1786,7 @@ mod tests {
         k.add(&mut a).unwrap();
         k.attach_requests(&REQUESTS);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         REQUESTS.post(Request::Checkpoint);
         REQUESTS.post(Request::Checkpoint);
@@ -1742,12 +1858,10 @@ mod tests {
         k.start(clock.now()).unwrap();
         let work = |k: &mut TestKernel<'_>, n: u32| {
             for i in 0..n {
-                k.queue().schedule(Event::User(Ev::Work(i))).unwrap();
+                k.queue().schedule(Ev::Work(i)).unwrap();
             }
             // Keep the loop from ending on an empty queue.
-            k.queue()
-                .schedule_after(ms(60_000), Event::User(Ev::Work(99)))
-                .unwrap();
+            k.queue().schedule_after(ms(60_000), Ev::Work(99)).unwrap();
             assert_eq!(k.run_until_idle(clock.now()), Ok(Idle::Waiting));
         };
         // 4 events, rates taken 2 s after start: 2/s, all new (100 %).
@@ -1792,7 +1906,7 @@ mod tests {
         k.start(clock.now()).unwrap();
         // Stopping already: the periodic lifecycle events stay cancelled.
         assert_eq!(k.queue().timed_len(), 0);
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         assert_eq!(k.step(clock.now()), dispatched(Kind::START, 0));
         clock.advance(ms(20));
         assert_eq!(k.step(clock.now()), dispatched(Kind::STOP, 0));
@@ -1833,7 +1947,7 @@ mod tests {
         k.add(&mut a).unwrap();
         k.attach_requests(&REQUESTS);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Ping)).unwrap();
+        k.queue().schedule(Ev::Ping).unwrap();
         k.step(clock.now()).unwrap();
         REQUESTS.post(Request::SaveState);
         REQUESTS.post(Request::SaveRunlog);
@@ -1859,7 +1973,7 @@ mod tests {
         let mut k = TestKernel::new(Settings::default());
         k.attach_requests(&REQUESTS);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(0))).unwrap();
+        k.queue().schedule(Ev::Work(0)).unwrap();
         for _ in 0..3 {
             REQUESTS.post(Request::Stop);
         }
@@ -1877,11 +1991,9 @@ mod tests {
         k.add(&mut a).unwrap();
         k.attach_inbox(&INBOX);
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Ev::Work(u32::MAX))).unwrap();
+        k.queue().schedule(Ev::Work(u32::MAX)).unwrap();
         // A far timer keeps the loop alive while the inbox is empty.
-        k.queue()
-            .schedule_after(ms(3_600_000), Event::User(Ev::Ping))
-            .unwrap();
+        k.queue().schedule_after(ms(3_600_000), Ev::Ping).unwrap();
         let poster = std::thread::spawn(|| {
             for i in 0..1000 {
                 while INBOX.post(Ev::Work(i)).is_err() {
@@ -2025,7 +2137,7 @@ mod strength {
         let mut k = TestKernel::new(Settings::default());
         k.add(&mut r).unwrap();
         k.start(clock.now()).unwrap();
-        k.queue().schedule(Event::User(Job(1))).unwrap();
+        k.queue().schedule(Job(1)).unwrap();
         k.request_state();
         k.request_runlog();
         k.request_reload();

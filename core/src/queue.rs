@@ -7,7 +7,8 @@
 //!   the event back in [`ScheduleError::Full`] and counts the rejection.
 //! * **Timers never fire early**, and equal deadlines leave in the order they were scheduled.
 //! * **Wrap-safe.** Deadlines live on a `u64` [`Timeline`], so `u32` tick clocks wrap freely;
-//!   a deadline more than half the clock's wrap period ahead is refused
+//!   a deadline half the clock's wrap period ahead or further is refused (a delay of at most
+//!   `max / 2` ticks is accepted: 2^31 − 1 ticks of a `u32` clock, not 2^31)
 //!   ([`ScheduleError::BeyondHorizon`]) rather than misordered.
 //! * **Cancellable.** Timed events return a [`TimerHandle`] for `cancel` and `reschedule`.
 //!
@@ -36,11 +37,10 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use embedded_time::fixed_point::FixedPoint;
 use embedded_time::{Clock, Instant};
 use heapless::Deque;
 
-use crate::time::{duration_to_ticks, instant_ticks, TickInt, Timeline};
+use crate::time::{duration_to_ticks, instant_ticks, Delay, TickInt, Timeline};
 use crate::timer::{Fired, Periodic, TimerError, TimerHandle, TimerQueue};
 
 /// Why an event could not be scheduled. The event is always handed back.
@@ -50,7 +50,8 @@ use crate::timer::{Fired, Periodic, TimerError, TimerHandle, TimerQueue};
 pub enum ScheduleError<E> {
     /// The queue is at capacity.
     Full(E),
-    /// The deadline lies further ahead than half the clock's wrap period.
+    /// The deadline lies half the clock's wrap period ahead or further: a delay of at most
+    /// `max / 2` ticks is accepted (2^31 − 1 ticks of a `u32` clock; 2^31 is refused).
     BeyondHorizon(E),
     /// A periodic event needs a period of at least one tick.
     ZeroPeriod(E),
@@ -61,6 +62,16 @@ impl<E> ScheduleError<E> {
     pub fn into_event(self) -> E {
         match self {
             Self::Full(e) | Self::BeyondHorizon(e) | Self::ZeroPeriod(e) => e,
+        }
+    }
+
+    /// The same error around `f(event)`: how a view of the queue hands back the event it was
+    /// given rather than the queue's wrapper of it.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> ScheduleError<F> {
+        match self {
+            Self::Full(e) => ScheduleError::Full(f(e)),
+            Self::BeyondHorizon(e) => ScheduleError::BeyondHorizon(f(e)),
+            Self::ZeroPeriod(e) => ScheduleError::ZeroPeriod(f(e)),
         }
     }
 
@@ -91,7 +102,9 @@ impl fmt::Display for ScheduleErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full => "event queue full",
-            Self::BeyondHorizon => "deadline beyond the clock's horizon (half its wrap period)",
+            Self::BeyondHorizon => {
+                "deadline at or beyond the clock's horizon of half its wrap period"
+            }
             Self::ZeroPeriod => "a periodic event needs a period of at least one tick",
         })
     }
@@ -278,8 +291,7 @@ where
     /// event never fires early.
     pub fn schedule_after<D>(&mut self, delay: D, event: E) -> Result<TimerHandle, ScheduleError<E>>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.schedule_after_ticks(Self::ticks_of(delay), event)
     }
@@ -295,8 +307,7 @@ where
     ) -> Result<TimerHandle, ScheduleError<E>>
     where
         E: Clone,
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.schedule_every_ticks(Self::ticks_of(period), event)
     }
@@ -357,8 +368,7 @@ where
     /// Moves a pending timed event to `delay` after the last `now`.
     pub fn reschedule_after<D>(&mut self, handle: TimerHandle, delay: D) -> Result<(), TimerError>
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
         self.reschedule_after_ticks(handle, Self::ticks_of(delay))
     }
@@ -407,6 +417,11 @@ where
         }
     }
 
+    /// Takes the front of the sequential queue, whatever the timers.
+    pub fn pop_sequential(&mut self) -> Option<E> {
+        self.sequential.pop_front()
+    }
+
     /// Events waiting in both queues (pyzenkit's `count()`).
     pub fn count(&self) -> usize {
         self.sequential.len() + self.timers.len()
@@ -443,6 +458,11 @@ where
     /// [`wait_ticks`](Self::wait_ticks) as a duration of the clock.
     pub fn wait(&self) -> Option<embedded_time::duration::Generic<C::T>> {
         self.wait_ticks().map(crate::time::ticks_duration::<C>)
+    }
+
+    /// The event of a pending timer.
+    pub fn get(&self, handle: TimerHandle) -> Result<&E, TimerError> {
+        self.timers.get(handle)
     }
 
     /// The deadline of a pending timer.
@@ -495,10 +515,9 @@ where
     /// A duration in ticks of `C`; one too long for `u64` ticks is beyond any horizon.
     fn ticks_of<D>(span: D) -> u64
     where
-        D: FixedPoint,
-        D::T: TickInt,
+        D: Delay,
     {
-        duration_to_ticks::<C, D>(span).unwrap_or(u64::MAX)
+        duration_to_ticks::<C, _>(span).unwrap_or(u64::MAX)
     }
 
     /// The deadline `ticks` after the last `now`, if within the horizon.
@@ -1214,7 +1233,9 @@ mod strength {
         let mut q = EventQueue::<u32, Wide, 2, 4>::new();
         assert_eq!(q.now(), wide(0));
         assert_eq!(q.now_ticks(), 0);
-        let a = q.schedule_after(Milliseconds(5u64), 1).unwrap();
+        let a = q
+            .schedule_after(core::time::Duration::from_millis(5), 1)
+            .unwrap();
         assert_eq!(q.deadline(a), Ok(wide(5)));
         assert_eq!(q.next_deadline_ticks(), Some(5));
     }
@@ -1226,8 +1247,12 @@ mod strength {
         q.advance(clock.now());
         assert_eq!(q.now(), clock.now());
         assert_eq!(q.now_ticks(), u64::from(u32::MAX) - 10);
-        let a = q.schedule_after(Milliseconds(20u64), 1).unwrap();
-        let b = q.schedule_every(Milliseconds(1u64 << 33), 2).unwrap();
+        let a = q
+            .schedule_after(core::time::Duration::from_millis(20), 1)
+            .unwrap();
+        let b = q
+            .schedule_every(core::time::Duration::from_millis(1 << 33), 2)
+            .unwrap();
         let c = q.schedule_at(wide(u64::from(u32::MAX) + 100), 3).unwrap();
         assert_eq!(q.deadline(a).map(wide_ticks), Ok(u64::from(u32::MAX) + 10));
         assert_eq!(
@@ -1238,7 +1263,8 @@ mod strength {
         assert_eq!(q.wait_ticks(), Some(20));
         assert_eq!(q.wait().map(|d| d.integer()), Some(20));
         // Far beyond a u32 clock's horizon, well within a u64 clock's.
-        q.reschedule_after(c, Milliseconds(1u64 << 40)).unwrap();
+        q.reschedule_after(c, core::time::Duration::from_millis(1 << 40))
+            .unwrap();
         assert_eq!(
             q.deadline(c).map(wide_ticks),
             Ok(u64::from(u32::MAX) - 10 + (1 << 40))
@@ -1247,18 +1273,19 @@ mod strength {
         // Half of u64::MAX is the limit.
         let half = u64::MAX / 2;
         assert_eq!(
-            q.reschedule_after(c, Milliseconds(half + 1)),
+            q.reschedule_after(c, core::time::Duration::from_millis(half + 1)),
             Err(TimerError::BeyondHorizon)
         );
         assert_eq!(
-            q.schedule_after(Milliseconds(half + 1), 4),
+            q.schedule_after(core::time::Duration::from_millis(half + 1), 4),
             Err(ScheduleError::BeyondHorizon(4))
         );
         assert_eq!(
-            q.schedule_every(Milliseconds(half + 1), 5),
+            q.schedule_every(core::time::Duration::from_millis(half + 1), 5),
             Err(ScheduleError::BeyondHorizon(5))
         );
-        q.reschedule_after(c, Milliseconds(half)).unwrap();
+        q.reschedule_after(c, core::time::Duration::from_millis(half))
+            .unwrap();
         assert_eq!(q.place(wide(12)), 12);
         assert_eq!(
             q.instant_at(u64::from(u32::MAX) + 3),
@@ -1358,7 +1385,7 @@ mod strength {
         assert_eq!(std::format!("{err:?}"), "ScheduleError::ZeroPeriod(..)");
         assert_eq!(
             std::format!("{}", ScheduleErrorKind::BeyondHorizon),
-            "deadline beyond the clock's horizon (half its wrap period)"
+            "deadline at or beyond the clock's horizon of half its wrap period"
         );
         assert_eq!(
             ScheduleError::BeyondHorizon(4u32).kind(),

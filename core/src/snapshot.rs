@@ -74,12 +74,12 @@ impl<
         U,
         C,
         const M: usize,
-        const KN: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
         D: ?Sized + Component<U, C>,
-    > Inspect<U, C> for Kernel<'_, U, C, M, KN, H, S, T, D>
+    > Inspect<U, C> for Kernel<'_, U, C, M, K, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -128,12 +128,12 @@ impl<
         U,
         C,
         const M: usize,
-        const KN: usize,
+        const K: usize,
         const H: usize,
         const S: usize,
         const T: usize,
         D: ?Sized + Component<U, C>,
-    > Kernel<'c, U, C, M, KN, H, S, T, D>
+    > Kernel<'c, U, C, M, K, H, S, T, D>
 where
     U: UserEvent + Clone,
     C: Clock,
@@ -483,14 +483,12 @@ mod tests {
         k.add(&mut counter).unwrap();
         k.start(clock.now()).unwrap();
         for _ in 0..3 {
-            k.queue().schedule(Event::User(Tick)).unwrap();
+            k.queue().schedule(Tick).unwrap();
         }
-        k.queue()
-            .schedule_after(Milliseconds(5u32), Event::User(Tick))
-            .unwrap();
+        k.queue().schedule_after(Milliseconds(5u32), Tick).unwrap();
         // A far timer keeps the loop from ending on an empty queue.
         k.queue()
-            .schedule_after(Milliseconds(60_000u32), Event::User(Tick))
+            .schedule_after(Milliseconds(60_000u32), Tick)
             .unwrap();
         k.run_until_idle(clock.now()).unwrap();
         clock.advance(Milliseconds(2_000u32));
@@ -681,11 +679,11 @@ mod strength {
         k.add(&mut c).unwrap();
         k.start(clock.now()).unwrap();
         for _ in 0..4 {
-            k.queue().schedule(Event::User(Ev::Work)).unwrap();
+            k.queue().schedule(Ev::Work).unwrap();
         }
         // Keeps the loop from ending on an empty queue.
         k.queue()
-            .schedule_after(Milliseconds(60_000u32), Event::User(Ev::Idle))
+            .schedule_after(Milliseconds(60_000u32), Ev::Idle)
             .unwrap();
         k.run_until_idle(clock.now()).unwrap();
 
@@ -707,7 +705,7 @@ mod strength {
 
         clock.advance(Milliseconds(2_000u32));
         k.rotate_statistics(clock.now());
-        k.queue().schedule(Event::User(Ev::Work)).unwrap();
+        k.queue().schedule(Ev::Work).unwrap();
         k.run_until_idle(clock.now()).unwrap();
         clock.advance(Milliseconds(500u32));
         let stats = json_of(&k.statistics(clock.now()));
@@ -754,8 +752,8 @@ mod strength {
             Kernel::<'_, Ev, FourMs, 1, { kinds::<Ev>() }, 1, 4, 2>::new(Settings::default());
         k.add(&mut a).unwrap();
         k.start(Instant::new(1_000)).unwrap();
-        k.queue().schedule(Event::User(Ev::Work)).unwrap();
-        k.queue().schedule(Event::User(Ev::Work)).unwrap();
+        k.queue().schedule(Ev::Work).unwrap();
+        k.queue().schedule(Ev::Work).unwrap();
         k.run_until_idle(Instant::new(1_000)).unwrap();
         // 2 in 500 ticks of 4 ms (2 s): one per second.
         let stats = json_of(&k.statistics(Instant::new(1_500)));
@@ -781,16 +779,16 @@ mod strength {
         k.add(&mut a).unwrap();
         k.start(clock.now()).unwrap();
         k.queue()
-            .schedule_after(Milliseconds(10u32), Event::User(Ev::Work))
+            .schedule_after(Milliseconds(10u32), Ev::Work)
             .unwrap();
         k.queue()
-            .schedule_every(Milliseconds(5u32), Event::User(Ev::Work))
+            .schedule_every(Milliseconds(5u32), Ev::Work)
             .unwrap();
-        k.queue().schedule(Event::User(Ev::Idle)).unwrap();
+        k.queue().schedule(Ev::Idle).unwrap();
         for _ in 0..3 {
-            k.queue().schedule(Event::User(Ev::Work)).unwrap();
+            k.queue().schedule(Ev::Work).unwrap();
         }
-        assert!(k.queue().schedule(Event::User(Ev::Work)).is_err());
+        assert!(k.queue().schedule(Ev::Work).is_err());
         clock.advance(Milliseconds(27u32));
         let _ = k.run_until_idle(clock.now());
         let _ = k.run_until_idle(clock.now());

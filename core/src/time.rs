@@ -16,7 +16,7 @@
 //!
 //! The one requirement on the host follows: it MUST pass `now` to the queue at least once per
 //! wrap period of the clock (every call to `next`, `schedule*` or `advance` counts). A loop that
-//! sleeps until the next deadline does so automatically, because a deadline can never lie more
+//! sleeps until the next deadline does so automatically, because a deadline always lies less
 //! than half a wrap period ahead.
 
 use core::cell::Cell;
@@ -69,27 +69,224 @@ pub const fn horizon_ticks(max: u64) -> u64 {
     max / 2
 }
 
-/// Converts a duration into ticks of clock `C`, rounding *up*, so that a deadline computed
-/// from it is never earlier than asked for. `None` when it does not fit into `u64` ticks.
-pub fn duration_to_ticks<C, D>(duration: D) -> Option<u64>
-where
-    C: Clock,
-    D: FixedPoint,
-    D::T: TickInt,
-{
-    fraction_to_ticks::<C>(duration.integer().widen(), D::SCALING_FACTOR)
+/// A span of time the kernel takes as a delay, a period or a timeout: [`core::time::Duration`]
+/// (what every Rust user knows, also in `no_std`) or one of embedded-time's `u32` durations
+/// (`Milliseconds(500)`, `Seconds(2)`, …).
+///
+/// Only the `u32` flavour of each embedded-time duration implements it, so an unsuffixed
+/// literal such as `Milliseconds(500)` infers `u32` instead of failing on `i32`.
+///
+/// # Conversion cost
+///
+/// [`ticks`](Self::in_ticks) scales by the ratio of the span's unit to the clock's tick, and both
+/// are constants: the ratio is reduced at compile time (an inline `const` block), and what is
+/// left of the division at run time is a multiplication by a precomputed reciprocal with one
+/// correction step ([`Divisor`]). So no 64- or 128-bit division (`__aeabi_uldivmod`,
+/// `__udivti3`) is linked in for it on a 32-bit MCU.
+///
+/// ```
+/// use core::time::Duration;
+/// use zendaemon_core::embedded_time::duration::Milliseconds;
+/// use zendaemon_core::{Delay, ManualClock};
+///
+/// assert_eq!(Milliseconds(500).in_ticks::<ManualClock>(), Some(500));
+/// assert_eq!(Duration::from_millis(500).in_ticks::<ManualClock>(), Some(500));
+/// // A fraction of a tick rounds up: a timer never fires early.
+/// assert_eq!(Duration::from_micros(1).in_ticks::<ManualClock>(), Some(1));
+/// ```
+pub trait Delay: Copy {
+    /// The span in ticks of clock `C`, rounded up, so that a deadline computed from it is
+    /// never earlier than asked for. `None` when it does not fit into `u64` ticks (far beyond
+    /// any clock's horizon).
+    fn in_ticks<C: Clock>(self) -> Option<u64>;
 }
 
-/// `integer × scale` seconds in ticks of `C`, rounded up.
-pub(crate) fn fraction_to_ticks<C: Clock>(integer: u64, scale: Fraction) -> Option<u64> {
-    // ticks = integer * (s_num / s_den) / (c_num / c_den), in u128 so no step can overflow.
-    let c = C::SCALING_FACTOR;
-    let num = u128::from(integer) * u128::from(*scale.numerator()) * u128::from(*c.denominator());
-    let den = u128::from(*scale.denominator()) * u128::from(*c.numerator());
-    if den == 0 {
-        return None;
+impl Delay for core::time::Duration {
+    #[inline]
+    fn in_ticks<C: Clock>(self) -> Option<u64> {
+        // ticks = (secs + nanos / 1e9) · den / num for a clock of `num / den` seconds a tick.
+        // With R / S = den / num reduced: secs · R = q · S + r, and
+        // ticks = q + ceil((r · 1e9 + nanos · R) / (S · 1e9)), every term below 2^63.
+        let (r_num, by_s, by_s_ns) = const {
+            let c = C::SCALING_FACTOR;
+            let (r_num, s_den) = reduce(*c.denominator() as u64, *c.numerator() as u64);
+            (
+                r_num,
+                Divisor::new(s_den),
+                Divisor::new(s_den * NANOS_PER_SECOND),
+            )
+        };
+        let (q, r) = by_s.div_rem(self.as_secs().checked_mul(r_num)?);
+        let rest = r * NANOS_PER_SECOND + u64::from(self.subsec_nanos()) * r_num;
+        q.checked_add(by_s_ns.div_ceil(rest))
     }
-    u64::try_from(num.div_ceil(den)).ok()
+}
+
+/// `units` of `NUM / DEN` seconds each in ticks of clock `C`, rounded up; `None` when they
+/// do not fit into `u64` ticks. The ratio to the clock's tick is reduced at compile time, so
+/// no division runs for it (see [`Delay`]). For implementing [`Delay`] on a duration type of
+/// one's own:
+///
+/// ```
+/// use zendaemon_core::embedded_time::Clock;
+/// use zendaemon_core::time::units_to_ticks;
+/// use zendaemon_core::{Delay, ManualClock};
+///
+/// /// Sevenths of three seconds.
+/// #[derive(Clone, Copy)]
+/// struct ThreeSevenths(u32);
+///
+/// impl Delay for ThreeSevenths {
+///     fn in_ticks<C: Clock>(self) -> Option<u64> {
+///         units_to_ticks::<C, 3, 7>(self.0.into())
+///     }
+/// }
+///
+/// // 5 × 3/7 s = 2142.857… ms: 2143 ticks of a millisecond clock, never 2142.
+/// assert_eq!(ThreeSevenths(5).in_ticks::<ManualClock>(), Some(2_143));
+/// ```
+#[inline]
+pub fn units_to_ticks<C: Clock, const NUM: u64, const DEN: u64>(units: u64) -> Option<u64> {
+    let (num, by) = const {
+        let c = C::SCALING_FACTOR;
+        assert!(
+            NUM <= u32::MAX as u64 && DEN <= u32::MAX as u64,
+            "NUM and DEN fit into u32"
+        );
+        let (num, den) = reduce(NUM * *c.denominator() as u64, DEN * *c.numerator() as u64);
+        (num, Divisor::new(den))
+    };
+    Some(by.div_ceil(units.checked_mul(num)?))
+}
+
+/// Implements [`Delay`] for embedded-time's `u32` durations, whose unit is `$num / $den` s.
+macro_rules! delay_for_embedded_time {
+    ($($ty:ident = $num:literal / $den:literal),*) => {$(
+        impl Delay for embedded_time::duration::$ty<u32> {
+            #[inline]
+            fn in_ticks<C: Clock>(self) -> Option<u64> {
+                units_to_ticks::<C, $num, $den>(u64::from(self.integer()))
+            }
+        }
+    )*};
+}
+
+delay_for_embedded_time!(
+    Hours = 3600 / 1,
+    Minutes = 60 / 1,
+    Seconds = 1 / 1,
+    Milliseconds = 1 / 1_000,
+    Microseconds = 1 / 1_000_000,
+    Nanoseconds = 1 / 1_000_000_000
+);
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// `(a, b)` divided by their greatest common divisor (`b` at least 1). For `const` blocks;
+/// `#[inline]` keeps it (and its divisions) out of the object code when only they call it.
+#[inline]
+pub(crate) const fn reduce(a: u64, b: u64) -> (u64, u64) {
+    assert!(
+        b > 0,
+        "a clock's or a duration's scaling factor must not be zero"
+    );
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        let t = x % y;
+        x = y;
+        y = t;
+    }
+    (a / x, b / x)
+}
+
+/// Division by a divisor known at compile time, without a division instruction or call at run
+/// time: a multiplication by the precomputed reciprocal `⌊(2^64 − 1) / d⌋` gives the quotient
+/// or one less, and one comparison corrects it (exact for every `u64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Divisor {
+    d: u64,
+    reciprocal: u64,
+}
+
+impl Divisor {
+    /// A divisor of `d` (at least 1). Meant for a `const` block: computing the reciprocal
+    /// divides.
+    #[inline]
+    pub const fn new(d: u64) -> Self {
+        assert!(d > 0, "division by zero");
+        Self {
+            d,
+            reciprocal: if d == 1 { 0 } else { u64::MAX / d },
+        }
+    }
+
+    /// `(y / d, y % d)`.
+    #[inline]
+    pub fn div_rem(self, y: u64) -> (u64, u64) {
+        if self.d == 1 {
+            return (y, 0);
+        }
+        // reciprocal > 2^64 / d − 1, so y · reciprocal / 2^64 > y / d − 1: the estimate is the
+        // quotient or one less.
+        let mut q = mul_high(y, self.reciprocal);
+        let mut r = y - q * self.d;
+        if r >= self.d {
+            q += 1;
+            r -= self.d;
+        }
+        (q, r)
+    }
+
+    /// `y / d`, rounded up.
+    #[inline]
+    pub fn div_ceil(self, y: u64) -> u64 {
+        let (q, r) = self.div_rem(y);
+        q + u64::from(r != 0)
+    }
+}
+
+/// The high 64 bits of `a · b`.
+#[inline]
+fn mul_high(a: u64, b: u64) -> u64 {
+    if cfg!(target_pointer_width = "64") {
+        ((u128::from(a) * u128::from(b)) >> 64) as u64
+    } else {
+        mul_high_by_halves(a, b)
+    }
+}
+
+/// [`mul_high`] with four 32 × 32 → 64 multiplications (one `umull` each on Cortex-M3 and
+/// up), rather than a call to a 128-bit multiplication on 32-bit targets.
+#[inline]
+fn mul_high_by_halves(a: u64, b: u64) -> u64 {
+    let (a0, a1) = (a & 0xffff_ffff, a >> 32);
+    let (b0, b1) = (b & 0xffff_ffff, b >> 32);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    let mid = (p00 >> 32) + (p01 & 0xffff_ffff) + (p10 & 0xffff_ffff);
+    p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32)
+}
+
+/// A span in whole milliseconds, rounded up and saturated at `u32::MAX` (49.7 days): how
+/// [`Settings`](crate::Settings) keeps the delays it is given.
+pub fn to_millis(span: impl Delay) -> Milliseconds<u32> {
+    /// A clock of millisecond ticks, for the conversion only.
+    struct Millis;
+    impl Clock for Millis {
+        type T = u32;
+        const SCALING_FACTOR: Fraction = Fraction::new(1, 1_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+    let ms = span.in_ticks::<Millis>().unwrap_or(u64::MAX);
+    Milliseconds(u32::try_from(ms).unwrap_or(u32::MAX))
+}
+
+/// Converts a span into ticks of clock `C`, rounding *up*, so that a deadline computed from
+/// it is never earlier than asked for. `None` when it does not fit into `u64` ticks.
+#[inline]
+pub fn duration_to_ticks<C: Clock, D: Delay>(span: D) -> Option<u64> {
+    span.in_ticks::<C>()
 }
 
 /// A wrap-safe mapping from a clock's (possibly wrapping) ticks to a `u64` line that does not
@@ -249,7 +446,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embedded_time::duration::{Microseconds, Seconds};
+    use embedded_time::duration::{Hours, Microseconds, Minutes, Nanoseconds, Seconds};
 
     #[test]
     fn timeline_extends_across_u32_wrap() {
@@ -300,6 +497,183 @@ mod tests {
         );
     }
 
+    /// A clock of 3/1000 s ticks: no whole number of ticks per second or per millisecond.
+    struct Tick3ms;
+    impl Clock for Tick3ms {
+        type T = u32;
+        const SCALING_FACTOR: Fraction = Fraction::new(3, 1_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// A 32.768 kHz clock.
+    struct Khz32;
+    impl Clock for Khz32 {
+        type T = u32;
+        const SCALING_FACTOR: Fraction = Fraction::new(1, 32_768);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// A 1 GHz clock with `u64` ticks.
+    struct Ghz;
+    impl Clock for Ghz {
+        type T = u64;
+        const SCALING_FACTOR: Fraction = Fraction::new(1, 1_000_000_000);
+        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+            Ok(Instant::new(0))
+        }
+    }
+
+    /// `d` in ticks of `C` the slow way (u128 arithmetic with a division), rounded up.
+    fn reference<C: Clock>(d: core::time::Duration) -> Option<u64> {
+        let c = C::SCALING_FACTOR;
+        let nanos = d.as_nanos();
+        let num = nanos * u128::from(*c.denominator());
+        let den = 1_000_000_000 * u128::from(*c.numerator());
+        u64::try_from(num.div_ceil(den)).ok()
+    }
+
+    /// A deterministic stream of `u64`s (SplitMix64).
+    fn stream(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d1_049b_d133_111e);
+            z ^ (z >> 31)
+        }
+    }
+
+    #[test]
+    fn divisor_agrees_with_division() {
+        let mut next = stream(1);
+        let divisors = [
+            1,
+            2,
+            3,
+            7,
+            125,
+            1_000,
+            3_000_000,
+            1_000_000_000,
+            3_000_000_000,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 1,
+            1 << 63,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let random: std::vec::Vec<u64> = (0..200).map(|_| next() >> (next() % 64)).collect();
+        for d in divisors.into_iter().chain(random).filter(|&d| d > 0) {
+            let div = Divisor::new(d);
+            let mut ys = std::vec![0, 1, d - 1, d, d.saturating_add(1), u64::MAX - 1, u64::MAX];
+            ys.extend((0..200).map(|_| next()));
+            for y in ys {
+                assert_eq!(div.div_rem(y), (y / d, y % d), "{y} / {d}");
+                assert_eq!(div.div_ceil(y), y.div_ceil(d), "ceil {y} / {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_32_bit_high_multiplication_agrees_with_u128() {
+        let mut next = stream(4);
+        let edges = [0, 1, u64::from(u32::MAX), 1 << 32, u64::MAX - 1, u64::MAX];
+        let mut values: std::vec::Vec<u64> = edges.to_vec();
+        values.extend((0..300).map(|_| next()));
+        for &a in &values {
+            for &b in &values {
+                let wide = ((u128::from(a) * u128::from(b)) >> 64) as u64;
+                assert_eq!(mul_high_by_halves(a, b), wide, "{a} * {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn std_durations_convert_exactly_and_never_early() {
+        use core::time::Duration;
+        // 3 ms ticks: a fraction of a tick rounds up.
+        assert_eq!(Duration::ZERO.in_ticks::<Tick3ms>(), Some(0));
+        assert_eq!(Duration::from_nanos(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Duration::from_millis(3).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Duration::from_micros(3_001).in_ticks::<Tick3ms>(), Some(2));
+        assert_eq!(Duration::from_secs(3).in_ticks::<Tick3ms>(), Some(1_000));
+        assert_eq!(Duration::new(3, 1).in_ticks::<Tick3ms>(), Some(1_001));
+        assert_eq!(Duration::from_secs(1).in_ticks::<Tick3ms>(), Some(334));
+        // 1 ms is 32.768 ticks of a 32 kHz clock: 33, never 32.
+        assert_eq!(Duration::from_millis(1).in_ticks::<Khz32>(), Some(33));
+        assert_eq!(Duration::from_secs(1).in_ticks::<Khz32>(), Some(32_768));
+        // Beyond u64 ticks: refused, not wrapped.
+        assert_eq!(Duration::MAX.in_ticks::<Ghz>(), None);
+        assert_eq!(Duration::MAX.in_ticks::<ManualClock>(), None);
+        // Against the slow reference, over every scale of duration.
+        let mut next = stream(2);
+        for _ in 0..20_000 {
+            let secs = next() >> (next() % 64);
+            let d = Duration::new(secs, (next() % 1_000_000_000) as u32);
+            for (got, want) in [
+                (d.in_ticks::<Tick3ms>(), reference::<Tick3ms>(d)),
+                (d.in_ticks::<Khz32>(), reference::<Khz32>(d)),
+                (d.in_ticks::<Ghz>(), reference::<Ghz>(d)),
+                (d.in_ticks::<ManualClock>(), reference::<ManualClock>(d)),
+            ] {
+                // `None` only where the exact figure does not fit (or `secs · rate` overflows,
+                // which is beyond every horizon too).
+                match got {
+                    Some(t) => assert_eq!(Some(t), want, "{d:?}"),
+                    None => assert!(want.is_none_or(|w| w > u64::MAX / 4), "{d:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_time_durations_convert_exactly_and_never_early() {
+        // Unsuffixed literals infer `u32`: `Milliseconds(500)` compiles.
+        assert_eq!(Milliseconds(500).in_ticks::<ManualClock>(), Some(500));
+        assert_eq!(Milliseconds(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Milliseconds(3).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Milliseconds(4).in_ticks::<Tick3ms>(), Some(2));
+        assert_eq!(Seconds(3).in_ticks::<Tick3ms>(), Some(1_000));
+        assert_eq!(Microseconds(1).in_ticks::<Tick3ms>(), Some(1));
+        assert_eq!(Nanoseconds(0).in_ticks::<Tick3ms>(), Some(0));
+        assert_eq!(Hours(1).in_ticks::<Tick3ms>(), Some(1_200_000));
+        assert_eq!(Minutes(1).in_ticks::<Khz32>(), Some(60 * 32_768));
+        assert_eq!(
+            Seconds(u32::MAX).in_ticks::<Tick3ms>(),
+            Some(u64::from(u32::MAX) / 3 * 1_000)
+        );
+        assert_eq!(Hours(u32::MAX).in_ticks::<Ghz>(), None);
+        // Against the slow reference.
+        let mut next = stream(3);
+        for _ in 0..20_000 {
+            let n = (next() >> (next() % 32)) as u32;
+            let ms = core::time::Duration::from_millis(n.into());
+            assert_eq!(
+                Milliseconds(n).in_ticks::<Tick3ms>(),
+                reference::<Tick3ms>(ms)
+            );
+            assert_eq!(Milliseconds(n).in_ticks::<Khz32>(), reference::<Khz32>(ms));
+            let us = core::time::Duration::from_micros(n.into());
+            assert_eq!(
+                Microseconds(n).in_ticks::<Tick3ms>(),
+                reference::<Tick3ms>(us)
+            );
+        }
+    }
+
+    #[test]
+    fn to_millis_rounds_up_and_saturates() {
+        use core::time::Duration;
+        assert_eq!(to_millis(Duration::from_micros(1)), Milliseconds(1u32));
+        assert_eq!(to_millis(Seconds(2)), Milliseconds(2_000u32));
+        assert_eq!(to_millis(Duration::MAX), Milliseconds(u32::MAX));
+    }
+
     #[test]
     fn manual_clock_wraps() {
         let clock = ManualClock::<u32>::starting_at(u32::MAX);
@@ -333,14 +707,9 @@ mod strength {
     #[derive(Debug, Clone, Copy)]
     struct ThreeSevenths(u32);
 
-    impl FixedPoint for ThreeSevenths {
-        type T = u32;
-        const SCALING_FACTOR: Fraction = Fraction::new(3, 7);
-        fn new(value: u32) -> Self {
-            Self(value)
-        }
-        fn integer(&self) -> u32 {
-            self.0
+    impl Delay for ThreeSevenths {
+        fn in_ticks<C: Clock>(self) -> Option<u64> {
+            units_to_ticks::<C, 3, 7>(self.0.into())
         }
     }
 
@@ -358,33 +727,34 @@ mod strength {
             duration_to_ticks::<ThreeMs, _>(Milliseconds(10u32)),
             Some(4)
         );
-        assert_eq!(duration_to_ticks::<ThreeMs, _>(Milliseconds(9u64)), Some(3));
+        assert_eq!(duration_to_ticks::<ThreeMs, _>(Milliseconds(9u32)), Some(3));
         // The same sevenths on a millisecond clock: 2142.857… → 2143.
         assert_eq!(
             duration_to_ticks::<ManualClock<u64>, _>(ThreeSevenths(5)),
             Some(2_143)
         );
         // Too many ticks for a u64.
-        assert_eq!(duration_to_ticks::<ThreeMs, _>(Seconds(u64::MAX)), None);
+        assert_eq!(
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(u64::MAX)),
+            None
+        );
         // The largest whole number of seconds that still fits, in u128 arithmetic.
         let most = u64::MAX / 1_000;
         assert_eq!(
-            duration_to_ticks::<ThreeMs, _>(Seconds(most)),
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(most)),
             Some(most * 1_000 / 3)
         );
         assert_eq!(
-            duration_to_ticks::<ThreeMs, _>(Seconds(most - 1)),
+            duration_to_ticks::<ThreeMs, _>(core::time::Duration::from_secs(most - 1)),
             Some(((most - 1) * 1_000).div_ceil(3))
         );
     }
 
+    // A zero scaling factor no longer reaches run time: the ratio is reduced in a `const`
+    // block, whose assertion makes it a compile-time error.
     #[test]
-    fn a_zero_scaling_factor_gives_none_instead_of_dividing_by_zero() {
-        assert_eq!(fraction_to_ticks::<ThreeMs>(1, Fraction::new(1, 0)), None);
-        assert_eq!(
-            fraction_to_ticks::<ThreeMs>(1, Fraction::new(1, 1)),
-            Some(334)
-        );
+    fn a_second_is_a_third_of_a_thousand_three_ms_ticks_rounded_up() {
+        assert_eq!(Seconds(1u32).in_ticks::<ThreeMs>(), Some(334));
     }
 
     #[test]

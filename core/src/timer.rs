@@ -18,9 +18,26 @@
 //! each (measured in `BENCHMARKS.md`, "Firmware"). The sifts are free functions over slices,
 //! so one copy serves every capacity and event type.
 //!
-//! A [`TimerHandle`] names a slot and the slot's generation. Freeing a slot bumps its
-//! generation, so a handle kept after its timer fired or was cancelled is *stale*: every use of
-//! it returns [`TimerError::Stale`] and never touches the timer that reuses the slot.
+//! A [`TimerHandle`] names its queue, a slot and the slot's generation. Freeing a slot bumps
+//! its generation, so a handle kept after its timer fired or was cancelled is *stale*: every
+//! use of it returns [`TimerError::Stale`] and never touches the timer that reuses the slot.
+//!
+//! # What a handle guarantees, exactly
+//!
+//! * **Across reuses of a slot:** a slot whose generation reaches its maximum is retired
+//!   (never reused; the queue holds one timer less). So no generation is ever handed out
+//!   twice: a stale handle can never name a later timer, where a wrapping `u32` generation
+//!   let it after 2^32 reuses. Generations are `u64` on 64-bit targets: retiring a slot takes
+//!   2^64 − 1 reuses of it, 584,000 years at a million cancel-and-schedule cycles a second.
+//!   On 32-bit targets (firmware) they are `u32`, which saves 500 bytes of flash: a slot
+//!   retires after 2^32 − 1 reuses (71 minutes at that extreme rate, 50 days at a thousand a
+//!   second; `reschedule` and periodic timers do not reuse slots). A firmware that cancels
+//!   and reschedules one-shot timers faster than that for months should `reschedule` instead.
+//! * **Across queues:** each queue takes an identity when it schedules its first timer (a
+//!   process-wide counter: an atomic add, or a critical section on targets without atomic
+//!   read-modify-write such as ARMv6-M), and its handles carry it. A handle used on another
+//!   queue is stale. Identities are 16 bits: distinct for the first 65,535 queues of a
+//!   program (queues that scheduled a timer); a program that makes more may see two share one.
 //!
 //! Deadlines here are points on the `u64` [`Timeline`](crate::time::Timeline), so ordering is a
 //! plain comparison. Equal deadlines leave in the order they were scheduled (`seq`).
@@ -29,12 +46,50 @@ use core::fmt;
 
 use heapless::Vec;
 
-/// Names one scheduled timer. Cheap to copy; stale once the timer is gone.
+/// Names one scheduled timer of one queue. Cheap to copy; stale once the timer is gone, and
+/// on any other queue (see the module docs for the exact guarantee).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TimerHandle {
+    generation: Generation,
     slot: u16,
-    generation: u32,
+    queue: u16,
+}
+
+/// A slot's generation: `u64` on 64-bit targets (hosts, daemons), `u32` on smaller ones,
+/// where the wider one cost the tiny firmware 500 bytes of flash (16-byte handles and their
+/// copies). Either way a slot is retired at the last value, so the guarantee is exact; only
+/// how soon a slot can retire differs (see the module docs).
+#[cfg(target_pointer_width = "64")]
+type Generation = u64;
+#[cfg(not(target_pointer_width = "64"))]
+type Generation = u32;
+
+/// A new queue identity, never 0 (the mark of a queue that has none yet).
+fn next_queue_id() -> u16 {
+    #[cfg(target_has_atomic = "16")]
+    {
+        use core::sync::atomic::{AtomicU16, Ordering};
+        static NEXT: AtomicU16 = AtomicU16::new(1);
+        loop {
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+    #[cfg(not(target_has_atomic = "16"))]
+    {
+        use core::cell::Cell;
+        static NEXT: critical_section::Mutex<Cell<u16>> =
+            critical_section::Mutex::new(Cell::new(1));
+        critical_section::with(|cs| {
+            let next = NEXT.borrow(cs);
+            let id = next.get();
+            next.set(id.checked_add(1).unwrap_or(1));
+            id
+        })
+    }
 }
 
 /// What went wrong with a handle-based timer operation.
@@ -44,7 +99,8 @@ pub struct TimerHandle {
 pub enum TimerError {
     /// The timer already fired (one-shot), was cancelled, or the handle is from another queue.
     Stale,
-    /// The new deadline lies further ahead than half the clock's wrap period.
+    /// The new deadline lies half the clock's wrap period ahead or further (see
+    /// [`ScheduleError::BeyondHorizon`](crate::ScheduleError::BeyondHorizon)).
     BeyondHorizon,
 }
 
@@ -53,7 +109,7 @@ impl fmt::Display for TimerError {
         match self {
             Self::Stale => f.write_str("stale timer handle: the timer fired or was cancelled"),
             Self::BeyondHorizon => {
-                f.write_str("deadline beyond the clock's horizon (half its wrap period)")
+                f.write_str("deadline at or beyond the clock's horizon of half its wrap period")
             }
         }
     }
@@ -92,7 +148,8 @@ impl<E> Clone for Periodic<E> {
 impl<E> Copy for Periodic<E> {}
 
 struct Slot<E> {
-    generation: u32,
+    /// Bumped when the slot is freed; `Generation::MAX` retires it (see the module docs).
+    generation: Generation,
     /// Next free slot while this one is on the free list.
     next_free: u16,
     periodic: Option<Periodic<E>>,
@@ -159,6 +216,9 @@ pub struct TimerQueue<E, const N: usize> {
     /// Slots never used yet start after the free list (lazy initialisation keeps `new` const).
     fresh: u16,
     next_seq: u64,
+    /// This queue's identity in its handles; 0 until the first timer is scheduled (so `new`
+    /// stays `const`).
+    id: u16,
 }
 
 impl<E, const N: usize> Default for TimerQueue<E, N> {
@@ -194,6 +254,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
             free_head: NO_SLOT,
             fresh: 0,
             next_seq: 0,
+            id: 0,
         }
     }
 
@@ -207,9 +268,10 @@ impl<E, const N: usize> TimerQueue<E, N> {
         self.heap.is_empty()
     }
 
-    /// True when every slot is taken.
+    /// True when every slot is taken (a queue with retired slots, see the module docs, is
+    /// full one timer earlier).
     pub fn is_full(&self) -> bool {
-        self.heap.len() == N
+        self.free_head == NO_SLOT && usize::from(self.fresh) == N
     }
 
     /// The capacity `N`.
@@ -277,7 +339,14 @@ impl<E, const N: usize> TimerQueue<E, N> {
         s.periodic = periodic;
         let generation = s.generation;
         sift_up(&mut self.heap, &mut self.positions, pos, 0, entry);
-        Ok(TimerHandle { slot, generation })
+        if self.id == 0 {
+            self.id = next_queue_id();
+        }
+        Ok(TimerHandle {
+            generation,
+            slot,
+            queue: self.id,
+        })
     }
 
     /// The event of a pending timer.
@@ -338,8 +407,9 @@ impl<E, const N: usize> TimerQueue<E, N> {
     fn pop_top(&mut self, top: Entry, now: u64) -> Fired<E> {
         let slot = top.slot;
         let handle = TimerHandle {
-            slot: slot as u16,
             generation: self.slots[slot].generation,
+            slot: slot as u16,
+            queue: self.id,
         };
         match self.slots[slot].periodic {
             Some(Periodic { period, copy }) => {
@@ -395,7 +465,11 @@ impl<E, const N: usize> TimerQueue<E, N> {
     fn live_slot(&self, handle: TimerHandle) -> Result<usize, TimerError> {
         let slot = usize::from(handle.slot);
         match self.slots.get(slot) {
-            Some(s) if s.generation == handle.generation && self.positions[slot] != NOT_QUEUED => {
+            Some(s)
+                if s.generation == handle.generation
+                    && handle.queue == self.id
+                    && self.positions[slot] != NOT_QUEUED =>
+            {
                 Ok(slot)
             }
             _ => Err(TimerError::Stale),
@@ -418,10 +492,14 @@ impl<E, const N: usize> TimerQueue<E, N> {
 
     fn free_slot(&mut self, slot: usize) -> E {
         let s = &mut self.slots[slot];
-        s.generation = s.generation.wrapping_add(1);
+        s.generation += 1;
         s.periodic = None;
-        s.next_free = self.free_head;
-        self.free_head = slot as u16;
+        // A slot at the last generation is retired: off the free list for good, so no
+        // generation is handed out twice.
+        if s.generation != Generation::MAX {
+            s.next_free = self.free_head;
+            self.free_head = slot as u16;
+        }
         self.positions[slot] = NOT_QUEUED;
         match s.event.take() {
             Some(e) => e,
@@ -683,6 +761,41 @@ mod tests {
         let fired = q.pop_due(1).unwrap();
         assert_eq!(fired.handle, a);
         assert_eq!(q.cancel(a), Err(TimerError::Stale));
+    }
+
+    #[test]
+    fn a_handle_from_another_queue_with_the_same_slot_and_generation_is_stale() {
+        // Both queues' first timer: slot 0, generation 0. Only the queue tells them apart.
+        let mut q = TimerQueue::<u32, 4>::new();
+        let mut other = TimerQueue::<u32, 4>::new();
+        let mine = q.insert(10, 1).unwrap();
+        let foreign = other.insert(20, 2).unwrap();
+        assert_eq!(q.get(foreign), Err(TimerError::Stale));
+        assert_eq!(q.deadline(foreign), Err(TimerError::Stale));
+        assert_eq!(q.reschedule(foreign, 99), Err(TimerError::Stale));
+        assert_eq!(q.cancel(foreign), Err(TimerError::Stale));
+        assert_eq!(q.cancel(mine), Ok(1));
+        assert_eq!(other.cancel(foreign), Ok(2));
+    }
+
+    #[test]
+    fn a_slot_is_retired_at_its_last_generation_and_never_names_a_later_timer() {
+        let mut q = TimerQueue::<u32, 2>::new();
+        let first = q.insert(1, 1).unwrap();
+        assert_eq!(q.cancel(first), Ok(1));
+        // Slot 0 after its last-but-one reuse: one more free retires it.
+        q.slots[0].generation = Generation::MAX - 1;
+        let last = q.insert(1, 2).unwrap();
+        assert_eq!((last.slot, last.generation), (0, Generation::MAX - 1));
+        assert_eq!(q.cancel(last), Ok(2));
+        // The retired slot is not reused: the next timers take slot 1, then the queue is full.
+        let next = q.insert(1, 3).unwrap();
+        assert_eq!(next.slot, 1);
+        assert_eq!(q.insert(1, 4), Err(4));
+        assert_eq!(q.cancel(last), Err(TimerError::Stale));
+        assert_eq!(q.cancel(first), Err(TimerError::Stale));
+        assert_eq!(q.cancel(next), Ok(3));
+        q.check_invariants();
     }
 
     #[test]
@@ -1011,7 +1124,7 @@ mod strength {
         );
         assert_eq!(
             std::format!("{}", TimerError::BeyondHorizon),
-            "deadline beyond the clock's horizon (half its wrap period)"
+            "deadline at or beyond the clock's horizon of half its wrap period"
         );
     }
 

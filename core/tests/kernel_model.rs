@@ -9,7 +9,7 @@ mod support;
 
 use proptest::prelude::*;
 use zendaemon_core::embedded_time::duration::Milliseconds;
-use zendaemon_core::{Event, Kernel, Kind, ManualClock, Request, Settings, Step};
+use zendaemon_core::{Kernel, Kind, ManualClock, Periodic, Request, Settings, Step};
 
 use support::kernel_model::{self as km, Action, Config, Op, Spec};
 
@@ -179,19 +179,17 @@ fn stop_before_start_keeps_periodic_events_cancelled() {
 #[test]
 fn lateness_of_a_timer_overdue_by_more_than_a_wrap_period() {
     let clock = ManualClock::<u32>::new();
+    let settings = Settings::default().with_period(Periodic::Statistics, Milliseconds(1));
     let mut k =
         Kernel::<'_, (), ManualClock<u32>, 1, { zendaemon_core::kinds::<()>() }, 1, 1, 1>::new(
-            Settings::default(),
+            settings,
         );
     k.start(clock.now()).unwrap();
     let dispatched = |kind| Ok(Step::Dispatched { kind, handlers: 0 });
     assert_eq!(k.step(clock.now()), dispatched(Kind::START));
-    k.queue()
-        .schedule_after(Milliseconds(0u32), Event::LogStatistics)
-        .unwrap();
     clock.advance_ticks(3_000_000_000);
     k.queue().advance(clock.now());
-    clock.advance_ticks(3_000_000_000);
+    clock.advance_ticks(3_000_000_001);
     assert_eq!(k.step(clock.now()), dispatched(Kind::LOG_STATISTICS));
     assert_eq!(k.stats().lateness.max_ticks, 6_000_000_000);
 }

@@ -30,9 +30,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
 
 use serde::Deserialize;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes, TimerHandle,
     UserEvent,
@@ -125,7 +125,7 @@ impl<U: EchoEvents> Echo<U> {
     }
 
     fn schedule_poll(&mut self, ctx: &mut Context<'_, U, StdClock>) {
-        let every = Milliseconds(self.settings.poll_ms.max(1));
+        let every = Duration::from_millis(self.settings.poll_ms.max(1));
         match ctx.schedule_every(every, U::poll()) {
             Ok(handle) => self.timer = Some(handle),
             Err(e) => log::error!("{}: cannot schedule its poll: {e}", self.name),

@@ -112,10 +112,10 @@ use std::marker::PhantomData;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterId, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
     StateValue, StateVisitor, TimerHandle, UserEvent,
@@ -884,7 +884,7 @@ impl<U: FollowEvents> Follower<U> {
                 return;
             }
         }
-        match ctx.schedule_after(Milliseconds(self.settings.poll_ms), U::poll()) {
+        match ctx.schedule_after(Duration::from_millis(self.settings.poll_ms), U::poll()) {
             Ok(handle) => self.timer = Some(handle),
             Err(e) => log::error!(
                 "cannot schedule the next look at the files ({:?}): following stops",
@@ -1384,10 +1384,7 @@ mod tests {
         }
 
         fn look(&mut self) -> Vec<String> {
-            self.kernel
-                .queue()
-                .schedule(Event::User(FollowEvent::Poll))
-                .unwrap();
+            self.kernel.queue().schedule(FollowEvent::Poll).unwrap();
             self.drain()
         }
     }
@@ -1558,10 +1555,7 @@ mod tests {
         assert_eq!(rig.look(), lines(&["1", "2"]));
         dir.append("a.log", "3\n4\n");
         // Read and queued, but the run ends before they are handled.
-        rig.kernel
-            .queue()
-            .schedule(Event::User(FollowEvent::Poll))
-            .unwrap();
+        rig.kernel.queue().schedule(FollowEvent::Poll).unwrap();
         rig.kernel.step(StdClock::now()).unwrap();
         assert_eq!(rig.seen.borrow().len(), 0);
         drop(rig);

@@ -42,7 +42,6 @@ use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signal::{kill, Signal};
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::Pid;
-use zendaemon::core::embedded_time::duration::Microseconds;
 use zendaemon::core::{
     Component, Context, Event, Flow, Kind, RouteError, Routes, TimerHandle, UserEvent,
 };
@@ -346,7 +345,9 @@ impl Component<Ev, StdClock> for Probe {
                     period_us, busy, ..
                 } => {
                     self.timer_base = StdClock::ticks(ctx.now());
-                    self.timer = ctx.schedule_every(Microseconds(period_us), Ev::Tick).ok();
+                    self.timer = ctx
+                        .schedule_every(Duration::from_micros(period_us), Ev::Tick)
+                        .ok();
                     if busy {
                         for n in 0..BACKLOG as u32 {
                             let _ = ctx.schedule(Ev::Work(n));
@@ -405,8 +406,7 @@ fn run_daemon(role: Role) -> ExitCode {
     for sum in sums.iter_mut().take(handlers - 1) {
         daemon = daemon.component(sum);
     }
-    let code = daemon.run();
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    daemon.run()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,9 +105,14 @@ impl Error {
         match self {
             Self::Usage(_) => exit::USAGE,
             Self::Config { .. } => exit::CONFIG,
-            Self::Io { source, .. } | Self::Os { source, .. } => match source.kind() {
+            Self::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => exit::NO_PERMISSION,
                 _ => exit::CANT_CREATE,
+            },
+            // fork, setsid, pipe, the privilege drop...: sysexits' EX_OSERR.
+            Self::Os { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => exit::NO_PERMISSION,
+                _ => exit::OS,
             },
             Self::AlreadyRunning { .. } => exit::ALREADY_RUNNING,
             Self::Daemon(_) => exit::FAILURE,
@@ -146,10 +151,44 @@ impl Error {
     pub fn os(action: &'static str, source: io::Error) -> Self {
         Self::Os { action, source }
     }
+
+    /// The OS error behind an [`Io`](Self::Io) or [`Os`](Self::Os) error, for a program that
+    /// decides by its kind. (Its text is already part of this error's message: see the
+    /// `std::error::Error` impl for why it is not the [`source`](std::error::Error::source).)
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Self::Io { source, .. } | Self::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `text` with its control characters escaped the way `char::escape_debug` does
+/// (`\0`, `\n`, `\u{1b}`...): a NUL byte or an escape sequence from a configuration value
+/// must not reach a terminal or a log line raw.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_debug())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for Error {
+    /// One line; control characters in names, paths and messages are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.write_raw(&mut text)?;
+        write_escaped(f, &text)
+    }
+}
+
+impl Error {
+    fn write_raw(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         match self {
             Self::Usage(msg) => write!(f, "usage: {msg}"),
             Self::Config {
@@ -181,11 +220,78 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } | Self::Os { source, .. } => Some(source),
-            _ => None,
+/// The message of every variant is one line that already ends with its cause (`cannot open
+/// '/run/x.pid': Permission denied`), the line the shell prints. So `source` is `None`: an
+/// error reporter that walks the chain (anyhow, eyre, a `main` returning `Result`) would
+/// otherwise print the OS error twice (the API guidelines' C-GOOD-ERR: a cause goes into the
+/// message or into `source`, not both). [`Error::io_error`] hands the cause to code.
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a chain-walking reporter prints: the error, then each source after `: `.
+    fn report(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push_str(&format!(": {cause}"));
+            next = cause.source();
         }
+        out
+    }
+
+    #[test]
+    fn a_reporter_prints_the_os_error_once() {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let errors = [
+            Error::io("open", "/run/x.pid", denied()),
+            Error::os("fork", denied()),
+        ];
+        for e in errors {
+            let text = report(&e);
+            let cause = denied().to_string();
+            assert_eq!(text.matches(&cause).count(), 1, "{text}");
+            // Lowercase, no trailing punctuation (C-GOOD-ERR).
+            assert!(text.starts_with(char::is_lowercase), "{text}");
+            assert!(!text.ends_with('.'), "{text}");
+            assert_eq!(
+                e.io_error().map(io::Error::kind),
+                Some(io::ErrorKind::PermissionDenied)
+            );
+            assert_eq!(e.exit_code(), exit::NO_PERMISSION);
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let e = Error::UnknownAccount {
+            kind: "group",
+            name: "\0a\nb\u{1b}[31m".into(),
+        };
+        assert_eq!(e.to_string(), r"unknown group '\0a\nb\u{1b}[31m'");
+        let e = Error::config("/etc/d.conf", "bad 'é' value");
+        assert_eq!(
+            e.to_string(),
+            "configuration error in /etc/d.conf: bad 'é' value"
+        );
+    }
+
+    #[test]
+    fn os_failures_exit_71() {
+        let e = Error::os("fork", io::Error::from_raw_os_error(nix::libc::EAGAIN));
+        assert_eq!(e.exit_code(), exit::OS);
+        let e = Error::os(
+            "drop privileges",
+            io::Error::from_raw_os_error(nix::libc::EPERM),
+        );
+        assert_eq!(e.exit_code(), exit::NO_PERMISSION);
+        let e = Error::io(
+            "write",
+            "/x",
+            io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        );
+        assert_eq!(e.exit_code(), exit::CANT_CREATE);
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use serde::Deserialize;
-//! use zendaemon::core::embedded_time::duration::Milliseconds;
+//! use std::time::Duration;
 //! use zendaemon::core::{
 //!     Component, Context, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
 //!     UserEvent,
@@ -55,7 +55,7 @@
 //!             let _ = self.counters.inc("ticks", 1);
 //!         }
 //!         if !ctx.is_done() {
-//!             let _ = ctx.schedule_after(Milliseconds(self.every), Tick);
+//!             let _ = ctx.schedule_after(Duration::from_millis(self.every), Tick);
 //!         }
 //!         Flow::Continue
 //!     }
@@ -83,9 +83,9 @@
 //!     }
 //! }
 //!
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     let mut ticker = Ticker::default();
-//!     std::process::exit(Daemon::<Tick>::new("ticker").component(&mut ticker).run());
+//!     Daemon::<Tick>::new("ticker").component(&mut ticker).run()
 //! }
 //! ```
 //!
@@ -125,7 +125,8 @@
 //!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
 //!   [`pstate`] (the persistent state file), [`checkpoint`] (its durable writes off the loop),
-//!   [`error`] (errors and exit codes).
+//!   [`safepath`] (ownership rules for the paths the shell opens, directories held across the
+//!   privilege drop), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
@@ -162,9 +163,11 @@ pub mod notify;
 pub mod paths;
 pub mod pidfile;
 pub mod precise;
+pub mod preflight;
 pub mod pstate;
 pub mod report;
 pub mod runlog;
+pub mod safepath;
 pub mod service;
 pub mod signals;
 #[cfg(feature = "syslog")]

@@ -286,7 +286,7 @@ mod tests {
         k.add(&mut w).unwrap();
         k.add(&mut q).unwrap();
         k.start(StdClock::now()).unwrap();
-        k.queue().schedule(Event::User(Job)).unwrap();
+        k.queue().schedule(Job).unwrap();
         while let Ok(zendaemon_core::Step::Dispatched { .. }) = k.step(StdClock::now()) {}
         let info = RunInfo::new("d".into(), 7, vec!["d".into(), "--x".into()]);
         let now = StdClock::now();

@@ -280,7 +280,7 @@ mod tests {
 
     /// Dispatches one `tick` through the started kernel.
     fn tick(kernel: &mut TestKernel<'_>) {
-        kernel.queue().schedule(Event::User(Tick)).unwrap();
+        kernel.queue().schedule(Tick).unwrap();
         assert_eq!(
             kernel.step(StdClock::now()),
             Ok(Step::Dispatched {

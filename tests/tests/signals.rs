@@ -461,3 +461,25 @@ fn a_failed_dump_is_logged_and_the_daemon_keeps_running() {
     wait_until("a runlog", || !env.runlogs().is_empty());
     assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
 }
+
+#[test]
+fn a_reload_that_moves_the_persistent_state_checkpoints_at_the_new_place() {
+    let env = Env::new("pmove");
+    let (first, second) = (env.path("first.pstate"), env.path("second.pstate"));
+    let config =
+        |p: &std::path::Path| format!(r#"{{"pstate_file": {:?}}}"#, p.display().to_string());
+    env.write_config(&config(&first));
+    let cmd = env.command_except(
+        &["--pstate-file"],
+        &["--no-daemon", "--pstate-interval", "0.05"],
+    );
+    let mut fg = env.spawn_command(cmd);
+    fg.wait_started();
+    wait_until("the start checkpoint", || first.exists());
+    env.write_config(&config(&second));
+    fg.signal(Signal::SIGHUP);
+    // The state did not change, yet the next checkpoint writes it at its new place.
+    wait_until("a checkpoint at the new place", || second.exists());
+    assert_eq!(read_json(&second)["worker"]["runs"], 1);
+    assert_eq!(fg.stop(), code::OK, "{}", fg.stderr());
+}

@@ -70,6 +70,18 @@ impl Sandbox {
     }
 }
 
+/// A daemon a failed test left behind is killed with its sandbox, not left running.
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        let is_testd = fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.to_string_lossy().starts_with(TESTD));
+        if is_testd {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {

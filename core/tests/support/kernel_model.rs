@@ -49,12 +49,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
-    Component, Context, EndReason, Event, EventQueue, Flow, Idle, Inbox, Kernel, KernelStats, Kind,
-    Mailbox, ManualClock, Next, Periodic, QueueStats, Request, Requests, RouteError, Routes, Run,
+    Component, Context, EndReason, Event, Flow, Idle, Inbox, Kernel, KernelStats, Kind, Mailbox,
+    ManualClock, Periodic, QueueStats, Request, Requests, RouteError, Routes, Run,
     ScheduleErrorKind, Settings, StartError, Step, StepError, TickInt, TimerError, TimerHandle,
     UserEvent,
 };
@@ -114,7 +115,8 @@ const BASE: u64 = 1 << 40;
 pub type TestKernel<'c, K, const S: usize, const T: usize> =
     Kernel<'c, Ev, Clock<K>, COMPONENTS, KINDS, HANDLERS, S, T>;
 /// Its queue.
-pub type TestQueue<K, const S: usize, const T: usize> = EventQueue<Event<Ev>, Clock<K>, S, T>;
+pub type TestQueue<'q, K, const S: usize, const T: usize> =
+    zendaemon_core::HostQueue<'q, Ev, Clock<K>, S, T>;
 
 // ------------------------------------------------------------------------------------------
 // Events, components and their behaviour (shared by the real components and the model)
@@ -307,11 +309,28 @@ pub fn pick(n: u16, handles: usize) -> Option<usize> {
     (handles > 0).then(|| handles - 1 - usize::from(n) % handles)
 }
 
-/// The id of a user event (handles only ever name user events).
-fn user_id(event: &Event<Ev>) -> u32 {
-    match event {
-        Event::User(ev) => ev.id,
-        other => panic!("a user timer handed back {other:?}"),
+/// The id of a user event (handles only ever name user events), as the kernel hands it back
+/// (`Ev`) or as the model holds it (`Event<Ev>`).
+fn user_id(event: &impl UserId) -> u32 {
+    event.user_id()
+}
+
+trait UserId {
+    fn user_id(&self) -> u32;
+}
+
+impl UserId for Ev {
+    fn user_id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl UserId for Event<Ev> {
+    fn user_id(&self) -> u32 {
+        match self {
+            Event::User(ev) => ev.id,
+            other => panic!("a user timer handed back {other:?}"),
+        }
     }
 }
 
@@ -423,8 +442,10 @@ fn act<K: Tick>(ctx: &mut Context<'_, Ev, Clock<K>>, shared: &mut Shared, ev: &E
                 None => Did::Nothing,
                 Some(handle) => Did::Rescheduled {
                     handle,
-                    result: ctx
-                        .reschedule_after(shared.handles[handle], Milliseconds(K::from(delay))),
+                    result: ctx.reschedule_after(
+                        shared.handles[handle],
+                        Duration::from_millis(u64::from(delay)),
+                    ),
                 },
             }
         }
@@ -442,7 +463,7 @@ fn act<K: Tick>(ctx: &mut Context<'_, Ev, Clock<K>>, shared: &mut Shared, ev: &E
             let c = child(ev, shared.new_id());
             (
                 c.id,
-                ctx.schedule_after(Milliseconds(K::from(delay)), c)
+                ctx.schedule_after(Duration::from_millis(u64::from(delay)), c)
                     .map(Some),
             )
         }
@@ -450,7 +471,7 @@ fn act<K: Tick>(ctx: &mut Context<'_, Ev, Clock<K>>, shared: &mut Shared, ev: &E
             let c = child(ev, shared.new_id());
             (
                 c.id,
-                ctx.schedule_every(Milliseconds(K::from(period)), c)
+                ctx.schedule_every(Duration::from_millis(u64::from(period)), c)
                     .map(Some),
             )
         }
@@ -578,14 +599,19 @@ pub struct Config {
 
 impl Config {
     fn settings(&self) -> Settings {
-        let interval = |v: Option<u32>| v.filter(|&ms| ms > 0).map(Milliseconds);
-        Settings {
-            stop_timeout: Milliseconds(self.stop_timeout),
-            stats_interval: interval(self.stats_interval),
-            runlog_interval: interval(self.runlog_interval),
-            checkpoint_interval: interval(self.checkpoint_interval),
-            max_stop_requests: self.max_stop_requests,
+        let mut settings = Settings::default()
+            .with_stop_timeout(Milliseconds(self.stop_timeout))
+            .with_max_stop_requests(self.max_stop_requests);
+        for (which, interval) in [
+            (Periodic::Statistics, self.stats_interval),
+            (Periodic::Runlog, self.runlog_interval),
+            (Periodic::Checkpoint, self.checkpoint_interval),
+        ] {
+            if let Some(ms) = interval.filter(|&ms| ms > 0) {
+                settings = settings.with_period(which, Milliseconds(ms));
+            }
         }
+        settings
     }
 }
 
@@ -1129,7 +1155,7 @@ impl Model {
         let terminating = event == Event::Terminate;
         let result = self.dispatch(event, log);
         if terminating {
-            self.ended = Some(EndReason::StopTimeout);
+            self.ended.get_or_insert(EndReason::StopTimeout);
         }
         result
     }
@@ -2045,11 +2071,11 @@ impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T,
                 let id = self.new_id();
                 let ev = spec.event(id, false);
                 let event = Event::User(ev.clone());
-                let queue = self.kernel.queue();
+                let mut queue = self.kernel.queue();
                 let got = if front {
-                    queue.schedule_next(event.clone())
+                    queue.schedule_next(ev.clone())
                 } else {
-                    queue.schedule(event.clone())
+                    queue.schedule(ev.clone())
                 };
                 let got = got.map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -2068,7 +2094,7 @@ impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T,
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_after(Milliseconds(K::from(delay)), event.clone())
+                    .schedule_after(Duration::from_millis(u64::from(delay)), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self.model.schedule_after(delay, event).map_err(|k| (k, id));
@@ -2086,7 +2112,7 @@ impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T,
                 let got = self
                     .kernel
                     .queue()
-                    .schedule_every(Milliseconds(K::from(period)), event.clone())
+                    .schedule_every(Duration::from_millis(u64::from(period)), ev.clone())
                     .map(|h| self.push_handle(h))
                     .map_err(|e| (e.kind(), user_id(&e.into_event())));
                 let want = self
@@ -2236,7 +2262,7 @@ impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T,
         let snapshot = self.snapshot();
         self.same(&snapshot, &self.model.snapshot(), "the kernel's state");
         self.audit.check_stats(&snapshot);
-        self.check.check(self.kernel.queue());
+        self.check.check(&self.kernel.queue());
     }
 
     /// Asks for a stop and runs the loop until it ends, as a host would: calling
@@ -2296,19 +2322,11 @@ impl<K: Tick, const S: usize, const T: usize, X: Check> Harness<'_, '_, K, S, T,
         let lifecycle = self.model.lifecycle.iter().flatten().count();
         let timed = self.kernel.queue().timed_len();
         self.same(timed, lifecycle, "timers left");
-        // The sequential queue, in order (the kernel's own periodic timers may fire on the way).
+        // The sequential queue, in order.
         let mut sequential = Vec::new();
-        loop {
-            match self.kernel.queue().next(self.clock.now()) {
-                Next::Sequential(Event::User(ev)) => sequential.push(ev.id),
-                Next::Timed(fired)
-                    if matches!(
-                        fired.event,
-                        Event::LogStatistics | Event::SaveRunlog | Event::Checkpoint
-                    ) => {}
-                Next::Wait(_) | Next::Empty => break,
-                other => panic!("unexpected event left in the queue: {other:?}"),
-            }
+        let mut queue = self.kernel.queue();
+        while let Some(ev) = queue.take_sequential() {
+            sequential.push(ev.id);
         }
         let want: Vec<u32> = self.model.sequential.iter().map(user_id).collect();
         self.same(&sequential, &want, "sequential events left");

@@ -22,7 +22,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
 
-use zendaemon_core::embedded_time::duration::Milliseconds;
 use zendaemon_core::embedded_time::Instant;
 use zendaemon_core::{
     EventQueue, ManualClock, Next, QueueStats, ScheduleError, ScheduleErrorKind, TickInt,
@@ -543,21 +542,25 @@ impl<K: Tick, const S: usize, const T: usize> Real<K, S, T> {
                 self.timer(r)
             }
             Step::ScheduleAfter(e, delay) => {
-                let r = self.queue.schedule_after(Milliseconds(K::from(delay)), e);
+                let r = self
+                    .queue
+                    .schedule_after(std::time::Duration::from_millis(u64::from(delay)), e);
                 self.timer(r)
             }
             Step::ScheduleEvery(e, period) => {
-                let r = self.queue.schedule_every(Milliseconds(K::from(period)), e);
+                let r = self
+                    .queue
+                    .schedule_every(std::time::Duration::from_millis(u64::from(period)), e);
                 self.timer(r)
             }
             Step::Cancel(h) => Outcome::Cancelled(self.queue.cancel(self.handles[h])),
             Step::Reschedule(h, offset) => {
                 Outcome::Moved(self.queue.reschedule(self.handles[h], self.instant(offset)))
             }
-            Step::RescheduleAfter(h, delay) => Outcome::Moved(
-                self.queue
-                    .reschedule_after(self.handles[h], Milliseconds(K::from(delay))),
-            ),
+            Step::RescheduleAfter(h, delay) => Outcome::Moved(self.queue.reschedule_after(
+                self.handles[h],
+                std::time::Duration::from_millis(u64::from(delay)),
+            )),
             Step::AdvanceClock(t) => {
                 self.clock.advance_ticks(K::from(t));
                 Outcome::Clock

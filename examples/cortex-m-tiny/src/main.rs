@@ -26,8 +26,8 @@ use embedded_time::fraction::Fraction;
 use embedded_time::{Clock, Instant};
 use panic_halt as _;
 use zendaemon_core::{
-    Component, Context, Event, Flow, Inbox, Kernel, Kind, RouteError, Routes, Settings, Step,
-    TimerHandle, UserEvent,
+    kinds, Component, Context, Event, Flow, Inbox, Kernel, Kind, RouteError, Routes, Settings,
+    Step, TimerHandle, UserEvent,
 };
 
 /// The core clock, and so the DWT cycle counter's rate.
@@ -144,8 +144,11 @@ fn main() -> ! {
         presses: 0,
         timer: None,
     };
-    // 1 component, 10 kinds (8 lifecycle + 2), 1 handler per kind, 4 sequential and 2 timed.
-    let mut kernel = Kernel::<'_, Ev, CycleClock, 1, 10, 1, 4, 2>::new(Settings::default());
+    // 1 component, the lifecycle kinds and 2 of its own, 1 handler per kind, 4 sequential and 2 timed.
+    let mut kernel =
+        Kernel::<'_, Ev, CycleClock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 2>::new(
+            Settings::default(),
+        );
     let _ = kernel.add(&mut blinker);
     kernel.attach_inbox(&INBOX);
     let _ = kernel.start(CycleClock::now());

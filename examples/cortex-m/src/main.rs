@@ -30,7 +30,7 @@ use panic_semihosting as _;
 use zendaemon_core::snapshot::to_json;
 use zendaemon_core::{
     Component, Context, CounterId, CounterSet, Counters, EndReason, Event, Flow, Inbox, Kernel,
-    Kind, Request, Requests, RouteError, Routes, Settings, Step, TimerHandle, UserEvent,
+    Kind, Periodic, Request, Requests, RouteError, Routes, Settings, Step, TimerHandle, UserEvent,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -423,11 +423,9 @@ fn main() -> ! {
     let mut worker = Worker::new();
     let mut blinker = Blinker::new();
 
-    let settings = Settings {
-        stats_interval: Some(Milliseconds(500)),
-        stop_timeout: Milliseconds(100),
-        ..Settings::default()
-    };
+    let settings = Settings::default()
+        .with_period(Periodic::Statistics, Milliseconds(500))
+        .with_stop_timeout(Milliseconds(100));
     let mut kernel = App::new(settings);
     for component in [
         &mut sampler as &mut dyn Component<Ev, SysTickClock>,

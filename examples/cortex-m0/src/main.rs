@@ -32,8 +32,8 @@ use embedded_time::fraction::Fraction;
 use embedded_time::{Clock, Instant};
 use panic_semihosting as _;
 use zendaemon_core::{
-    Component, Context, EndReason, Event, Flow, Inbox, Kernel, Kind, Request, Requests, RouteError,
-    Routes, Settings, Step, TimerHandle, UserEvent,
+    Component, Context, EndReason, Event, Flow, Inbox, Kernel, Kind, Periodic, Request, Requests,
+    RouteError, Routes, Settings, Step, TimerHandle, UserEvent,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -293,13 +293,12 @@ fn main() -> ! {
         presses: 0,
         timer: None,
     };
-    let settings = Settings {
-        stats_interval: Some(Milliseconds(240)),
-        stop_timeout: Milliseconds(1_000),
-        ..Settings::default()
-    };
-    // 1 component, 10 kinds (8 lifecycle + 2), 1 handler per kind, 4 sequential and 4 timed.
-    let mut kernel = Kernel::<'_, Ev, Timer0Clock, 1, 10, 1, 4, 4>::new(settings);
+    let settings = Settings::default()
+        .with_period(Periodic::Statistics, Milliseconds(240))
+        .with_stop_timeout(Milliseconds(1_000));
+    // 1 component, the lifecycle kinds and 2 of its own, 1 handler per kind, 4 sequential and 4 timed.
+    let mut kernel =
+        Kernel::<'_, Ev, Timer0Clock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 4>::new(settings);
     if let Err(e) = kernel.add(&mut blinker) {
         fail(format_args!("add: {e}"));
     }

@@ -580,10 +580,7 @@ extern "C" fn main() -> ! {
     };
     let mut consumer = Consumer::new();
 
-    let mut kernel = App::new(Settings {
-        stop_timeout: Milliseconds(1_000),
-        ..Settings::default()
-    });
+    let mut kernel = App::new(Settings::default().with_stop_timeout(Milliseconds(1_000)));
     kernel.add(&mut ticker).unwrap();
     kernel.add(&mut producer).unwrap();
     kernel.add(&mut consumer).unwrap();

@@ -25,8 +25,10 @@
 //! restart goes on where the previous run stopped, and after a crash (kill -9) at most the
 //! last 10 seconds of work are done again, and counted once.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
 use serde::Deserialize;
-use zendaemon::core::embedded_time::duration::Milliseconds;
 use zendaemon::core::{
     Component, Context, CounterId, CounterSet, Counters, Event, Flow, Kind, RouteError, Routes,
     StateValue, StateVisitor, TimerHandle, UserEvent,
@@ -139,7 +141,7 @@ impl Worker {
     }
 
     fn schedule(&mut self, ctx: &mut Context<'_, Work, StdClock>) {
-        match ctx.schedule_after(Milliseconds(self.settings.work_interval_ms), Work) {
+        match ctx.schedule_after(Duration::from_millis(self.settings.work_interval_ms), Work) {
             Ok(handle) => self.timer = Some(handle),
             Err(e) => log::error!("cannot schedule the next unit of work: {:?}", e.kind()),
         }
@@ -267,10 +269,10 @@ impl Service<Work> for Worker {
     }
 }
 
-fn main() {
+fn main() -> ExitCode {
     let mut worker = Worker::new();
     // pyzenkit's DemoZenDaemon: statistics every 5 s, a runlog every 10 s.
-    let code = Daemon::<Work>::new("demo")
+    Daemon::<Work>::new("demo")
         .about(
             "demo: pyzenkit's demo daemon; looks for primes, a batch of numbers per unit of \
              work. Section 'demo': work_interval_ms, batch.",
@@ -279,6 +281,5 @@ fn main() {
         .default_setting("runlog_interval", 10)
         .default_setting("pstate_interval", 10)
         .component(&mut worker)
-        .run();
-    std::process::exit(code);
+        .run()
 }

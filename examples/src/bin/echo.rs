@@ -6,11 +6,12 @@
 //! # Or let systemd pass the socket (echo.socket with FileDescriptorName=echo).
 //! ```
 
+use std::process::ExitCode;
+
 use zendaemon::Daemon;
 use zendaemon_examples::{Echo, EchoEvent};
 
-fn main() {
+fn main() -> ExitCode {
     let mut echo = Echo::<EchoEvent>::new("echo");
-    let code = Daemon::<EchoEvent>::new("echo").component(&mut echo).run();
-    std::process::exit(code);
+    Daemon::<EchoEvent>::new("echo").component(&mut echo).run()
 }

@@ -20,13 +20,15 @@
 //! otherwise; everything else is the zendaemon shell's (`tail --help` shows it all, with
 //! tail's own defaults).
 
+use std::process::ExitCode;
+
 use zendaemon::Daemon;
 use zendaemon_examples::{FollowEvent, Follower, LineCounter};
 
-fn main() {
+fn main() -> ExitCode {
     let mut follower = Follower::<FollowEvent>::new("tail");
     let mut counter = LineCounter::<FollowEvent>::new("count");
-    let code = Daemon::<FollowEvent>::new("tail")
+    Daemon::<FollowEvent>::new("tail")
         .about(
             "tail: follows files like `tail -F`, counts their lines and the lines matching \
              patterns, logs the matching lines; resumes where it stopped after a restart or a \
@@ -36,6 +38,5 @@ fn main() {
         .default_setting("stats_interval", 60)
         .component(&mut follower)
         .component(&mut counter)
-        .run();
-    std::process::exit(code);
+        .run()
 }

@@ -72,14 +72,20 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// True while the process `pid` exists and is not a zombie (daemons are reparented to PID 1,
 /// which in a container does not necessarily reap them).
 pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses (which may contain spaces).
-        Ok(stat) => match stat.rsplit_once(')') {
-            Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')),
-            None => false,
-        },
-        Err(_) => false,
-    }
+    // Every thread, not only the leader: after SIGKILL the leader is a zombie while the other
+    // threads still exit, and the process's descriptors (and the pidfile's lock) go only
+    // with the last of them.
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).any(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name in parentheses (which may contain spaces).
+            stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))
+            })
+        })
+    })
 }
 
 /// The parent PID of `pid`, from `/proc`.
@@ -106,6 +112,21 @@ pub fn is_testd(pid: i32) -> bool {
             let exe = exe.to_string_lossy().into_owned();
             let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
             Path::new(&exe) == Path::new(testd())
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `pid` runs one of this package's binaries (testd, echod, …): the ones a test may
+/// kill when it ends, whatever state it failed in.
+pub fn is_ours(pid: i32) -> bool {
+    let Some(bin_dir) = Path::new(testd()).parent() else {
+        return false;
+    };
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|exe| {
+            let exe = exe.to_string_lossy().into_owned();
+            let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
+            Path::new(&exe).parent() == Some(bin_dir)
         })
         .unwrap_or(false)
 }
@@ -366,7 +387,7 @@ impl Env {
         pid
     }
 
-    /// Kills `pid` at the end of the test if it still runs testd.
+    /// Kills `pid` at the end of the test if it still runs one of our binaries.
     pub fn track(&self, pid: i32) {
         self.daemons.borrow_mut().push(pid);
     }
@@ -436,7 +457,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for &pid in self.daemons.borrow().iter() {
-            if alive(pid) && is_testd(pid) {
+            if alive(pid) && is_ours(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }

@@ -134,17 +134,16 @@ fn kernel(handlers: usize, n: u32) -> u32 {
     let now = Instant::<Frozen>::new(0);
     let _ = kernel.start(now);
     // A far timer keeps the loop from ending; a backlog keeps the sequential queue busy.
-    let _ = kernel.queue().schedule_after(
-        embedded_time::duration::Milliseconds(3_600_000u32),
-        Event::User(Ev(0)),
-    );
+    let _ = kernel
+        .queue()
+        .schedule_after(embedded_time::duration::Milliseconds(3_600_000u32), Ev(0));
     for i in 0..BACKLOG {
-        let _ = kernel.queue().schedule(Event::User(Ev(i)));
+        let _ = kernel.queue().schedule(Ev(i));
     }
     let _ = kernel.step(now); // start
     let mut dispatched = 0;
     for i in 0..n {
-        let _ = kernel.queue().schedule(Event::User(Ev(black_box(i))));
+        let _ = kernel.queue().schedule(Ev(black_box(i)));
         if let Ok(Step::Dispatched { .. }) = kernel.step(black_box(now)) {
             dispatched += 1;
         }
