@@ -24,11 +24,15 @@
 //!
 //! # What a handle guarantees, exactly
 //!
-//! * **Across reuses of a slot:** generations are `u64`, and a slot whose generation reaches
-//!   `u64::MAX` is retired (never reused; the queue holds one timer less). So no generation is
-//!   ever handed out twice: a stale handle can never name a later timer. (Retirement takes
-//!   2^64 − 1 reuses of one slot: 584,000 years at a million re-arms a second. A `u32`
-//!   generation would wrap after 71 minutes at that rate.)
+//! * **Across reuses of a slot:** a slot whose generation reaches its maximum is retired
+//!   (never reused; the queue holds one timer less). So no generation is ever handed out
+//!   twice: a stale handle can never name a later timer, where a wrapping `u32` generation
+//!   let it after 2^32 reuses. Generations are `u64` on 64-bit targets: retiring a slot takes
+//!   2^64 − 1 reuses of it, 584,000 years at a million cancel-and-schedule cycles a second.
+//!   On 32-bit targets (firmware) they are `u32`, which saves 500 bytes of flash: a slot
+//!   retires after 2^32 − 1 reuses (71 minutes at that extreme rate, 50 days at a thousand a
+//!   second; `reschedule` and periodic timers do not reuse slots). A firmware that cancels
+//!   and reschedules one-shot timers faster than that for months should `reschedule` instead.
 //! * **Across queues:** each queue takes an identity when it schedules its first timer (a
 //!   process-wide counter: an atomic add, or a critical section on targets without atomic
 //!   read-modify-write such as ARMv6-M), and its handles carry it. A handle used on another
@@ -47,10 +51,19 @@ use heapless::Vec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TimerHandle {
-    generation: u64,
+    generation: Generation,
     slot: u16,
     queue: u16,
 }
+
+/// A slot's generation: `u64` on 64-bit targets (hosts, daemons), `u32` on smaller ones,
+/// where the wider one cost the tiny firmware 500 bytes of flash (16-byte handles and their
+/// copies). Either way a slot is retired at the last value, so the guarantee is exact; only
+/// how soon a slot can retire differs (see the module docs).
+#[cfg(target_pointer_width = "64")]
+type Generation = u64;
+#[cfg(not(target_pointer_width = "64"))]
+type Generation = u32;
 
 /// A new queue identity, never 0 (the mark of a queue that has none yet).
 fn next_queue_id() -> u16 {
@@ -135,8 +148,8 @@ impl<E> Clone for Periodic<E> {
 impl<E> Copy for Periodic<E> {}
 
 struct Slot<E> {
-    /// Bumped when the slot is freed; `u64::MAX` retires it (see the module docs).
-    generation: u64,
+    /// Bumped when the slot is freed; `Generation::MAX` retires it (see the module docs).
+    generation: Generation,
     /// Next free slot while this one is on the free list.
     next_free: u16,
     periodic: Option<Periodic<E>>,
@@ -483,7 +496,7 @@ impl<E, const N: usize> TimerQueue<E, N> {
         s.periodic = None;
         // A slot at the last generation is retired: off the free list for good, so no
         // generation is handed out twice.
-        if s.generation != u64::MAX {
+        if s.generation != Generation::MAX {
             s.next_free = self.free_head;
             self.free_head = slot as u16;
         }
@@ -770,10 +783,10 @@ mod tests {
         let mut q = TimerQueue::<u32, 2>::new();
         let first = q.insert(1, 1).unwrap();
         assert_eq!(q.cancel(first), Ok(1));
-        // Slot 0 after 2^64 − 2 reuses: one more free retires it.
-        q.slots[0].generation = u64::MAX - 1;
+        // Slot 0 after its last-but-one reuse: one more free retires it.
+        q.slots[0].generation = Generation::MAX - 1;
         let last = q.insert(1, 2).unwrap();
-        assert_eq!((last.slot, last.generation), (0, u64::MAX - 1));
+        assert_eq!((last.slot, last.generation), (0, Generation::MAX - 1));
         assert_eq!(q.cancel(last), Ok(2));
         // The retired slot is not reused: the next timers take slot 1, then the queue is full.
         let next = q.insert(1, 3).unwrap();
