@@ -72,14 +72,20 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// True while the process `pid` exists and is not a zombie (daemons are reparented to PID 1,
 /// which in a container does not necessarily reap them).
 pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses (which may contain spaces).
-        Ok(stat) => match stat.rsplit_once(')') {
-            Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')),
-            None => false,
-        },
-        Err(_) => false,
-    }
+    // Every thread, not only the leader: after SIGKILL the leader is a zombie while the other
+    // threads still exit, and the process's descriptors (and the pidfile's lock) go only
+    // with the last of them.
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).any(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name in parentheses (which may contain spaces).
+            stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))
+            })
+        })
+    })
 }
 
 /// The parent PID of `pid`, from `/proc`.
