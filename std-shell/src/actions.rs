@@ -15,6 +15,7 @@
 //! | `status`, `signal-check`, `signal-hup` … `signal-alrm` | LSB: 0 running (signal sent), 1 dead but the pidfile is left, 3 not running, 4 unknown (no permission, unreadable pidfile) |
 //! | `stop` | 0 stopped or not running, 1 still running after `SIGTERM`, 4 unknown |
 //! | `config-view`, `runlogs-list`, `runlog-view`, `runlogs-evaluate` | 0, or the error's [exit code](crate::error::exit) |
+//! | `config-check` | 0 when a start would accept the configuration ([`preflight`](crate::preflight)), else 78 naming the file |
 //!
 //! With several instances the worst code wins (4 over 3 over 1 over 0). In parallel mode with
 //! no instance pidfile, the daemon is "not running" (3).
@@ -56,6 +57,15 @@ pub fn run(config: &Config, action: Action) -> i32 {
 pub fn run_with(config: &Config, action: Action, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let s = config.settings();
     let name = s.name.as_str();
+    // The service user's directories pass the ownership rules when the pidfile is read, as
+    // they do for the daemon (crate::safepath).
+    if let Some(uid) = s
+        .user
+        .as_deref()
+        .and_then(|u| crate::daemonize::resolve_user(u).ok())
+    {
+        crate::safepath::set_service_user(Some(uid));
+    }
     let result = match action {
         Action::SignalCheck => signal_all(config, None, out, err),
         Action::SignalHup => signal_all(config, Some(Signal::SIGHUP), out, err),
@@ -69,6 +79,19 @@ pub fn run_with(config: &Config, action: Action, out: &mut dyn Write, err: &mut 
         Action::ConfigView => write!(out, "{}", config_view(config))
             .map(|()| exit::OK)
             .map_err(|e| Error::os("write to standard output", e)),
+        Action::ConfigCheck => crate::preflight::check(config).and_then(|_| {
+            let files: Vec<String> = config
+                .files()
+                .iter()
+                .map(|p| format!("'{}'", p.display()))
+                .collect();
+            let read = if files.is_empty() {
+                "no configuration file".to_owned()
+            } else {
+                files.join(", ")
+            };
+            print(out, &format!("{name}: configuration OK ({read})\n"))
+        }),
         Action::RunlogsList => {
             runlog::runlogs_list(&s.runlog_dir, s.limit).and_then(|text| print(out, &text))
         }
@@ -316,7 +339,7 @@ mod tests {
     use super::*;
     use crate::cli::Cli;
     use crate::paths::DefaultPaths;
-    use crate::pidfile::Pidfile;
+    use crate::pidfile::ChildHolder;
     use std::fs;
 
     fn config(dir: &Path, parallel: bool) -> Config {
@@ -394,10 +417,10 @@ mod tests {
     fn a_locked_pidfile_is_running_and_gets_the_check() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), false);
-        let _held = Pidfile::acquire(dir.path().join("d.pid")).unwrap();
+        let held = ChildHolder::lock(&dir.path().join("d.pid"));
         let (code, out, _) = act(&c, Action::Status);
         assert_eq!(code, exit::LSB_RUNNING);
-        assert_eq!(out, format!("d is running (pid {})\n", std::process::id()));
+        assert_eq!(out, format!("d is running (pid {})\n", held.pid));
         let (code, out, _) = act(&c, Action::SignalCheck);
         assert_eq!(code, exit::LSB_RUNNING);
         assert!(out.contains("is running"), "{out}");
@@ -407,9 +430,11 @@ mod tests {
     fn parallel_instances_each_get_a_line() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), true);
-        let me = std::process::id();
-        let _held =
-            Pidfile::acquire(instances::instance_path(&dir.path().join("d.pid"), me)).unwrap();
+        let held = ChildHolder::lock(&instances::instance_path(
+            &dir.path().join("d.pid"),
+            std::process::id(),
+        ));
+        let me = held.pid;
         fs::write(dir.path().join("d.999999.pid"), "999999\n").unwrap();
         let (code, out, _) = act(&c, Action::Status);
         assert_eq!(code, exit::LSB_DEAD_PIDFILE, "{out}");

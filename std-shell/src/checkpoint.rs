@@ -1,7 +1,8 @@
 //! Checkpoints of the persistent state: written durably, off the event loop.
 //!
 //! A checkpoint is the persistent state file ([`pstate`](crate::pstate)) written with
-//! [`write_atomic`]: a new file, fsynced, renamed over the old one, and the directory fsynced,
+//! [`write_atomic_mode`] (0600 for a new file): a new file, fsynced, renamed over the old
+//! one, and the directory fsynced,
 //! so after a crash or a power loss the file holds one whole checkpoint, the last one whose
 //! write finished. The fsyncs are what make it durable, and they are slow: 6–28 ms each on the
 //! machine of `BENCHMARKS.md`, against a loop that hands out batches of 20 µs. So the loop
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic_mode, PRIVATE_MODE};
 
 /// What the loop and the writer thread share.
 #[derive(Debug, Default)]
@@ -144,7 +145,7 @@ fn write_loop(shared: &Shared) {
         if let Some((path, bytes)) = slot.pending.take() {
             slot.busy = true;
             drop(slot);
-            let result = write_atomic(&path, &bytes);
+            let result = write_atomic_mode(&path, &bytes, PRIVATE_MODE);
             slot = shared.lock();
             slot.busy = false;
             match result {

@@ -8,7 +8,7 @@
 //! Values:
 //! - `--umask`: octal, with or without a `0`/`0o` prefix (`022`, `0022`, `0o022`), at most `0777`.
 //! - `--stats-interval`, `--runlog-interval`, `--pstate-interval`, `--stop-timeout`,
-//!   `--precise-max-spin`: seconds,
+//!   `--start-timeout`, `--watchdog-margin`, `--precise-max-spin`: seconds,
 //!   decimals allowed (`300`, `0.5`), from 0.001 (one millisecond) up.
 //! - `--log-level`: `error`, `warn`, `info`, `debug` or `trace`.
 //! - `--log-target`, `--log-format`, `--sigterm`: one word (see [`crate::words`]).
@@ -48,6 +48,9 @@ pub enum Action {
     SignalAlrm,
     /// `config-view`: print the effective configuration as JSON.
     ConfigView,
+    /// `config-check`: check the configuration as a start would (accounts, directories) and
+    /// start nothing.
+    ConfigCheck,
     /// `status`: LSB status of the daemon.
     Status,
     /// `stop`: SIGINT, wait up to the stop timeout, then SIGTERM.
@@ -62,7 +65,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order `--help` lists them.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Self::SignalCheck,
         Self::SignalHup,
         Self::SignalInt,
@@ -71,6 +74,7 @@ impl Action {
         Self::SignalUsr2,
         Self::SignalAlrm,
         Self::ConfigView,
+        Self::ConfigCheck,
         Self::Status,
         Self::Stop,
         Self::RunlogsList,
@@ -89,6 +93,7 @@ impl Action {
             Self::SignalUsr2 => "signal-usr2",
             Self::SignalAlrm => "signal-alrm",
             Self::ConfigView => "config-view",
+            Self::ConfigCheck => "config-check",
             Self::Status => "status",
             Self::Stop => "stop",
             Self::RunlogsList => "runlogs-list",
@@ -275,6 +280,9 @@ pub struct Cli {
     #[argh(option, from_str_fn(parse_seconds))]
     pub stop_timeout: Option<Duration>,
 
+    /// seconds the launching process waits for the daemon to report ready (default: 90)
+    #[argh(option, from_str_fn(parse_seconds))]
+    pub start_timeout: Option<Duration>,
     /// seconds the stop watchdog allows beyond the stop timeout, and after SIGTERM or the
     /// third SIGINT, before it ends a daemon whose handler hangs (default: 1)
     #[argh(option, from_str_fn(parse_seconds))]
@@ -335,8 +343,8 @@ pub struct Cli {
     pub sigterm: Option<Sigterm>,
 
     /// run an action instead of the daemon: signal-check, signal-hup, signal-int, signal-term,
-    /// signal-usr1, signal-usr2, signal-alrm, config-view, status, stop, runlogs-list,
-    /// runlog-view, runlogs-evaluate
+    /// signal-usr1, signal-usr2, signal-alrm, config-view, config-check, status, stop,
+    /// runlogs-list, runlog-view, runlogs-evaluate
     #[argh(option)]
     pub action: Option<Action>,
 
@@ -483,6 +491,7 @@ impl Cli {
         put("runlog_interval", self.runlog_interval.map(seconds_value));
         put("pstate_interval", self.pstate_interval.map(seconds_value));
         put("stop_timeout", self.stop_timeout.map(seconds_value));
+        put("start_timeout", self.start_timeout.map(seconds_value));
         put("watchdog_margin", self.watchdog_margin.map(seconds_value));
         put("parallel", switch(self.parallel));
         put("precise_timers", switch(self.precise_timers));

@@ -36,9 +36,8 @@
 //! # Value types in files
 //!
 //! Paths, `user`, `group`: strings. `no_daemon`, `parallel`, `precise_timers`: booleans.
-//! `stats_interval`, `runlog_interval`, `pstate_interval`, `stop_timeout`, `watchdog_margin`,
-//! `precise_max_spin`:
-//! numbers of seconds,
+//! `stats_interval`, `runlog_interval`, `pstate_interval`, `stop_timeout`, `start_timeout`,
+//! `watchdog_margin`, `precise_max_spin`: numbers of seconds,
 //! decimals allowed, at least 0.001.
 //! `umask`: an octal string (`"022"`, `"0o022"`) or, as pyzenkit wrote it, a decimal integer
 //! (`18` is `0o022`). `log_level`: `"error"`…`"trace"`. `log_target`, `log_format`, `sigterm`:
@@ -70,7 +69,7 @@ use crate::paths::{self, DefaultPaths};
 use crate::words::{LogFormat, LogTarget, Sigterm};
 
 /// Every configuration key of the shell: the long flag names with `_` for `-`.
-pub const SHELL_KEYS: [&str; 31] = [
+pub const SHELL_KEYS: [&str; 32] = [
     "name",
     "no_daemon",
     "pid_file",
@@ -85,6 +84,7 @@ pub const SHELL_KEYS: [&str; 31] = [
     "runlog_interval",
     "pstate_interval",
     "stop_timeout",
+    "start_timeout",
     "watchdog_margin",
     "parallel",
     "precise_timers",
@@ -123,6 +123,8 @@ pub const DEFAULT_RUNLOG_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_PSTATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default seconds a graceful stop may take.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default seconds the launching process waits for the daemon's readiness.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default margin of the stop watchdog (see [`crate::watchdog`]).
 pub const DEFAULT_WATCHDOG_MARGIN: Duration = Duration::from_secs(1);
 /// Default longest spin per wake-up with precise timers (see [`crate::precise`]).
@@ -172,6 +174,9 @@ pub struct Settings {
     /// How long a graceful stop may take.
     #[serde(serialize_with = "ser_seconds")]
     pub stop_timeout: Duration,
+    /// How long the launching process waits for the daemon to report ready (daemon mode).
+    #[serde(serialize_with = "ser_seconds")]
+    pub start_timeout: Duration,
     /// How long the stop watchdog lets the run go on beyond the stop timeout, and after
     /// `SIGTERM` or the third `SIGINT`, before it ends the process (see [`crate::watchdog`]).
     #[serde(serialize_with = "ser_seconds")]
@@ -295,6 +300,7 @@ fn defaults_map(name: &str, d: &DefaultPaths) -> Map<String, Value> {
         cli::seconds_value(DEFAULT_PSTATE_INTERVAL),
     );
     put("stop_timeout", cli::seconds_value(DEFAULT_STOP_TIMEOUT));
+    put("start_timeout", cli::seconds_value(DEFAULT_START_TIMEOUT));
     put(
         "watchdog_margin",
         cli::seconds_value(DEFAULT_WATCHDOG_MARGIN),
@@ -499,14 +505,15 @@ impl Fields<'_> {
             work_dir: self.required("work_dir", path)?,
             chroot_dir: self.get("chroot_dir", path)?,
             umask: self.required("umask", umask)?,
-            user: self.get("user", string)?,
-            group: self.get("group", string)?,
+            user: self.get("user", account)?,
+            group: self.get("group", account)?,
             state_file: self.required("state_file", path)?,
             runlog_dir: self.required("runlog_dir", path)?,
             stats_interval: self.required("stats_interval", seconds)?,
             runlog_interval: self.required("runlog_interval", seconds)?,
             pstate_interval: self.required("pstate_interval", seconds)?,
             stop_timeout: self.required("stop_timeout", seconds)?,
+            start_timeout: self.required("start_timeout", seconds)?,
             watchdog_margin: self.required("watchdog_margin", seconds)?,
             parallel: self.required("parallel", boolean)?,
             precise_timers: self.required("precise_timers", boolean)?,
@@ -547,8 +554,22 @@ fn name(v: &Value) -> Result<String, String> {
     }
 }
 
+/// A user or group: a name or number, without control characters (they cannot be in an
+/// account name, and would garble the messages that repeat it).
+fn account(v: &Value) -> Result<String, String> {
+    let s = string(v)?;
+    if s.chars().any(char::is_control) {
+        return Err("a user or group name cannot contain control characters".into());
+    }
+    Ok(s)
+}
+
 fn path(v: &Value) -> Result<PathBuf, String> {
-    string(v).map(PathBuf::from)
+    let s = string(v)?;
+    if s.contains('\0') {
+        return Err("a path cannot contain a NUL byte".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 fn boolean(v: &Value) -> Result<bool, String> {

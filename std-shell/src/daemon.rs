@@ -34,23 +34,30 @@
 //!    [`config_key`](Service::config_key): errors print and return 78. Relative paths from
 //!    configuration files are made absolute the same way.
 //! 3. With `--action`: runs the [action](crate::actions) and returns its code. Nothing else
-//!    happens: no component is configured, no file is written.
-//! 4. Configures every service, reads the persistent state file and restores every service
+//!    happens: no file is written, and no component is configured (except by `config-check`,
+//!    which configures every service to check its section, and runs [`preflight`]).
+//! 4. Runs the [`preflight`] checks (accounts, chroot and working directories: exit 78 naming
+//!    the file), creates the per-user runtime directory when a default path lies in it, and
+//!    takes the pidfile's start lock ([`Pidfile::acquire`]): a second instance is refused with
+//!    `already running (pid N)` and [`exit::ALREADY_RUNNING`] before any component runs.
+//! 5. Configures every service, reads the persistent state file and restores every service
 //!    from it; builds the kernel and registers the services' routes (capacity errors show
-//!    here). Creates the per-user runtime directory when a default path lies in it.
-//! 5. Chooses where log lines go and installs the logger ([`logging`]): the
+//!    here).
+//! 6. Chooses where log lines go and installs the logger ([`logging`]): the
 //!    program's own logger if it installed one before `run` (the shell then logs through it
 //!    and says so), else `log_target` (`auto`: the log file in daemon mode; in the foreground
-//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr).
-//! 6. Resolves `--user`/`--group`, acquires the pidfile lock (a second instance prints
-//!    `already running (pid N)` and returns [`exit::ALREADY_RUNNING`]).
-//! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors) or, with
-//!    `--no-daemon`, applies umask, chroot, working directory and privilege drop in place
-//!    ([`foreground`]). Every error up to here reached the terminal, with the exit code of
-//!    [`Error::exit_code`].
+//!    journald, `<N>`-prefixed stderr under systemd, or plain stderr). Holds the directories
+//!    of the state, persistent state and runlog files open and removes the temporary files a
+//!    killed run left in them ([`safepath`], [`atomic`]). Every file is opened under the
+//!    ownership rules of [`safepath`] (exit 77 when one is broken).
+//! 7. Daemonizes ([`daemonize()`], keeping the pidfile's and the log file's descriptors and the
+//!    held directories) or, with `--no-daemon`, applies umask, chroot, working directory and
+//!    privilege drop in place ([`foreground`]). Every error up to here reached the terminal,
+//!    with the exit code of [`Error::exit_code`].
 //! 8. In the daemon: installs the signal handlers ([`Signals`]) and starts the
-//!    [`StopWatchdog`]; then writes its PID into the pidfile (in `--parallel` mode it first
-//!    creates and locks its own pidfile, named with that PID, see [`instances`]);
+//!    [`StopWatchdog`]; then takes the pidfile's run lock and writes its PID
+//!    ([`Pidfile::hold`]; in `--parallel` mode it first creates and locks its own pidfile,
+//!    named with that PID, see [`instances`]);
 //!    [activates](Service::activate) the services; starts the checkpoint writer and the
 //!    kernel, which arms the periodic `log_statistics`, `save_runlog` and `checkpoint` events;
 //!    dispatches `start`, then the first `checkpoint`, and writes it (see
@@ -59,8 +66,9 @@
 //!    the console in the foreground.
 //! 9. Reports readiness to the launcher and to systemd (`READY=1`), then runs the loop below.
 //! 10. At the end: logs the reason, waits for the checkpoint writer, saves the persistent state
-//!     (synchronously), writes the final runlog,
-//!     removes the pidfile, and returns 0, or 1 if any error was recorded during the run.
+//!     (synchronously), writes the final runlog, removes the pidfile (or, after a privilege
+//!     drop that leaves no right to remove it, truncates it to empty, which reads as "not
+//!     running"), and returns 0, or 1 if any error was recorded during the run.
 //!
 //! # The loop
 //!
@@ -120,7 +128,7 @@
 //! every `pstate_interval` (`--pstate-interval`, default 60 s), whenever a component asks
 //! ([`Context::request_checkpoint`](zendaemon_core::Context::request_checkpoint), for example
 //! after committing something that must not be redone), and at the end of the run. Each is
-//! atomic and durable (fsync of the file and of its directory, [`write_atomic`]). The loop
+//! atomic and durable (fsync of the file and of its directory, [`atomic::write_atomic`]). The loop
 //! only collects and serializes; the fsyncs, which take milliseconds, run in the
 //! [`checkpoint::Writer`] thread, latest wins; a state equal to the last one is not written
 //! again. The final write at the end waits for the writer, then writes itself.
@@ -189,7 +197,7 @@ use zendaemon_core::{
 };
 
 use crate::actions;
-use crate::atomic::write_atomic;
+use crate::atomic;
 use crate::checkpoint;
 use crate::cli::{Cli, Parsed};
 use crate::clock::StdClock;
@@ -202,9 +210,11 @@ use crate::logging::{self, LogTarget, Logger, Target};
 use crate::notify::{self, Notifier};
 use crate::paths;
 use crate::pidfile::Pidfile;
+use crate::preflight;
 use crate::pstate::Pstate;
 use crate::report::{self, RunInfo};
 use crate::runlog;
+use crate::safepath::{self, Dir};
 use crate::service::{self, Service, ServiceKernel};
 use crate::signals::{Signal, Signals};
 use crate::watchdog::{Limits, StopWatchdog};
@@ -408,6 +418,14 @@ where
             Err(e) => return early(&program, &e),
         };
         if let Some(action) = config.settings().action {
+            if action == crate::cli::Action::ConfigCheck {
+                // The components' sections are checked as a start checks them.
+                for s in &mut self.services {
+                    if let Err(e) = s.configure(&config) {
+                        return early(&program, &e);
+                    }
+                }
+            }
             return actions::run(&config, action);
         }
         let launch = Launch {
@@ -615,6 +633,66 @@ fn remove_pidfile(p: &SharedPidfile) {
     }
 }
 
+/// The runlog directory `dir`, created (mode 0755) when missing, through its parent's held
+/// descriptor; never a symbolic link (see [`safepath`]).
+fn runlog_dir(dir: &Path) -> Result<Dir> {
+    let open = |dir: &Path| {
+        let (parent, name) = Dir::open_parent(dir)?;
+        parent.subdir(&name, Some(0o755))
+    };
+    match open(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A missing parent (a runlog directory given a few levels deep): created by path.
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create runlog directory", dir, e))?;
+            }
+            open(dir)
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io("open runlog directory", dir, e))
+}
+
+/// Holds the directories of the state, persistent state and runlog files open from before the
+/// privilege drop, checks an existing runlog directory, and removes the temporary files that a
+/// killed run left behind in them (see [`atomic`]).
+fn prepare_dirs(files: &Files, settings: &Settings) -> Result<()> {
+    for path in [&files.state_file, &files.pstate_file, &files.runlog_dir] {
+        safepath::hold_parent(path).map_err(|e| Error::io("open the directory of", path, e))?;
+    }
+    let removed = |dir: &Dir, what: &Path, is_ours: &dyn Fn(&[u8]) -> bool| {
+        match atomic::remove_stale_temporaries(dir, is_ours) {
+            Ok(names) if !names.is_empty() => log::info!(
+                "removed {} stale temporary file(s) of '{}'",
+                names.len(),
+                what.display()
+            ),
+            _ => {}
+        }
+    };
+    let runlogs = &files.runlog_dir;
+    if fs::symlink_metadata(runlogs).is_ok() {
+        let dir = runlog_dir(runlogs)?;
+        removed(&dir, runlogs, &|t: &[u8]| t.ends_with(b".runlog"));
+    }
+    for path in [&files.state_file, &files.pstate_file] {
+        let Ok((dir, name)) = Dir::open_parent(path) else {
+            continue;
+        };
+        let name = name.to_string_lossy().into_owned();
+        // In parallel mode the instances' state files carry their PIDs: `<stem>.<pid>.<ext>`.
+        let parallel = settings.parallel;
+        removed(&dir, path, &|t: &[u8]| {
+            t == name.as_bytes()
+                || (parallel
+                    && std::str::from_utf8(t)
+                        .is_ok_and(|t| crate::instances::instance_pid(&name, t).is_some()))
+        });
+    }
+    Ok(())
+}
+
 /// Starts the stop watchdog ([`crate::watchdog`]). Its last words log why it fired and which
 /// handler was running then (from `activity`), and remove the pidfile.
 fn start_watchdog<
@@ -700,6 +778,13 @@ impl Launch {
             logger: false,
         };
 
+        // Every value from the configuration that needs the system (accounts, directories)
+        // is checked before anything else happens.
+        let accounts = match preflight::check(&self.config) {
+            Ok(a) => a,
+            Err(e) => return early.fail(&e),
+        };
+        safepath::set_service_user(accounts.user);
         #[cfg(not(feature = "metrics"))]
         if settings.metrics_file.is_some() {
             let e = Error::config(
@@ -726,6 +811,17 @@ impl Launch {
                 }
             }
         }
+
+        // The pidfile's start lock, before any component runs: a second instance is refused
+        // before it configures anything or opens the log.
+        let pidfile = if settings.parallel {
+            None
+        } else {
+            match Pidfile::acquire(&files.pid_file) {
+                Ok(p) => Some(p),
+                Err(e) => return early.fail(&e),
+            }
+        };
 
         // Configure and restore the services, build the kernel: all before forking.
         for s in &mut services {
@@ -816,17 +912,13 @@ impl Launch {
         };
         early.logger = true;
 
-        // Accounts and the pidfile lock.
-        let user = match settings.user.as_deref().map(daemonize::resolve_user) {
-            Some(Err(e)) => return early.fail(&e),
-            Some(Ok(uid)) => Some(uid),
-            None => None,
-        };
-        let group = match settings.group.as_deref().map(daemonize::resolve_group) {
-            Some(Err(e)) => return early.fail(&e),
-            Some(Ok(gid)) => Some(gid),
-            None => None,
-        };
+        // The directories of the files written later, held open from before the privilege
+        // drop; temporary files that a killed run left in them are removed.
+        if let Err(e) = prepare_dirs(&files, &settings) {
+            return early.fail(&e);
+        }
+
+        let (user, group) = (accounts.user, accounts.group);
         if migrate {
             log::info!(
                 "persistent state read from its old place '{}'; from now on it is kept in '{}'",
@@ -857,18 +949,11 @@ impl Launch {
                 return early.fail(&e);
             }
         }
-        let pidfile = if settings.parallel {
-            None
-        } else {
-            match Pidfile::acquire(&files.pid_file) {
-                Ok(p) => Some(p),
-                Err(e) => return early.fail(&e),
-            }
-        };
         let mut keep_fds = Vec::new();
         keep_fds.extend(pidfile.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         keep_fds.extend(logger.and_then(Logger::file_fd));
         keep_fds.extend(logger.and_then(Logger::socket_fd));
+        keep_fds.extend(safepath::held_fds());
         let mut opts = DaemonOptions {
             chroot_dir: settings.chroot_dir.clone(),
             work_dir: Some(settings.work_dir.clone()),
@@ -876,6 +961,7 @@ impl Launch {
             user,
             group,
             keep_fds,
+            start_timeout: Some(settings.start_timeout),
         };
         // The privilege drop comes after the services' `acquire`, in the daemon.
         let privileges = match Privileges::plan(&opts) {
@@ -932,10 +1018,14 @@ impl Launch {
         };
         let written = {
             let mut held = pidfile.lock().unwrap_or_else(PoisonError::into_inner);
+            // The run lock, taken by the daemon itself (record locks do not pass through
+            // fork).
             match held.as_mut() {
-                Some(p) => p.write_pid(pid as i32),
-                None => Pidfile::acquire(&pid_path).map(|p| {
+                Some(p) => p.hold(),
+                None => Pidfile::acquire(&pid_path).and_then(|mut p| {
+                    p.hold()?;
                     *held = Some(p);
+                    Ok(())
                 }),
             }
         };
@@ -1172,7 +1262,7 @@ impl Runner {
         }
         self.collect(kernel);
         if let Some(bytes) = self.pstate.to_bytes() {
-            write_atomic(self.pstate.path(), &bytes)?;
+            atomic::write_atomic_mode(self.pstate.path(), &bytes, atomic::PRIVATE_MODE)?;
             self.last_checkpoint = bytes;
         }
         Ok(())
@@ -1525,6 +1615,7 @@ impl Runner {
             ("group", old.group != s.group),
             ("no_daemon", old.no_daemon != s.no_daemon),
             ("parallel", old.parallel != s.parallel),
+            ("start_timeout", old.start_timeout != s.start_timeout),
             ("precise_timers", old.precise_timers != s.precise_timers),
             ("log_target", old.log_target != s.log_target),
             ("syslog_socket", old.syslog_socket != s.syslog_socket),
@@ -1604,9 +1695,15 @@ impl Runner {
         let doc = report::runlog(&self.info, kernel, now);
         let dir = &self.files.runlog_dir;
         let path = runlog::new_path(dir, SystemTime::now(), self.info.pid);
-        let written = fs::create_dir_all(dir)
-            .map_err(|e| Error::io("create runlog directory", dir, e))
-            .and_then(|()| write_atomic(&path, report::to_text(&doc).as_bytes()));
+        let name = path.file_name().unwrap_or_default();
+        let written = runlog_dir(dir).and_then(|d| {
+            atomic::write_in(
+                &d,
+                name,
+                report::to_text(&doc).as_bytes(),
+                atomic::DEFAULT_MODE,
+            )
+        });
         match written {
             Ok(()) => log::info!("runlog saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
@@ -1631,7 +1728,7 @@ impl Runner {
         #[cfg(feature = "metrics")]
         if let Some(path) = &self.files.metrics_file {
             let text = crate::metrics::render(&metric_figures(&self.info.name, kernel));
-            if let Err(e) = write_atomic(path, text.as_bytes()) {
+            if let Err(e) = atomic::write_atomic(path, text.as_bytes()) {
                 log::error!("metrics not written: {e}");
             }
         }
@@ -1655,7 +1752,11 @@ impl Runner {
     {
         let doc = report::state(&self.info, &self.config, kernel, now);
         let path = &self.files.state_file;
-        match write_atomic(path, report::to_text(&doc).as_bytes()) {
+        match atomic::write_atomic_mode(
+            path,
+            report::to_text(&doc).as_bytes(),
+            atomic::PRIVATE_MODE,
+        ) {
             Ok(()) => log::info!("state saved to '{}'", path.display()),
             Err(e) => log::error!("{e}"),
         }

@@ -12,10 +12,24 @@
 //! In the launcher: plan the steps (the account lookups, which NSS modules may serve with
 //! threads of their own); create the readiness pipe (close-on-exec); right before the fork,
 //! refuse when more than one thread runs (`fork` copies only the calling thread, so locks held
-//! by the others would stay locked for ever in the child); fork; wait on the pipe.
+//! by the others would stay locked for ever in the child); become a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`), so the daemon, orphaned by the intermediate process, becomes
+//! the launcher's child; fork; wait.
 //!
-//! In the first child: `setsid`; fork again and let this intermediate process exit, so the
-//! daemon is not a session leader and can never acquire a controlling terminal.
+//! In the first child: `setsid`; fork again, send the daemon's PID over the pipe and let this
+//! intermediate process exit, so the daemon is not a session leader and can never acquire a
+//! controlling terminal.
+//!
+//! # The launcher's wait
+//!
+//! The launcher waits for the first of: the daemon's report on the pipe, the daemon's death,
+//! the end of the pipe, and the start timeout ([`DaemonOptions::start_timeout`]). The end of
+//! the pipe alone is not enough: a child that a service forks (without exec) inherits the
+//! pipe's write end and may outlive the daemon, and the launcher must not wait for it. So the
+//! launcher polls the pipe in short slices and reaps the daemon with `waitpid(WNOHANG)`
+//! between them: as its subreaper, the daemon's PID cannot be reused before the launcher has
+//! waited for it. On a death it prints the daemon's exit code or signal; on the timeout, what
+//! it waited for and that the daemon may still be starting.
 //!
 //! In the daemon: every signal disposition back to its default and an empty signal mask
 //! (`SIGPIPE` stays ignored, as the Rust runtime sets it); stdin, stdout and stderr on
@@ -43,15 +57,17 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::stat::{umask, Mode};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, fork, ForkResult, Gid, Group, Pid, Uid, User};
 
 use crate::error::{exit, Error, Result};
@@ -76,6 +92,9 @@ pub struct DaemonOptions {
     /// Informative only: [`daemonize`] leaves every descriptor above 2 as it is (a descriptor
     /// belongs to whatever value holds it, see "Descriptors" in the module documentation).
     pub keep_fds: Vec<RawFd>,
+    /// How long the launcher waits for the daemon's report before it gives up (exit 1,
+    /// naming what it waited for); `None` waits for ever. Not used in the foreground.
+    pub start_timeout: Option<Duration>,
 }
 
 /// The daemon's end of the readiness pipe. Report exactly once: [`Readiness::ready`] once the
@@ -86,6 +105,8 @@ pub struct Readiness {
     pipe: Option<OwnedFd>,
 }
 
+/// First byte on the pipe from the intermediate process: the daemon's PID (4 bytes) follows.
+const PID: u8 = b'P';
 /// First byte on the pipe: the daemon is ready.
 const READY: u8 = b'R';
 /// First byte on the pipe: the daemon failed; an exit code and a message follow.
@@ -172,17 +193,25 @@ pub fn daemonize(opts: &DaemonOptions) -> Result<Readiness> {
              thread); daemonize before starting any thread"
         )));
     }
+    // The daemon becomes our child when the intermediate process exits, so we can reap it.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == -1 {
+        return Err(Error::os(
+            "become the daemon's subreaper",
+            io::Error::last_os_error(),
+        ));
+    }
 
     // SAFETY: this process has exactly one thread (checked above), so the child starts in a
     // consistent state and may allocate, take locks and run any code.
     match unsafe { fork() }.map_err(|e| Error::os("fork", e.into()))? {
         ForkResult::Parent { child } => {
             drop(write);
-            launcher(read, child)
+            launcher(read, child, opts.start_timeout)
         }
         ForkResult::Child => {
             drop(read);
-            match first_child(&plan) {
+            match first_child(&plan, &write) {
                 Ok(()) => Ok(Readiness { pipe: Some(write) }),
                 Err(e) => die(write, &e),
             }
@@ -511,20 +540,23 @@ fn thread_count() -> Result<usize> {
         })
 }
 
-/// The launching process: waits for the daemon's report and exits with it.
-fn launcher(read: OwnedFd, child: Pid) -> ! {
-    let report = read_report(File::from(read));
-    // The intermediate process exits right after its fork: reap it.
-    let _ = waitpid(child, None);
+/// The launching process: waits for the daemon's report, its death or the timeout (see the
+/// [module documentation](self)), and exits accordingly.
+fn launcher(read: OwnedFd, child: Pid, timeout: Option<Duration>) -> ! {
     let program = std::env::args_os()
         .next()
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(OsStr::to_os_string))
         .unwrap_or_else(|| OsString::from("daemon"));
     let program = program.to_string_lossy();
-    match report {
-        Report::Ready => std::process::exit(exit::OK),
-        Report::Failed { code, message } => {
+    let outcome = wait_for_daemon(read, child, timeout);
+    let fail = |message: String| -> ! {
+        eprintln!("{program}: {}", Error::Daemon(message));
+        std::process::exit(exit::FAILURE)
+    };
+    match outcome {
+        Outcome::Report(Report::Ready) => std::process::exit(exit::OK),
+        Outcome::Report(Report::Failed { code, message }) => {
             eprintln!("{program}: {}", Error::Daemon(message));
             std::process::exit(if (1..=255).contains(&code) {
                 code
@@ -532,9 +564,109 @@ fn launcher(read: OwnedFd, child: Pid) -> ! {
                 exit::FAILURE
             })
         }
-        Report::Gone => {
+        Outcome::Report(Report::Gone) => {
             eprintln!("{program}: daemon exited before it was ready");
             std::process::exit(exit::FAILURE)
+        }
+        Outcome::Died { pid, how } => {
+            eprintln!(
+                "{program}: daemon exited before it was ready (pid {pid} {how}; a process it \
+                 forked still holds the readiness pipe)"
+            );
+            std::process::exit(exit::FAILURE)
+        }
+        Outcome::TimedOut { pid, after } => {
+            let who = pid.map_or_else(
+                || "the daemon".to_owned(),
+                |p| format!("the daemon (pid {p})"),
+            );
+            fail(format!(
+                "waited {} s (start_timeout) for {who} to report that it is ready, in vain; it may \
+                 still be starting",
+                after.as_secs_f64()
+            ))
+        }
+    }
+}
+
+/// How the launcher's wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The daemon reported (or the pipe ended without a report).
+    Report(Report),
+    /// The daemon died without a report; `how` says how ("exited with code 3").
+    Died { pid: i32, how: String },
+    /// No report within the timeout.
+    TimedOut { pid: Option<i32>, after: Duration },
+}
+
+/// The longest the launcher sleeps in `poll` before it looks whether the daemon died.
+const SLICE: Duration = Duration::from_millis(50);
+
+fn wait_for_daemon(read: OwnedFd, child: Pid, timeout: Option<Duration>) -> Outcome {
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let mut frames = Frames::default();
+    let mut pipe = File::from(read);
+    // The intermediate process exits right after its fork: reap it.
+    let _ = waitpid(child, None);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let slice = match timeout {
+            Some(t) => match t.checked_sub(started.elapsed()) {
+                Some(left) => left.min(SLICE),
+                None => {
+                    return Outcome::TimedOut {
+                        pid: frames.daemon,
+                        after: t,
+                    }
+                }
+            },
+            None => SLICE,
+        };
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        let ready = match poll(
+            &mut fds,
+            PollTimeout::try_from(slice).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) => n > 0,
+            Err(Errno::EINTR) => false,
+            Err(_) => true,
+        };
+        if ready {
+            match pipe.read(&mut chunk) {
+                Ok(0) => return Outcome::Report(frames.finish(&buf)),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    frames.parse(&mut buf);
+                    if let Some(report) = frames.report.take() {
+                        return Outcome::Report(report);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Report(frames.finish(&buf)),
+            }
+            continue;
+        }
+        if let Some(pid) = frames.daemon {
+            let how = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => format!("exited with code {code}"),
+                Ok(WaitStatus::Signaled(_, sig, _)) => format!("was killed by {sig}"),
+                _ => continue,
+            };
+            // It may have written its report just before it died.
+            let _ = fcntl(&pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            frames.parse(&mut buf);
+            return match frames.report.take() {
+                Some(report) => Outcome::Report(report),
+                None => Outcome::Died { pid, how },
+            };
         }
     }
 }
@@ -547,45 +679,105 @@ enum Report {
     Gone,
 }
 
-fn read_report(mut pipe: impl Read) -> Report {
-    let mut kind = [0u8; 1];
-    if pipe.read_exact(&mut kind).is_err() {
-        return Report::Gone;
-    }
-    match kind[0] {
-        READY => Report::Ready,
-        FAILED => {
-            let mut header = [0u8; 8];
-            if pipe.read_exact(&mut header).is_err() {
-                return Report::Gone;
-            }
-            let code = i32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
-            let len = u32::from_be_bytes(header[4..].try_into().expect("4 bytes")) as usize;
-            let mut message = Vec::new();
-            let _ = pipe
-                .take(len.min(MAX_MESSAGE) as u64)
-                .read_to_end(&mut message);
-            Report::Failed {
-                code,
-                message: String::from_utf8_lossy(&message).into_owned(),
+/// The frames read so far: the daemon's PID (from the intermediate process) and the report.
+#[derive(Debug, Default)]
+struct Frames {
+    daemon: Option<i32>,
+    report: Option<Report>,
+}
+
+impl Frames {
+    /// Consumes the complete frames at the start of `buf`.
+    fn parse(&mut self, buf: &mut Vec<u8>) {
+        while self.report.is_none() {
+            match buf.first().copied() {
+                None => return,
+                Some(PID) => {
+                    let Some(bytes) = buf.get(1..5) else { return };
+                    self.daemon = Some(i32::from_be_bytes(bytes.try_into().expect("4 bytes")));
+                    buf.drain(..5);
+                }
+                Some(READY) => {
+                    self.report = Some(Report::Ready);
+                    buf.drain(..1);
+                }
+                Some(FAILED) => {
+                    let Some(header) = buf.get(1..9) else { return };
+                    let code = i32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+                    let len = u32::from_be_bytes(header[4..].try_into().expect("4 bytes")) as usize;
+                    let len = len.min(MAX_MESSAGE);
+                    let Some(message) = buf.get(9..9 + len) else {
+                        return;
+                    };
+                    self.report = Some(Report::Failed {
+                        code,
+                        message: String::from_utf8_lossy(message).into_owned(),
+                    });
+                    buf.drain(..9 + len);
+                }
+                Some(other) => {
+                    self.report = Some(Report::Failed {
+                        code: exit::FAILURE,
+                        message: format!("unexpected byte {other:#04x} on the readiness pipe"),
+                    });
+                    buf.clear();
+                }
             }
         }
-        other => Report::Failed {
-            code: exit::FAILURE,
-            message: format!("unexpected byte {other:#04x} on the readiness pipe"),
-        },
+    }
+
+    /// The report once the pipe has ended with `rest` unparsed: a failure message cut short
+    /// still counts; anything less is "gone".
+    fn finish(&mut self, rest: &[u8]) -> Report {
+        if let Some(report) = self.report.take() {
+            return report;
+        }
+        match rest {
+            [FAILED, header @ ..] if header.len() >= 8 => Report::Failed {
+                code: i32::from_be_bytes(header[..4].try_into().expect("4 bytes")),
+                message: String::from_utf8_lossy(&header[8..]).into_owned(),
+            },
+            _ => Report::Gone,
+        }
+    }
+}
+
+/// Reads frames from `pipe` until a report or its end (for tests and simple callers).
+#[cfg(test)]
+fn read_report(mut pipe: impl Read) -> Report {
+    let mut frames = Frames::default();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) | Err(_) => return frames.finish(&buf),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                frames.parse(&mut buf);
+                if let Some(report) = frames.report.take() {
+                    return report;
+                }
+            }
+        }
     }
 }
 
 /// The first child: new session, second fork, then the daemon's own steps.
-fn first_child(plan: &Plan) -> Result<()> {
+fn first_child(plan: &Plan, pipe: &OwnedFd) -> Result<()> {
     unistd::setsid().map_err(|e| Error::os("setsid", e.into()))?;
     // SAFETY: still a single-threaded process (a fork of one).
     match unsafe { fork() }.map_err(|e| Error::os("fork", e.into()))? {
-        ForkResult::Parent { .. } => {
-            // SAFETY: the intermediate process ends at once, running no exit handlers and
-            // no destructors (the daemon owns the shared resources now).
-            unsafe { libc::_exit(0) }
+        ForkResult::Parent { child } => {
+            // The launcher needs the daemon's PID to notice its death (see the module docs).
+            let mut frame = [PID, 0, 0, 0, 0];
+            frame[1..].copy_from_slice(&child.as_raw().to_be_bytes());
+            // SAFETY: a write of a live buffer to the pipe, then the intermediate process ends
+            // at once, running no exit handlers and no destructors (the daemon owns the
+            // shared resources now).
+            unsafe {
+                libc::write(pipe.as_raw_fd(), frame.as_ptr().cast(), frame.len());
+                libc::_exit(0)
+            }
         }
         ForkResult::Child => {}
     }

@@ -105,9 +105,14 @@ impl Error {
         match self {
             Self::Usage(_) => exit::USAGE,
             Self::Config { .. } => exit::CONFIG,
-            Self::Io { source, .. } | Self::Os { source, .. } => match source.kind() {
+            Self::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => exit::NO_PERMISSION,
                 _ => exit::CANT_CREATE,
+            },
+            // fork, setsid, pipe, the privilege drop...: sysexits' EX_OSERR.
+            Self::Os { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => exit::NO_PERMISSION,
+                _ => exit::OS,
             },
             Self::AlreadyRunning { .. } => exit::ALREADY_RUNNING,
             Self::Daemon(_) => exit::FAILURE,
@@ -158,8 +163,32 @@ impl Error {
     }
 }
 
+/// Writes `text` with its control characters escaped the way `char::escape_debug` does
+/// (`\0`, `\n`, `\u{1b}`...): a NUL byte or an escape sequence from a configuration value
+/// must not reach a terminal or a log line raw.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_debug())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Error {
+    /// One line; control characters in names, paths and messages are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.write_raw(&mut text)?;
+        write_escaped(f, &text)
+    }
+}
+
+impl Error {
+    fn write_raw(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         match self {
             Self::Usage(msg) => write!(f, "usage: {msg}"),
             Self::Config {
@@ -233,5 +262,36 @@ mod tests {
             );
             assert_eq!(e.exit_code(), exit::NO_PERMISSION);
         }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let e = Error::UnknownAccount {
+            kind: "group",
+            name: "\0a\nb\u{1b}[31m".into(),
+        };
+        assert_eq!(e.to_string(), r"unknown group '\0a\nb\u{1b}[31m'");
+        let e = Error::config("/etc/d.conf", "bad 'é' value");
+        assert_eq!(
+            e.to_string(),
+            "configuration error in /etc/d.conf: bad 'é' value"
+        );
+    }
+
+    #[test]
+    fn os_failures_exit_71() {
+        let e = Error::os("fork", io::Error::from_raw_os_error(nix::libc::EAGAIN));
+        assert_eq!(e.exit_code(), exit::OS);
+        let e = Error::os(
+            "drop privileges",
+            io::Error::from_raw_os_error(nix::libc::EPERM),
+        );
+        assert_eq!(e.exit_code(), exit::NO_PERMISSION);
+        let e = Error::io(
+            "write",
+            "/x",
+            io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        );
+        assert_eq!(e.exit_code(), exit::CANT_CREATE);
     }
 }

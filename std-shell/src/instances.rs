@@ -44,7 +44,7 @@ pub fn instance_path(base: &Path, pid: u32) -> PathBuf {
 }
 
 /// The PID in `file_name` if it names an instance of `base_name`.
-fn instance_pid(base_name: &str, file_name: &str) -> Option<u32> {
+pub(crate) fn instance_pid(base_name: &str, file_name: &str) -> Option<u32> {
     let (stem, ext) = split(base_name);
     let rest = file_name.strip_prefix(stem)?.strip_prefix('.')?;
     let digits = match ext {

@@ -125,7 +125,8 @@
 //!   from outside the loop, counted from the signal), [`notify`] (systemd), [`atomic`] (atomic file replacement),
 //!   [`runlog`] (runlog files and their actions), [`report`] (the runlog and state documents),
 //!   [`pstate`] (the persistent state file), [`checkpoint`] (its durable writes off the loop),
-//!   [`error`] (errors and exit codes).
+//!   [`safepath`] (ownership rules for the paths the shell opens, directories held across the
+//!   privilege drop), [`error`] (errors and exit codes).
 //! * The kernel itself is re-exported as [`core`].
 //!
 //! # Limitations
@@ -162,9 +163,11 @@ pub mod notify;
 pub mod paths;
 pub mod pidfile;
 pub mod precise;
+pub mod preflight;
 pub mod pstate;
 pub mod report;
 pub mod runlog;
+pub mod safepath;
 pub mod service;
 pub mod signals;
 #[cfg(feature = "syslog")]

@@ -16,6 +16,16 @@
 //! `syslog` sends RFC 3164 lines to `syslog_socket` (`/dev/log`; the `syslog`
 //! module, feature `syslog`).
 //!
+//! The log file is opened under the [ownership rules](crate::safepath): through its
+//! directory's descriptor, never following a symbolic link at the path (root would append to
+//! whatever file a planted link names), and only if it is a regular file of a trusted owner.
+//! The directory's descriptor is kept (and [held](crate::safepath::hold_dir) across
+//! daemonizing), and [`Logger::reopen`] opens the new file relative to it: after a privilege
+//! drop (`--user`) or a chroot the path may be out of reach, but the directory needs only to be
+//! writable by the service user. With `--user`, keep the log in a directory the service user
+//! may write to (for example `/var/log/<name>/`, owned by it), or let logrotate create the new
+//! file (`create` with the service user as owner) or copy and truncate (`copytruncate`).
+//!
 //! # Formats
 //!
 //! - Console lines: `TIME LEVEL: message`.
@@ -48,11 +58,11 @@
 //! file path again after logrotate moved the old file away (call it on SIGHUP).
 //! [`Logger::install`] makes a logger the process's one [`log`] backend.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -62,8 +72,11 @@ use std::time::SystemTime;
 use log::{LevelFilter, Log, Metadata, Record};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use nix::fcntl::OFlag;
+
 use crate::civil::Utc;
 use crate::error::{Error, Result};
+use crate::safepath::{self, Dir};
 pub use crate::words::{LogFormat, LogTarget};
 
 /// A log level as the `--log-level` flag and the `log_level` key spell it.
@@ -171,6 +184,8 @@ enum Sink {
     File {
         path: PathBuf,
         file: File,
+        /// The file's directory, opened when the file first was.
+        dir: Dir,
     },
     #[cfg(feature = "syslog")]
     Syslog(crate::syslog::Syslog),
@@ -183,10 +198,10 @@ impl Sink {
         Ok(match target {
             Target::Console => Sink::Console,
             Target::ConsolePrefixed => Sink::ConsolePrefixed,
-            Target::File(path) => Sink::File {
-                file: open_log(&path)?,
-                path,
-            },
+            Target::File(path) => {
+                let (file, dir) = open_log(&path)?;
+                Sink::File { path, file, dir }
+            }
             #[cfg(feature = "syslog")]
             Target::Syslog(path) => Sink::Syslog(crate::syslog::Syslog::connect(&path)?),
             #[cfg(feature = "journald")]
@@ -371,13 +386,23 @@ impl fmt::Debug for Logger {
     }
 }
 
-fn open_log(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|e| Error::io("open log file", path, e))
+/// Opens the log file at `path` for appending under the [ownership rules](crate::safepath),
+/// with its directory, which is held for the life of the process (see the module
+/// documentation).
+fn open_log(path: &Path) -> Result<(File, Dir)> {
+    let (dir, name) = Dir::open_parent(path).map_err(|e| Error::io("open log file", path, e))?;
+    let file = open_in(&dir, &name, path)?;
+    safepath::hold_dir(dir.clone());
+    Ok((file, dir))
+}
+
+fn open_in(dir: &Dir, name: &OsStr, path: &Path) -> Result<File> {
+    dir.open_file(
+        name,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+        0o640,
+    )
+    .map_err(|e| Error::io("open log file", path, e))
 }
 
 impl Logger {
@@ -474,16 +499,19 @@ impl Logger {
         Ok(())
     }
 
-    /// Opens the log file's path again (after logrotate renamed the file, the following lines
-    /// go to a new file by the old name). Does nothing for the console.
+    /// Opens the log file's name again in the directory held since it was first opened
+    /// (after logrotate renamed the file, the following lines go to a new file by the old
+    /// name). Does nothing for the console.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the path cannot be opened; lines keep going to the old file.
+    /// [`Error::Io`] when the file cannot be opened (or is refused); lines keep going to the
+    /// old file.
     pub fn reopen(&self) -> Result<()> {
         let mut sink = self.lock();
-        if let Sink::File { path, file } = &mut *sink {
-            *file = open_log(path)?;
+        if let Sink::File { path, file, dir } = &mut *sink {
+            let name = path.file_name().unwrap_or_default().to_os_string();
+            *file = open_in(dir, &name, path)?;
         }
         Ok(())
     }

@@ -319,7 +319,9 @@ mod tests {
         for bad in ["", "1abc", "-x", ".hidden", "a b", "a/b", "é", "a\n", "x$"] {
             let err = validate_name(bad).unwrap_err();
             assert!(matches!(err, Error::Usage(_)));
-            assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
+            // Control characters come out escaped ("a\\n").
+            let shown = bad.escape_debug().to_string();
+            assert!(err.to_string().contains(&format!("'{shown}'")), "{err}");
         }
         assert_eq!(name_from_program("/usr/sbin/tailer").unwrap(), "tailer");
         assert_eq!(name_from_program("tailer").unwrap(), "tailer");

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic_mode, PRIVATE_MODE};
 use crate::config::parse_json_conf;
 use crate::error::{Error, Result};
 
@@ -101,10 +101,11 @@ impl Pstate {
     ///
     /// # Errors
     ///
-    /// As [`write_atomic`]; the old file is then untouched.
+    /// As [`write_atomic_mode`]; the old file is then untouched.
     pub fn save(&self) -> Result<()> {
         match self.to_bytes() {
-            Some(bytes) => write_atomic(&self.path, &bytes),
+            // 0600 for a new file: components may keep what others must not read.
+            Some(bytes) => write_atomic_mode(&self.path, &bytes, PRIVATE_MODE),
             None => Ok(()),
         }
     }

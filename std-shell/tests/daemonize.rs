@@ -125,7 +125,7 @@ fn probe(mode: &str) -> ! {
 
     // The daemon.
     let pid = unistd::getpid();
-    pidfile.write_pid(pid.as_raw()).unwrap();
+    pidfile.hold().unwrap();
     let mut out = BTreeMap::new();
     out.insert("pid", pid.to_string());
     out.insert("ppid", unistd::getppid().to_string());
@@ -270,12 +270,19 @@ impl Drop for Daemon {
     }
 }
 
-/// Blocks until no process holds the pidfile's lock (the daemon has exited): a blocking
-/// shared lock, no polling.
+/// Blocks until no process holds the pidfile's run lock (the daemon has exited): a blocking
+/// read lock of its first byte (`F_SETLKW`), no polling.
 fn wait_until_unlocked(path: &Path) {
     if let Ok(file) = File::open(path) {
-        // SAFETY: flock on a descriptor we own; it blocks until the daemon's lock is gone.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) };
+        // SAFETY: a zeroed flock struct is valid; F_SETLKW on a descriptor we own blocks
+        // until the daemon's write lock of byte 0 is gone.
+        unsafe {
+            let mut lock: libc::flock = std::mem::zeroed();
+            lock.l_type = libc::F_RDLCK as i16;
+            lock.l_whence = libc::SEEK_SET as i16;
+            lock.l_len = 1;
+            libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &mut lock);
+        }
     }
 }
 
@@ -360,7 +367,11 @@ fn ready() {
         .map(|f| f.parse().unwrap())
         .collect();
     let expected: BTreeSet<RawFd> = [0, 1, 2, keep_facts, keep_pidfile, owned, no_cloexec].into();
-    let extra: Vec<_> = open.difference(&expected).collect();
+    // Besides: the readiness pipe, and the pidfile's directory, held open (safepath).
+    let extra: Vec<_> = open
+        .difference(&expected)
+        .filter(|fd| !facts[&format!("fd.{fd}")].starts_with(&format!("{:o}:", libc::S_IFDIR)))
+        .collect();
     assert_eq!(extra.len(), 1, "only the readiness pipe besides: {open:?}");
     let pipe = facts[&format!("fd.{}", extra[0])].clone();
     assert!(pipe.starts_with(&format!("{:o}:", libc::S_IFIFO)), "{pipe}");
@@ -409,11 +420,11 @@ fn bad_work_dir() {
     );
     assert!(run.stderr.contains(&expected), "{:?}", run.stderr);
     // The daemon died without a clean exit (it may still be on its way out after its
-    // report): its pidfile is left stale.
+    // report), before it took the run lock: its pidfile is left, empty and unlocked.
     wait_until_unlocked(&run.path("probe.pid"));
     assert!(matches!(
         pidfile::probe(run.path("probe.pid")),
-        Probe::Stale { .. }
+        Probe::Stale { .. } | Probe::NotRunning
     ));
 }
 

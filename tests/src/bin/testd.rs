@@ -26,6 +26,9 @@
 //! | `state_marker` | string, `""` | echoed in the state file as `components.worker.state_marker` |
 //! | `stop_after` | u64, 0 | after this many `work` events the worker asks for a graceful stop itself (0: never) |
 //! | `unhandled_at_start` | bool, false | at `start` it schedules one `orphan` event, which no component handles: an error of the run (logged, in the runlog's `errors`, `result` `failure`, exit code 1 at the end) |
+//! | `fork_sleeper_ms` | u64, 0 | its start-up (`Service::activate`) forks a child without exec that keeps every descriptor (the readiness pipe, the pidfile) and sleeps this long; it logs `forked a sleeper (pid N)` (0: no child) |
+//! | `exit_in_activate` | bool, false | its start-up then ends the process with exit code 3, reporting nothing to the launcher |
+//! | `activate_delay_ms` | u64, 0 | its start-up first sleeps this long (the launcher waits meanwhile) |
 //!
 //! Events: `start`, `stop`, `reload`, `work` go to the worker; `orphan` goes nowhere. Its
 //! `stop` handler logs `worker: stop handler runs` (info) first.
@@ -135,6 +138,9 @@ struct Settings {
     fd_probe_dir: String,
     stop_after: u64,
     unhandled_at_start: bool,
+    fork_sleeper_ms: u64,
+    exit_in_activate: bool,
+    activate_delay_ms: u64,
 }
 
 impl Default for Settings {
@@ -148,6 +154,9 @@ impl Default for Settings {
             fd_probe_dir: String::new(),
             stop_after: 0,
             unhandled_at_start: false,
+            fork_sleeper_ms: 0,
+            exit_in_activate: false,
+            activate_delay_ms: 0,
         }
     }
 }
@@ -395,6 +404,24 @@ impl Service<Job> for Worker {
     }
 
     fn activate(&mut self) -> zendaemon::Result<()> {
+        std::thread::sleep(Duration::from_millis(self.settings.activate_delay_ms));
+        if self.settings.fork_sleeper_ms > 0 {
+            // SAFETY: the daemon has one thread here; the child only sleeps and _exits.
+            match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Child) => {
+                    std::thread::sleep(Duration::from_millis(self.settings.fork_sleeper_ms));
+                    // SAFETY: ends the child without running the daemon's exit code.
+                    unsafe { nix::libc::_exit(0) }
+                }
+                Ok(nix::unistd::ForkResult::Parent { child }) => {
+                    log::info!("forked a sleeper (pid {child})");
+                }
+                Err(e) => log::error!("cannot fork a sleeper: {e}"),
+            }
+        }
+        if self.settings.exit_in_activate {
+            std::process::exit(3);
+        }
         if self.settings.fail_after_fork {
             return Err(Error::Daemon("worker refused to start".into()));
         }
