@@ -32,7 +32,7 @@ use crate::timer::{TimerError, TimerHandle};
 /// per event type: it runs only on the error paths, and inlined into each of the eight
 /// scheduling methods it cost firmware 40-60 bytes apiece.
 #[inline(never)]
-fn user<U>(event: Event<U>) -> U {
+pub(crate) fn user<U>(event: Event<U>) -> U {
     match event {
         Event::User(u) => u,
         _ => not_user(),

@@ -70,9 +70,11 @@ fn next_queue_id() -> u16 {
     #[cfg(target_has_atomic = "16")]
     {
         use core::sync::atomic::{AtomicU16, Ordering};
-        static NEXT: AtomicU16 = AtomicU16::new(1);
+        // The count of identities handed out, starting at 0 so that it lives in `.bss`, not
+        // `.data` (firmware startup copies `.data` from flash).
+        static TAKEN: AtomicU16 = AtomicU16::new(0);
         loop {
-            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            let id = TAKEN.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             if id != 0 {
                 return id;
             }
@@ -81,12 +83,13 @@ fn next_queue_id() -> u16 {
     #[cfg(not(target_has_atomic = "16"))]
     {
         use core::cell::Cell;
-        static NEXT: critical_section::Mutex<Cell<u16>> =
-            critical_section::Mutex::new(Cell::new(1));
+        // As above: starting at 0 keeps it in `.bss`.
+        static TAKEN: critical_section::Mutex<Cell<u16>> =
+            critical_section::Mutex::new(Cell::new(0));
         critical_section::with(|cs| {
-            let next = NEXT.borrow(cs);
-            let id = next.get();
-            next.set(id.checked_add(1).unwrap_or(1));
+            let taken = TAKEN.borrow(cs);
+            let id = taken.get().checked_add(1).unwrap_or(1);
+            taken.set(id);
             id
         })
     }
