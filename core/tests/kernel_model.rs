@@ -27,8 +27,10 @@ fn action() -> impl Strategy<Value = Action> {
         2 => ticks().prop_map(Action::ScheduleAfter),
         1 => ticks().prop_map(Action::ScheduleEvery),
         1 => (0..4u16).prop_map(Action::Cancel),
-        1 => (0..4u16, ticks()).prop_map(|(n, offset)| Action::Reschedule(n, offset)),
-        1 => (0..4u16, ticks()).prop_map(|(n, delay)| Action::RescheduleAfter(n, delay)),
+        1 => (0..4u16, ticks())
+            .prop_map(|(n, offset)| Action::Reschedule(n, km::handler_reschedule_ticks(offset))),
+        1 => (0..4u16, ticks())
+            .prop_map(|(n, delay)| Action::RescheduleAfter(n, km::handler_reschedule_ticks(delay))),
         1 => Just(Action::RequestStop),
         1 => Just(Action::RequestCheckpoint),
     ]

@@ -34,8 +34,14 @@ fn action(u: &mut Unstructured<'_>) -> Result<Action> {
         7..=8 => Action::ScheduleAfter(ticks(u)?),
         9 => Action::ScheduleEvery(ticks(u)?),
         10 => Action::Cancel(u.int_in_range(0..=3)?),
-        11 => Action::Reschedule(u.int_in_range(0..=3)?, ticks(u)?),
-        12 => Action::RescheduleAfter(u.int_in_range(0..=3)?, ticks(u)?),
+        11 => Action::Reschedule(
+            u.int_in_range(0..=3)?,
+            kernel_model::handler_reschedule_ticks(ticks(u)?),
+        ),
+        12 => Action::RescheduleAfter(
+            u.int_in_range(0..=3)?,
+            kernel_model::handler_reschedule_ticks(ticks(u)?),
+        ),
         13 => Action::RequestStop,
         _ => Action::RequestCheckpoint,
     })

@@ -618,6 +618,16 @@ impl Config {
 /// Capacity pairs `(sequential, timed)` the interpreter can run with: small, so queues fill.
 pub const CAPACITIES: [(usize, usize); 4] = [(1, 1), (2, 2), (3, 4), (6, 8)];
 
+/// A handler's reschedule offset or delay, kept in the future (1 tick up to the horizon).
+///
+/// A handler that moves a timer to now or into the past each time it runs keeps that timer
+/// due forever: `run_until_idle` (unbounded by design: it runs until nothing is due) would
+/// then never return, and a test would hang instead of failing. Moving a timer to now or into
+/// the past is covered by the queue model (`queue_model`, `queue_ordering`).
+pub fn handler_reschedule_ticks(ticks: u32) -> u32 {
+    ticks.clamp(1, HORIZON as u32)
+}
+
 /// Shapes a tick amount from two random numbers so the interesting values come up often:
 /// zero and tiny, small, around common stop timeouts, the edge of the horizon, anything.
 pub fn ticks_from(kind: u8, value: u32) -> u32 {
