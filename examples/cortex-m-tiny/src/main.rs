@@ -146,9 +146,7 @@ fn main() -> ! {
     };
     // 1 component, the lifecycle kinds and 2 of its own, 1 handler per kind, 4 sequential and 2 timed.
     let mut kernel =
-        Kernel::<'_, Ev, CycleClock, 1, { zendaemon_core::kinds::<Ev>() }, 1, 4, 2>::new(
-            Settings::default(),
-        );
+        Kernel::<'_, Ev, CycleClock, 1, { kinds::<Ev>() }, 1, 4, 2>::new(Settings::default());
     let _ = kernel.add(&mut blinker);
     kernel.attach_inbox(&INBOX);
     let _ = kernel.start(CycleClock::now());
