@@ -266,18 +266,31 @@ fn mul_high_by_halves(a: u64, b: u64) -> u64 {
     p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32)
 }
 
+/// A clock whose time is never read: a fixed tick rate for conversions (and tests).
+macro_rules! fixed_rate_clock {
+    ($(#[$meta:meta])* $name:ident, $tick:ty, $num:expr, $den:expr) => {
+        $(#[$meta])*
+        struct $name;
+        impl Clock for $name {
+            type T = $tick;
+            const SCALING_FACTOR: Fraction = Fraction::new($num, $den);
+            fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
+                Ok(Instant::new(0))
+            }
+        }
+    };
+}
+
 /// A span in whole milliseconds, rounded up and saturated at `u32::MAX` (49.7 days): how
 /// [`Settings`](crate::Settings) keeps the delays it is given.
 pub fn to_millis(span: impl Delay) -> Milliseconds<u32> {
-    /// A clock of millisecond ticks, for the conversion only.
-    struct Millis;
-    impl Clock for Millis {
-        type T = u32;
-        const SCALING_FACTOR: Fraction = Fraction::new(1, 1_000);
-        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-            Ok(Instant::new(0))
-        }
-    }
+    fixed_rate_clock!(
+        /// A clock of millisecond ticks, for the conversion only.
+        Millis,
+        u32,
+        1,
+        1_000
+    );
     let ms = span.in_ticks::<Millis>().unwrap_or(u64::MAX);
     Milliseconds(u32::try_from(ms).unwrap_or(u32::MAX))
 }
@@ -473,14 +486,6 @@ mod tests {
 
     #[test]
     fn durations_round_up_to_whole_ticks() {
-        struct Khz32;
-        impl Clock for Khz32 {
-            type T = u32;
-            const SCALING_FACTOR: Fraction = Fraction::new(1, 32_768);
-            fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-                Ok(Instant::new(0))
-            }
-        }
         // 1 ms is 32.768 ticks: 33, never 32 (which would fire early).
         assert_eq!(duration_to_ticks::<Khz32, _>(Milliseconds(1u32)), Some(33));
         assert_eq!(
@@ -497,35 +502,29 @@ mod tests {
         );
     }
 
-    /// A clock of 3/1000 s ticks: no whole number of ticks per second or per millisecond.
-    struct Tick3ms;
-    impl Clock for Tick3ms {
-        type T = u32;
-        const SCALING_FACTOR: Fraction = Fraction::new(3, 1_000);
-        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-            Ok(Instant::new(0))
-        }
-    }
+    fixed_rate_clock!(
+        /// A clock of 3/1000 s ticks: no whole number of ticks per second or per millisecond.
+        Tick3ms,
+        u32,
+        3,
+        1_000
+    );
 
-    /// A 32.768 kHz clock.
-    struct Khz32;
-    impl Clock for Khz32 {
-        type T = u32;
-        const SCALING_FACTOR: Fraction = Fraction::new(1, 32_768);
-        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-            Ok(Instant::new(0))
-        }
-    }
+    fixed_rate_clock!(
+        /// A 32.768 kHz clock.
+        Khz32,
+        u32,
+        1,
+        32_768
+    );
 
-    /// A 1 GHz clock with `u64` ticks.
-    struct Ghz;
-    impl Clock for Ghz {
-        type T = u64;
-        const SCALING_FACTOR: Fraction = Fraction::new(1, 1_000_000_000);
-        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-            Ok(Instant::new(0))
-        }
-    }
+    fixed_rate_clock!(
+        /// A 1 GHz clock with `u64` ticks.
+        Ghz,
+        u64,
+        1,
+        1_000_000_000
+    );
 
     /// `d` in ticks of `C` the slow way (u128 arithmetic with a division), rounded up.
     fn reference<C: Clock>(d: core::time::Duration) -> Option<u64> {
@@ -691,17 +690,14 @@ mod strength {
     use super::*;
     use embedded_time::duration::Seconds;
 
-    /// A clock with ticks of 3 ms: `u64` ticks and a scaling factor of 3/1000 s.
-    #[derive(Debug)]
-    struct ThreeMs;
-
-    impl Clock for ThreeMs {
-        type T = u64;
-        const SCALING_FACTOR: Fraction = Fraction::new(3, 1_000);
-        fn try_now(&self) -> Result<Instant<Self>, embedded_time::clock::Error> {
-            Ok(Instant::new(0))
-        }
-    }
+    fixed_rate_clock!(
+        /// A clock with ticks of 3 ms: `u64` ticks and a scaling factor of 3/1000 s.
+        #[derive(Debug)]
+        ThreeMs,
+        u64,
+        3,
+        1_000
+    );
 
     /// A duration counted in sevenths of three seconds (3/7 s).
     #[derive(Debug, Clone, Copy)]
